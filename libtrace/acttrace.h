@@ -1,0 +1,287 @@
+/* acttrace.h: the public interface of libacttrace, which captures per-channel
+ * activation statistics into HDF5 trace files and reads them back.
+ *
+ * Conventions: every function that can fail returns an int status (AT_OK or a
+ * negative AT_E* code) and, when given a non-NULL struct at_error, fills it
+ * with a one-line message naming the file or argument at fault.  The library
+ * never prints and never exits.  Types ending in _desc are filled by the
+ * caller; opaque handles are created and destroyed by the library.
+ * The trace layout itself is specified in acttrace-format(5). */
+#ifndef ACTTRACE_H
+#define ACTTRACE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define AT_FORMAT_NAME "acttrace"
+#define AT_FORMAT_VERSION 1
+
+/* ---------------------------------------------------------------- errors */
+
+enum at_status {
+	AT_OK = 0,
+	AT_EINVAL = -1,    /* bad argument from the caller */
+	AT_ENOMEM = -2,    /* allocation failed */
+	AT_EIO = -3,       /* the file system or HDF5 failed */
+	AT_EFORMAT = -4,   /* not a trace, unsupported version, malformed content */
+	AT_ENOTFOUND = -5, /* no such point, dataset or weight */
+	AT_ERANGE = -6,    /* a count would overflow its storage */
+	AT_ECODEC = -7,    /* zstd failed to compress or decompress */
+	AT_ENOSYS = -8     /* feature not built into this library */
+};
+
+struct at_error {
+	int code;
+	char message[512];
+};
+
+/* "AT_EFORMAT" etc.; never NULL. */
+const char *at_status_name(int code);
+/* Package version, e.g. "0.1.0". */
+const char *at_version(void);
+
+/* ---------------------------------------------------------------- tensors */
+
+enum at_dtype { AT_F32 = 0, AT_F16 = 1, AT_BF16 = 2 };
+
+/* A strided view of activations.  Element (b, r, c) lives at
+ *   data + (b * batch_stride + r * row_stride + c * channel_stride) elements.
+ * Rows are tokens: row (b, r) is token  token_base + b * rows + r.
+ *   [tokens, C]  : batches=1, rows=N, row_stride=C, channel_stride=1
+ *   [B, T, C]    : batches=B, rows=T, batch_stride=T*C, row_stride=C, channel_stride=1
+ *   [B, C, T]    : batches=B, rows=T, batch_stride=C*T, row_stride=1, channel_stride=T */
+struct at_tensor {
+	const void *data;
+	enum at_dtype dtype;
+	int64_t batches;
+	int64_t rows;
+	int64_t channels;
+	int64_t batch_stride;
+	int64_t row_stride;
+	int64_t channel_stride;
+};
+
+/* ---------------------------------------------------------------- histogram */
+
+/* |x| histogram on fixed log-spaced bins, AT_HIST_BINS_PER_OCTAVE per power of
+ * two (relative width 2^(1/4)) from 2^AT_HIST_MIN_EXP to 2^AT_HIST_MAX_EXP:
+ *   bin 0                      |x| == 0
+ *   bin 1                      0 < |x| < 2^MIN_EXP            (underflow)
+ *   bin 2+i, i < LOG_BINS      2^(MIN_EXP + i/4) <= |x| < 2^(MIN_EXP + (i+1)/4)
+ *   bin AT_HIST_BINS-1         |x| >= 2^MAX_EXP                (overflow)
+ * Non-finite values are never binned (they are counted in `nonfinite`). */
+#define AT_HIST_BINS_PER_OCTAVE 4
+#define AT_HIST_MIN_EXP (-24)
+#define AT_HIST_MAX_EXP 24
+#define AT_HIST_LOG_BINS ((AT_HIST_MAX_EXP - AT_HIST_MIN_EXP) * AT_HIST_BINS_PER_OCTAVE)
+#define AT_HIST_BINS (AT_HIST_LOG_BINS + 3)
+
+/* Bin of a finite |x| (absx >= 0). */
+int at_hist_bin(double absx);
+/* Inclusive lower edge of a bin: 0 for bin 0, the smallest positive double
+ * for bin 1, 2^(MIN_EXP + (bin-2)/4) above.  Edge of AT_HIST_BINS is +inf. */
+double at_hist_lower_edge(int bin);
+
+/* ---------------------------------------------------------------- statistics */
+
+/* One of the K largest |x| seen at a point. */
+struct at_extreme {
+	double value;    /* signed value */
+	int64_t token;   /* row of /tokens (token_base + b*rows + r) */
+	int32_t channel;
+};
+
+/* Per-channel accumulators of one recording point, structure of arrays, all
+ * of length `channels`.  The moments are central moments of the finite values
+ * (Welford 1962; Chan et al. 1979; Pebay 2008): m2 = sum (x-mean)^2, etc.
+ * min/max/absmax are NaN and mean 0 for a channel that saw no finite value. */
+struct at_stats {
+	int64_t channels;
+	uint64_t *count;     /* finite values */
+	uint64_t *nonfinite; /* NaN and +-Inf, never in the moments */
+	double *mean, *m2, *m3, *m4;
+	double *min, *max, *absmax, *abssum;
+	uint32_t *hist;      /* [channels][AT_HIST_BINS], or NULL when not kept */
+	struct at_extreme *extremes; /* sorted by |value| descending */
+	int32_t n_extremes;
+	int32_t max_extremes;
+};
+
+/* Empty accumulators for `channels` channels; with_hist keeps histograms,
+ * max_extremes >= 0 is K.  On failure *s is left empty and safe to free. */
+int at_stats_init(struct at_stats *s, int64_t channels, int with_hist,
+                  int32_t max_extremes, struct at_error *err);
+void at_stats_free(struct at_stats *s);
+void at_stats_reset(struct at_stats *s);
+
+/* Fold a tensor into the accumulators (OpenMP over channel blocks).  Exact
+ * combination: the result does not depend on how the data was split.
+ * AT_ERANGE when a histogram bin could exceed 2^32-1. */
+int at_stats_add(struct at_stats *s, const struct at_tensor *t, int64_t token_base,
+                 struct at_error *err);
+/* dst += src, exactly (moments by Pebay's pairwise formulas, histograms
+ * added, extremes re-ranked).  Channel counts and hist presence must match. */
+int at_stats_merge(struct at_stats *dst, const struct at_stats *src, struct at_error *err);
+
+/* Moments of one channel, or of all channels pooled into one distribution. */
+struct at_moments {
+	uint64_t count, nonfinite;
+	double mean, m2, m3, m4;
+	double min, max, absmax, abssum;
+};
+void at_stats_channel(const struct at_stats *s, int64_t channel, struct at_moments *out);
+void at_stats_pool(const struct at_stats *s, struct at_moments *out);
+/* Fold b into a (Chan / Pebay pairwise combination). */
+void at_moments_merge(struct at_moments *a, const struct at_moments *b);
+
+double at_moments_variance(const struct at_moments *m); /* m2/(n-1); NaN if n < 2 */
+double at_moments_std(const struct at_moments *m);
+double at_moments_skewness(const struct at_moments *m); /* sqrt(n) m3 / m2^1.5 */
+double at_moments_kurtosis(const struct at_moments *m); /* excess: n m4 / m2^2 - 3 */
+double at_moments_absmean(const struct at_moments *m);  /* abssum / n */
+
+/* Values counted in bins whose lower edge is >= the edge of at_hist_bin(t):
+ * |x| >= t up to one bin of resolution.  0 when no histogram is kept. */
+uint64_t at_stats_count_at_least(const struct at_stats *s, int64_t channel, double t);
+
+/* ---------------------------------------------------------------- writer */
+
+enum at_sample_policy {
+	AT_SAMPLE_NONE = 0,
+	AT_SAMPLE_EVERY = 1, /* tokens whose index is a multiple of sample_n */
+	AT_SAMPLE_FIRST = 2  /* tokens with pos < sample_n in their sequence */
+};
+
+struct at_writer_options {
+	const char *model;        /* free text for the file attribute, may be NULL */
+	const char *source_dtype; /* dtype the model ran in, e.g. "bfloat16" */
+	const char *notes;
+	const char *producer;     /* NULL: "acttrace <version>" */
+	int hist;                 /* keep |x| histograms (default 1) */
+	int32_t extremes;         /* top-K |x| per point (default 64) */
+	enum at_sample_policy sample_policy; /* default AT_SAMPLE_NONE */
+	int64_t sample_n;
+	int64_t max_samples;      /* per point; later rows are counted as dropped (default 1<<20) */
+	int compression_level;    /* zstd level (default 3) */
+	int threads;              /* 0: OpenMP's default */
+};
+void at_writer_options_init(struct at_writer_options *o);
+
+/* A recording point.  Strings are copied. */
+struct at_point_desc {
+	const char *name;         /* stable dotted name, unique, e.g. "layers.3.mlp.up_proj.out" */
+	int32_t layer;            /* -1 when the point belongs to no layer */
+	const char *component;    /* mlp|attention|recurrent|ssm|norm|layer|embedding|head|other */
+	const char *site;         /* the point's type within a layer, e.g. "mlp.up_proj.out" */
+	const char *module;       /* module path in the model, may be "" */
+	const char *module_class; /* may be "" */
+	const char *direction;    /* "in" or "out" */
+	int64_t channels;
+};
+
+struct at_writer;
+
+/* Create a trace at path (truncating).  complete=0 until at_writer_close. */
+int at_writer_create(struct at_writer **out, const char *path,
+                     const struct at_writer_options *opts, struct at_error *err);
+int at_writer_add_point(struct at_writer *w, const struct at_point_desc *p,
+                        int32_t *point_id, struct at_error *err);
+/* Append n tokens to /tokens; *token_base receives the index of the first. */
+int at_writer_add_tokens(struct at_writer *w, const int32_t *seq, const int32_t *pos,
+                         const int32_t *id, int64_t n, int64_t *token_base,
+                         struct at_error *err);
+/* Fold host activations into a point and sample rows by the policy. */
+int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                      int64_t token_base, struct at_error *err);
+/* Weight statistics of a module: for a matrix [rows=out, channels=in], row
+ * and column absmax and mean |w|; a vector (rows == 1, e.g. a norm's gamma)
+ * is also stored whole. */
+int at_writer_add_weight(struct at_writer *w, const char *module, const char *module_class,
+                         const struct at_tensor *weight, struct at_error *err);
+/* Write everything observed so far and flush the file: after a crash, a
+ * reader sees the trace as of the last checkpoint (complete=0). */
+int at_writer_checkpoint(struct at_writer *w, struct at_error *err);
+/* Checkpoint, mark complete=1 and close.  Frees w, also on failure. */
+int at_writer_close(struct at_writer *w, struct at_error *err);
+/* Close without marking the trace complete (after an error upstream). */
+void at_writer_abandon(struct at_writer *w);
+
+/* ---------------------------------------------------------------- reader */
+
+struct at_trace_info {
+	char format[32];
+	int format_version;
+	char producer[128];
+	char created[64];
+	char model[256];
+	char source_dtype[32];
+	char notes[1024];
+	int complete;
+	int64_t tokens; /* rows of /tokens */
+	int32_t points;
+	int32_t weights;
+};
+
+/* What a reader knows of a point without loading its statistics. */
+struct at_point_info {
+	char name[256];
+	int32_t layer;
+	char component[32];
+	char site[128];
+	char module[256];
+	char module_class[128];
+	char direction[8];
+	int64_t channels;
+	int has_hist;
+	int32_t n_extremes;
+	int64_t samples;         /* rows in `samples` */
+	int64_t samples_dropped; /* rows the policy chose but max_samples refused */
+	int64_t sample_chunk_rows;
+};
+
+struct at_reader;
+
+/* Open and validate: format name and version first, then every point's
+ * attributes.  Errors name the file. */
+int at_reader_open(struct at_reader **out, const char *path, struct at_error *err);
+void at_reader_close(struct at_reader *r);
+const char *at_reader_path(const struct at_reader *r);
+const struct at_trace_info *at_reader_info(const struct at_reader *r);
+/* Points in file order (sorted by layer, then name); NULL when out of range. */
+const struct at_point_info *at_reader_point(const struct at_reader *r, int32_t index);
+int at_reader_find_point(const struct at_reader *r, const char *name, int32_t *index);
+/* Load a point's accumulators into s (initialised here; free with at_stats_free).
+ * Every dataset's presence, type and shape is checked. */
+int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
+                         struct at_error *err);
+/* Sampled rows [first, first+n) of a point as float32 [n][channels], and the
+ * /tokens row of each (tokens may be NULL).  Chunks are decompressed in
+ * parallel; iterate in multiples of sample_chunk_rows for best speed. */
+int at_reader_read_samples(struct at_reader *r, int32_t point, int64_t first, int64_t n,
+                           float *rows, int64_t *tokens, struct at_error *err);
+/* Rows [first, first+n) of /tokens; any output pointer may be NULL. */
+int at_reader_read_tokens(struct at_reader *r, int64_t first, int64_t n, int32_t *seq,
+                          int32_t *pos, int32_t *id, struct at_error *err);
+
+/* Weight statistics of one module. */
+struct at_weight_stats {
+	char module[256];
+	char module_class[128];
+	int64_t rows, cols;
+	double *row_absmax, *row_absmean; /* [rows] */
+	double *col_absmax, *col_absmean; /* [cols] */
+	float *values;                    /* [cols] for vectors (rows == 1), else NULL */
+};
+const char *at_reader_weight_name(const struct at_reader *r, int32_t index);
+int at_reader_load_weight(struct at_reader *r, int32_t index, struct at_weight_stats *out,
+                          struct at_error *err);
+void at_weight_stats_free(struct at_weight_stats *w);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* ACTTRACE_H */

@@ -1,0 +1,59 @@
+/* cli.h: what every acttrace tool shares: messages and exit codes, number
+ * parsing, table output (TSV/CSV/JSON), progress on a terminal. */
+#ifndef AT_CLI_H
+#define AT_CLI_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "acttrace.h"
+
+enum { CLI_EXIT_OK = 0, CLI_EXIT_INPUT = 1, CLI_EXIT_USAGE = 2 };
+
+extern const char *cli_prog;
+extern int cli_quiet; /* -q: no progress */
+
+void cli_init(const char *prog);
+/* "prog (acttrace) X.Y.Z" on stdout, exit 0. */
+_Noreturn void cli_version(void);
+/* "prog: message" and "Try 'prog --help'." on stderr, exit 2. */
+_Noreturn void cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* "prog: file: message" on stderr (no file part when file is NULL), exit 1. */
+_Noreturn void cli_fail(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+/* Same, from a library error (its message already names the file). */
+_Noreturn void cli_fail_at(const struct at_error *err);
+void cli_warn(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* Strict parsers: the whole string must be a number in range; 0 on success. */
+int cli_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
+int cli_parse_double(const char *s, double *out);
+
+/* Tables: one header line (unless disabled), one row per thing. */
+enum cli_format { CLI_TSV, CLI_CSV, CLI_JSON };
+int cli_parse_format(const char *s, enum cli_format *out);
+
+struct cli_table {
+	FILE *out;
+	enum cli_format format;
+	int header;
+	int digits; /* significant digits of doubles */
+	const char *const *columns;
+	int ncolumns;
+	int column; /* next column in the current row */
+	long rows;
+};
+void cli_table_begin(struct cli_table *t, FILE *out, enum cli_format format, int header,
+                     const char *const *columns, int ncolumns);
+void cli_table_str(struct cli_table *t, const char *value);
+void cli_table_int(struct cli_table *t, int64_t value);
+void cli_table_uint(struct cli_table *t, uint64_t value);
+void cli_table_double(struct cli_table *t, double value); /* NaN/Inf: "nan"/"inf", JSON null */
+void cli_table_end_row(struct cli_table *t);
+/* Finish the table and check stdout for write errors (exit 1 on failure). */
+void cli_table_end(struct cli_table *t);
+
+/* Progress on stderr, only when it is a terminal and not -q. */
+void cli_progress(const char *what, double done, double total);
+void cli_progress_done(void);
+
+#endif /* AT_CLI_H */
