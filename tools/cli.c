@@ -1,0 +1,265 @@
+/* cli.c: messages, exit codes, parsers, table output and progress shared by the tools. */
+#include "config.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+
+const char *cli_prog = "acttrace";
+int cli_quiet;
+
+void cli_init(const char *prog)
+{
+	const char *slash = strrchr(prog, '/');
+	cli_prog = slash ? slash + 1 : prog;
+	/* libtool wrappers run the real binary as lt-NAME */
+	if (strncmp(cli_prog, "lt-", 3) == 0)
+		cli_prog += 3;
+}
+
+_Noreturn void cli_version(void)
+{
+	printf("%s (acttrace) %s\n", cli_prog, at_version());
+	exit(CLI_EXIT_OK);
+}
+
+_Noreturn void cli_usage_error(const char *fmt, ...)
+{
+	va_list ap;
+	fprintf(stderr, "%s: ", cli_prog);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "\nTry '%s --help' for more information.\n", cli_prog);
+	exit(CLI_EXIT_USAGE);
+}
+
+static void vmessage(const char *file, const char *fmt, va_list ap)
+{
+	cli_progress_done();
+	if (file)
+		fprintf(stderr, "%s: %s: ", cli_prog, file);
+	else
+		fprintf(stderr, "%s: ", cli_prog);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+_Noreturn void cli_fail(const char *file, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage(file, fmt, ap);
+	va_end(ap);
+	exit(CLI_EXIT_INPUT);
+}
+
+_Noreturn void cli_fail_at(const struct at_error *err)
+{
+	cli_fail(NULL, "%s", err->message[0] ? err->message : at_status_name(err->code));
+}
+
+void cli_warn(const char *file, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage(file, fmt, ap);
+	va_end(ap);
+}
+
+int cli_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
+{
+	char *end;
+	errno = 0;
+	long long v = strtoll(s, &end, 10);
+	if (errno || end == s || *end || v < min || v > max)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int cli_parse_double(const char *s, double *out)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v))
+		return -1;
+	*out = v;
+	return 0;
+}
+
+int cli_parse_format(const char *s, enum cli_format *out)
+{
+	static const struct {
+		const char *name;
+		enum cli_format format;
+	} formats[] = {{"tsv", CLI_TSV}, {"csv", CLI_CSV}, {"json", CLI_JSON}};
+	for (size_t i = 0; i < sizeof formats / sizeof formats[0]; i++) {
+		if (strcmp(s, formats[i].name) == 0) {
+			*out = formats[i].format;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/* ---------------------------------------------------------------- tables */
+
+static void put_json_string(FILE *out, const char *s)
+{
+	fputc('"', out);
+	for (; *s; s++) {
+		unsigned char ch = (unsigned char)*s;
+		if (ch == '"' || ch == '\\')
+			fprintf(out, "\\%c", ch);
+		else if (ch < 0x20)
+			fprintf(out, "\\u%04x", ch);
+		else
+			fputc(ch, out);
+	}
+	fputc('"', out);
+}
+
+static void put_csv_string(FILE *out, const char *s)
+{
+	if (!strpbrk(s, ",\"\n\r")) {
+		fputs(s, out);
+		return;
+	}
+	fputc('"', out);
+	for (; *s; s++) {
+		if (*s == '"')
+			fputc('"', out);
+		fputc(*s, out);
+	}
+	fputc('"', out);
+}
+
+/* TSV cannot quote: tabs and newlines inside a value become spaces. */
+static void put_tsv_string(FILE *out, const char *s)
+{
+	for (; *s; s++)
+		fputc(*s == '\t' || *s == '\n' || *s == '\r' ? ' ' : *s, out);
+}
+
+void cli_table_begin(struct cli_table *t, FILE *out, enum cli_format format, int header,
+                     const char *const *columns, int ncolumns)
+{
+	*t = (struct cli_table){.out = out, .format = format, .header = header, .digits = 9,
+	                        .columns = columns, .ncolumns = ncolumns};
+	if (format == CLI_JSON) {
+		fputs("[", out);
+		return;
+	}
+	if (!header)
+		return;
+	for (int i = 0; i < ncolumns; i++) {
+		if (i)
+			fputc(format == CLI_CSV ? ',' : '\t', out);
+		fputs(columns[i], out);
+	}
+	fputc('\n', out);
+}
+
+/* Separator and, for JSON, the key, before the next value of the row. */
+static void begin_cell(struct cli_table *t)
+{
+	FILE *out = t->out;
+	if (t->format == CLI_JSON) {
+		if (t->column == 0)
+			fputs(t->rows ? ",\n{" : "\n{", out);
+		else
+			fputs(", ", out);
+		put_json_string(out, t->column < t->ncolumns ? t->columns[t->column] : "extra");
+		fputs(": ", out);
+	} else if (t->column) {
+		fputc(t->format == CLI_CSV ? ',' : '\t', out);
+	}
+	t->column++;
+}
+
+void cli_table_str(struct cli_table *t, const char *value)
+{
+	begin_cell(t);
+	if (t->format == CLI_JSON)
+		put_json_string(t->out, value);
+	else if (t->format == CLI_CSV)
+		put_csv_string(t->out, value);
+	else
+		put_tsv_string(t->out, value);
+}
+
+void cli_table_int(struct cli_table *t, int64_t value)
+{
+	begin_cell(t);
+	fprintf(t->out, "%lld", (long long)value);
+}
+
+void cli_table_uint(struct cli_table *t, uint64_t value)
+{
+	begin_cell(t);
+	fprintf(t->out, "%llu", (unsigned long long)value);
+}
+
+void cli_table_double(struct cli_table *t, double value)
+{
+	begin_cell(t);
+	if (isfinite(value))
+		fprintf(t->out, "%.*g", t->digits, value);
+	else if (t->format == CLI_JSON)
+		fputs("null", t->out);
+	else if (isnan(value))
+		fputs("nan", t->out);
+	else
+		fputs(value > 0 ? "inf" : "-inf", t->out);
+}
+
+void cli_table_end_row(struct cli_table *t)
+{
+	fputs(t->format == CLI_JSON ? "}" : "\n", t->out);
+	t->column = 0;
+	t->rows++;
+}
+
+void cli_table_end(struct cli_table *t)
+{
+	if (t->format == CLI_JSON)
+		fputs(t->rows ? "\n]\n" : "]\n", t->out);
+	if (fflush(t->out) != 0 || ferror(t->out))
+		cli_fail(NULL, "write error on standard output: %s", strerror(errno));
+}
+
+/* ---------------------------------------------------------------- progress */
+
+static int progress_shown;
+
+void cli_progress(const char *what, double done, double total)
+{
+	static double last;
+	if (cli_quiet || !isatty(STDERR_FILENO))
+		return;
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	double now = (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+	if (progress_shown && now - last < 0.1 && done < total)
+		return;
+	last = now;
+	double pct = total > 0 ? 100.0 * done / total : 100.0;
+	fprintf(stderr, "\r%s: %s %5.1f%%\033[K", cli_prog, what, pct);
+	progress_shown = 1;
+}
+
+void cli_progress_done(void)
+{
+	if (!progress_shown)
+		return;
+	fputs("\r\033[K", stderr);
+	progress_shown = 0;
+}
