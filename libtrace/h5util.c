@@ -1,0 +1,261 @@
+/* h5util.c: HDF5 helpers shared by the writer and the reader. */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "h5util.h"
+
+void h5_quiet_begin(struct h5_quiet *q)
+{
+	H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
+	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
+}
+
+void h5_quiet_end(const struct h5_quiet *q)
+{
+	H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
+}
+
+/* Open the attribute for writing, replacing one of another type or shape. */
+static hid_t attr_replace(hid_t obj, const char *name, hid_t type, hid_t space)
+{
+	if (H5Aexists(obj, name) > 0 && H5Adelete(obj, name) < 0)
+		return -1;
+	return H5Acreate2(obj, name, type, space, H5P_DEFAULT, H5P_DEFAULT);
+}
+
+static int attr_put(hid_t obj, const char *name, hid_t type, hid_t space, const void *buf)
+{
+	hid_t attr = attr_replace(obj, name, type, space);
+	if (attr < 0)
+		return -1;
+	herr_t status = H5Awrite(attr, type, buf);
+	H5Aclose(attr);
+	return status < 0 ? -1 : 0;
+}
+
+static hid_t vlen_utf8_type(void)
+{
+	hid_t type = H5Tcopy(H5T_C_S1);
+	if (type < 0)
+		return -1;
+	if (H5Tset_size(type, H5T_VARIABLE) < 0 || H5Tset_cset(type, H5T_CSET_UTF8) < 0) {
+		H5Tclose(type);
+		return -1;
+	}
+	return type;
+}
+
+int h5_attr_put_string(hid_t obj, const char *name, const char *value)
+{
+	hid_t type = vlen_utf8_type();
+	hid_t space = H5Screate(H5S_SCALAR);
+	int status = -1;
+	if (type >= 0 && space >= 0)
+		status = attr_put(obj, name, type, space, &value);
+	if (space >= 0)
+		H5Sclose(space);
+	if (type >= 0)
+		H5Tclose(type);
+	return status;
+}
+
+int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value)
+{
+	hid_t space = H5Screate(H5S_SCALAR);
+	if (space < 0)
+		return -1;
+	hid_t attr = attr_replace(obj, name, type, space);
+	int status = -1;
+	if (attr >= 0) {
+		status = H5Awrite(attr, H5T_NATIVE_INT64, &value) < 0 ? -1 : 0;
+		H5Aclose(attr);
+	}
+	H5Sclose(space);
+	return status;
+}
+
+int h5_attr_put_doubles(hid_t obj, const char *name, const double *values, hsize_t n)
+{
+	hid_t space = H5Screate_simple(1, &n, NULL);
+	if (space < 0)
+		return -1;
+	int status = attr_put(obj, name, H5T_IEEE_F64LE, space, values);
+	H5Sclose(space);
+	return status;
+}
+
+/* Read a string attribute, fixed or variable length, into buf (truncated). */
+int h5_attr_get_string(hid_t obj, const char *name, char *buf, size_t size)
+{
+	if (size == 0 || H5Aexists(obj, name) <= 0)
+		return -1;
+	hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+	if (attr < 0)
+		return -1;
+	int status = -1;
+	hid_t ftype = H5Aget_type(attr);
+	hid_t space = H5Aget_space(attr);
+	if (ftype >= 0 && space >= 0 && H5Tget_class(ftype) == H5T_STRING &&
+	    H5Sget_simple_extent_npoints(space) == 1) {
+		if (H5Tis_variable_str(ftype) > 0) {
+			char *value = NULL;
+			hid_t mtype = vlen_utf8_type();
+			if (mtype >= 0 && H5Aread(attr, mtype, &value) >= 0) {
+				snprintf(buf, size, "%s", value ? value : "");
+				H5free_memory(value);
+				status = 0;
+			}
+			if (mtype >= 0)
+				H5Tclose(mtype);
+		} else {
+			size_t len = H5Tget_size(ftype);
+			char *tmp = calloc(len + 1, 1);
+			hid_t mtype = H5Tcopy(ftype);
+			if (tmp && mtype >= 0 && H5Aread(attr, mtype, tmp) >= 0) {
+				snprintf(buf, size, "%s", tmp);
+				status = 0;
+			}
+			if (mtype >= 0)
+				H5Tclose(mtype);
+			free(tmp);
+		}
+	}
+	if (space >= 0)
+		H5Sclose(space);
+	if (ftype >= 0)
+		H5Tclose(ftype);
+	H5Aclose(attr);
+	return status;
+}
+
+int h5_attr_get_int(hid_t obj, const char *name, int64_t *value)
+{
+	if (H5Aexists(obj, name) <= 0)
+		return -1;
+	hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+	if (attr < 0)
+		return -1;
+	int status = -1;
+	hid_t ftype = H5Aget_type(attr);
+	hid_t space = H5Aget_space(attr);
+	if (ftype >= 0 && space >= 0 && H5Tget_class(ftype) == H5T_INTEGER &&
+	    H5Sget_simple_extent_npoints(space) == 1)
+		status = H5Aread(attr, H5T_NATIVE_INT64, value) < 0 ? -1 : 0;
+	if (space >= 0)
+		H5Sclose(space);
+	if (ftype >= 0)
+		H5Tclose(ftype);
+	H5Aclose(attr);
+	return status;
+}
+
+hid_t h5_create_compressed(hid_t loc, const char *name, hid_t type, int rank,
+                           const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk,
+                           int level)
+{
+	unsigned int cd_values[1] = {(unsigned int)level};
+	hid_t space = H5Screate_simple(rank, dims, maxdims);
+	hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
+	hid_t dset = -1;
+	if (space < 0 || dcpl < 0)
+		goto done;
+	if (H5Pset_chunk(dcpl, rank, chunk) < 0 || H5Pset_shuffle(dcpl) < 0 ||
+	    H5Pset_filter(dcpl, AT_ZSTD_FILTER_ID, H5Z_FLAG_MANDATORY, 1, cd_values) < 0)
+		goto done;
+	/* Chunks are written whole; never spend time filling them. */
+	if (H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0)
+		goto done;
+	dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
+done:
+	if (dcpl >= 0)
+		H5Pclose(dcpl);
+	if (space >= 0)
+		H5Sclose(space);
+	return dset;
+}
+
+int h5_put_compressed(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                      const hsize_t *dims, const hsize_t *chunk, int level, const void *buf)
+{
+	hid_t dset;
+	if (H5Lexists(loc, name, H5P_DEFAULT) > 0)
+		dset = H5Dopen2(loc, name, H5P_DEFAULT);
+	else
+		dset = h5_create_compressed(loc, name, file_type, rank, dims, NULL, chunk, level);
+	if (dset < 0)
+		return -1;
+	herr_t status = H5Dwrite(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+	H5Dclose(dset);
+	return status < 0 ? -1 : 0;
+}
+
+static const char *class_name(H5T_class_t c)
+{
+	switch (c) {
+	case H5T_INTEGER: return "integer";
+	case H5T_FLOAT: return "float";
+	case H5T_COMPOUND: return "compound";
+	case H5T_STRING: return "string";
+	default: return "other";
+	}
+}
+
+hid_t h5_open_checked(hid_t loc, const char *name, int rank, const int64_t *want,
+                      H5T_class_t type_class, hsize_t *dims, const char *where,
+                      struct at_error *err)
+{
+	if (H5Lexists(loc, name, H5P_DEFAULT) <= 0) {
+		at_fail(err, AT_EFORMAT, "%s: missing dataset '%s'", where, name);
+		return -1;
+	}
+	hid_t dset = H5Dopen2(loc, name, H5P_DEFAULT);
+	if (dset < 0) {
+		at_fail(err, AT_EFORMAT, "%s: cannot open dataset '%s'", where, name);
+		return -1;
+	}
+	hid_t type = H5Dget_type(dset);
+	hid_t space = H5Dget_space(dset);
+	H5T_class_t got_class = type >= 0 ? H5Tget_class(type) : H5T_NO_CLASS;
+	int got_rank = space >= 0 ? H5Sget_simple_extent_ndims(space) : -1;
+	int ok = got_class == type_class && got_rank == rank;
+	if (!ok) {
+		at_fail(err, AT_EFORMAT, "%s: dataset '%s' is %s of rank %d, expected %s of rank %d",
+		        where, name, class_name(got_class), got_rank, class_name(type_class), rank);
+	} else {
+		H5Sget_simple_extent_dims(space, dims, NULL);
+		for (int i = 0; i < rank && ok; i++) {
+			if (want && want[i] >= 0 && dims[i] != (hsize_t)want[i]) {
+				at_fail(err, AT_EFORMAT,
+				        "%s: dataset '%s' has %llu elements in dimension %d, expected %lld",
+				        where, name, (unsigned long long)dims[i], i, (long long)want[i]);
+				ok = 0;
+			}
+		}
+	}
+	if (space >= 0)
+		H5Sclose(space);
+	if (type >= 0)
+		H5Tclose(type);
+	if (!ok) {
+		H5Dclose(dset);
+		return -1;
+	}
+	return dset;
+}
+
+int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
+                    const int64_t *want, void *buf, const char *where, struct at_error *err)
+{
+	hsize_t dims[8];
+	hid_t dset = h5_open_checked(loc, name, rank, want, H5Tget_class(mem_type), dims, where, err);
+	if (dset < 0)
+		return err ? err->code : AT_EFORMAT;
+	herr_t status = H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+	H5Dclose(dset);
+	if (status < 0)
+		return at_fail(err, AT_EFORMAT, "%s: cannot read dataset '%s' (truncated or corrupt?)",
+		               where, name);
+	return AT_OK;
+}

@@ -1,0 +1,46 @@
+/* h5util.h: small HDF5 helpers for the writer and the reader: a silenced error
+ * stack, typed attributes, compressed datasets, shape-checked reads. */
+#ifndef AT_H5UTIL_H
+#define AT_H5UTIL_H
+
+#include <hdf5.h>
+#include <stdint.h>
+
+#include "internal.h"
+
+/* The library must not print: HDF5's automatic error report is switched off
+ * for the duration of each public call and restored afterwards. */
+struct h5_quiet {
+	H5E_auto2_t func;
+	void *data;
+};
+void h5_quiet_begin(struct h5_quiet *q);
+void h5_quiet_end(const struct h5_quiet *q);
+
+/* Attributes (created or overwritten). */
+int h5_attr_put_string(hid_t obj, const char *name, const char *value);
+int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value);
+int h5_attr_put_doubles(hid_t obj, const char *name, const double *values, hsize_t n);
+/* Reads: -1 when absent or of the wrong class. */
+int h5_attr_get_string(hid_t obj, const char *name, char *buf, size_t size);
+int h5_attr_get_int(hid_t obj, const char *name, int64_t *value);
+
+/* A chunked dataset behind shuffle + zstd (filter 32015, cd_values = {level}).
+ * maxdims may be NULL (fixed size). */
+hid_t h5_create_compressed(hid_t loc, const char *name, hid_t type, int rank,
+                           const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk,
+                           int level);
+/* Write a whole dataset, creating it first if needed. */
+int h5_put_compressed(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
+                      const hsize_t *dims, const hsize_t *chunk, int level, const void *buf);
+
+/* Open a dataset and check its rank, its dims (want[i] < 0: any) and that its
+ * type converts to mem_class; fills dims.  Negative and err filled on mismatch. */
+hid_t h5_open_checked(hid_t loc, const char *name, int rank, const int64_t *want,
+                      H5T_class_t type_class, hsize_t *dims, const char *where,
+                      struct at_error *err);
+/* Read a whole dataset of the given rank/shape into buf as mem_type. */
+int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
+                    const int64_t *want, void *buf, const char *where, struct at_error *err);
+
+#endif /* AT_H5UTIL_H */

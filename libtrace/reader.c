@@ -1,0 +1,718 @@
+/* reader.c: opens a trace, validates it (format name and version first), and
+ * loads points' statistics, sampled rows (chunks decompressed in parallel),
+ * tokens and weight statistics.  Every error names the file. */
+#include "config.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "h5util.h"
+
+/* Sample chunks decompressed per parallel batch: bounds memory while giving
+ * every thread work. */
+#define CHUNK_BATCH 64
+
+struct at_reader {
+	char *path;
+	hid_t file;
+	hid_t points_group;
+	struct at_trace_info info;
+	struct at_point_info *points;
+	char **weight_names;
+};
+
+const char *at_reader_path(const struct at_reader *r)
+{
+	return r->path;
+}
+
+const struct at_trace_info *at_reader_info(const struct at_reader *r)
+{
+	return &r->info;
+}
+
+const struct at_point_info *at_reader_point(const struct at_reader *r, int32_t index)
+{
+	return index >= 0 && index < r->info.points ? &r->points[index] : NULL;
+}
+
+const char *at_reader_weight_name(const struct at_reader *r, int32_t index)
+{
+	return index >= 0 && index < r->info.weights ? r->weight_names[index] : NULL;
+}
+
+int at_reader_find_point(const struct at_reader *r, const char *name, int32_t *index)
+{
+	for (int32_t i = 0; i < r->info.points; i++) {
+		if (strcmp(r->points[i].name, name) == 0) {
+			*index = i;
+			return AT_OK;
+		}
+	}
+	return AT_ENOTFOUND;
+}
+
+void at_reader_close(struct at_reader *r)
+{
+	if (!r)
+		return;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	if (r->points_group >= 0)
+		H5Gclose(r->points_group);
+	if (r->file >= 0)
+		H5Fclose(r->file);
+	h5_quiet_end(&q);
+	for (int32_t i = 0; r->weight_names && i < r->info.weights; i++)
+		free(r->weight_names[i]);
+	free(r->weight_names);
+	free(r->points);
+	free(r->path);
+	free(r);
+}
+
+/* ---------------------------------------------------------------- open */
+
+/* Say why a path is not an HDF5 file in words a user can act on. */
+static int check_is_hdf5(const char *path, struct at_error *err)
+{
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return at_fail(err, AT_EIO, "%s: %s", path, strerror(errno));
+	if (S_ISDIR(st.st_mode))
+		return at_fail(err, AT_EIO, "%s: is a directory", path);
+	if (st.st_size == 0)
+		return at_fail(err, AT_EFORMAT, "%s: empty file, not a trace", path);
+	htri_t is_hdf5 = H5Fis_hdf5(path);
+	if (is_hdf5 < 0)
+		return at_fail(err, AT_EIO, "%s: cannot read file", path);
+	if (is_hdf5 == 0)
+		return at_fail(err, AT_EFORMAT, "%s: not an HDF5 file", path);
+	return AT_OK;
+}
+
+static int read_format(struct at_reader *r, struct at_error *err)
+{
+	struct at_trace_info *info = &r->info;
+	int64_t version;
+	if (h5_attr_get_string(r->file, "format", info->format, sizeof info->format) < 0 ||
+	    strcmp(info->format, AT_FORMAT_NAME) != 0)
+		return at_fail(err, AT_EFORMAT, "%s: not an acttrace trace (no format=\"%s\" attribute)",
+		               r->path, AT_FORMAT_NAME);
+	if (h5_attr_get_int(r->file, "format_version", &version) < 0)
+		return at_fail(err, AT_EFORMAT, "%s: missing format_version attribute", r->path);
+	if (version != AT_FORMAT_VERSION)
+		return at_fail(err, AT_EFORMAT,
+		               "%s: unsupported format_version %lld (this acttrace reads version %d)",
+		               r->path, (long long)version, AT_FORMAT_VERSION);
+	info->format_version = (int)version;
+	return AT_OK;
+}
+
+/* Descriptive attributes are optional: absent ones read as empty. */
+static void read_descriptive(struct at_reader *r)
+{
+	struct at_trace_info *info = &r->info;
+	int64_t complete = 0;
+	h5_attr_get_string(r->file, "producer", info->producer, sizeof info->producer);
+	h5_attr_get_string(r->file, "created", info->created, sizeof info->created);
+	h5_attr_get_string(r->file, "model", info->model, sizeof info->model);
+	h5_attr_get_string(r->file, "source_dtype", info->source_dtype, sizeof info->source_dtype);
+	h5_attr_get_string(r->file, "notes", info->notes, sizeof info->notes);
+	h5_attr_get_int(r->file, "complete", &complete);
+	info->complete = complete == 1;
+}
+
+static int read_token_count(struct at_reader *r, struct at_error *err)
+{
+	static const char *const columns[] = {"tokens/seq", "tokens/pos", "tokens/id"};
+	hsize_t dims[1];
+	for (int i = 0; i < 3; i++) {
+		hid_t d = h5_open_checked(r->file, columns[i], 1, NULL, H5T_INTEGER, dims, r->path, err);
+		if (d < 0)
+			return AT_EFORMAT;
+		H5Dclose(d);
+		if (i > 0 && (int64_t)dims[0] != r->info.tokens)
+			return at_fail(err, AT_EFORMAT, "%s: /tokens columns differ in length", r->path);
+		r->info.tokens = (int64_t)dims[0];
+	}
+	return AT_OK;
+}
+
+struct name_list {
+	char **names;
+	int32_t n, capacity;
+};
+
+static herr_t collect_name(hid_t group, const char *name, const H5L_info_t *info, void *data)
+{
+	(void)group;
+	(void)info;
+	struct name_list *list = data;
+	if (list->n == list->capacity) {
+		int32_t cap = list->capacity ? 2 * list->capacity : 64;
+		char **grown = realloc(list->names, (size_t)cap * sizeof *grown);
+		if (!grown)
+			return -1;
+		list->names = grown;
+		list->capacity = cap;
+	}
+	if (!(list->names[list->n] = strdup(name)))
+		return -1;
+	list->n++;
+	return 0;
+}
+
+static int list_group(hid_t file, const char *group, struct name_list *list)
+{
+	hid_t g = H5Gopen2(file, group, H5P_DEFAULT);
+	if (g < 0)
+		return -1;
+	herr_t status = H5Literate(g, H5_INDEX_NAME, H5_ITER_INC, NULL, collect_name, list);
+	H5Gclose(g);
+	return status < 0 ? -1 : 0;
+}
+
+static void free_names(struct name_list *list)
+{
+	for (int32_t i = 0; i < list->n; i++)
+		free(list->names[i]);
+	free(list->names);
+}
+
+static int get_string_attr(hid_t g, const char *name, char *buf, size_t size, const char *where,
+                           struct at_error *err)
+{
+	if (h5_attr_get_string(g, name, buf, size) < 0)
+		return at_fail(err, AT_EFORMAT, "%s: missing or malformed attribute '%s'", where, name);
+	return AT_OK;
+}
+
+static int get_int_attr(hid_t g, const char *name, int64_t *value, const char *where,
+                        struct at_error *err)
+{
+	if (h5_attr_get_int(g, name, value) < 0)
+		return at_fail(err, AT_EFORMAT, "%s: missing or malformed attribute '%s'", where, name);
+	return AT_OK;
+}
+
+/* Rows of a sampled dataset and its chunk height, or 0 when there is none. */
+static int read_sample_layout(hid_t g, struct at_point_info *p, const char *where,
+                              struct at_error *err)
+{
+	if (H5Lexists(g, "samples", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	hsize_t dims[2], chunk[2];
+	int64_t want[2] = {-1, p->channels};
+	hid_t d = h5_open_checked(g, "samples", 2, want, H5T_FLOAT, dims, where, err);
+	if (d < 0)
+		return AT_EFORMAT;
+	hid_t dcpl = H5Dget_create_plist(d);
+	int chunked = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED &&
+	              H5Pget_chunk(dcpl, 2, chunk) == 2;
+	if (dcpl >= 0)
+		H5Pclose(dcpl);
+	H5Dclose(d);
+	if (!chunked)
+		return at_fail(err, AT_EFORMAT, "%s: 'samples' is not chunked", where);
+	p->samples = (int64_t)dims[0];
+	p->sample_chunk_rows = (int64_t)chunk[0];
+	return AT_OK;
+}
+
+static int read_point_info(struct at_reader *r, const char *name, struct at_point_info *p,
+                           int64_t *order, struct at_error *err)
+{
+	char where[512];
+	snprintf(where, sizeof where, "%s: point '%s'", r->path, name);
+	hid_t g = H5Gopen2(r->points_group, name, H5P_DEFAULT);
+	if (g < 0)
+		return at_fail(err, AT_EFORMAT, "%s: not a group", where);
+	int64_t layer = -1, channels = 0, dropped = 0;
+	snprintf(p->name, sizeof p->name, "%s", name);
+	int status = get_int_attr(g, "layer", &layer, where, err);
+	if (!status)
+		status = get_int_attr(g, "channels", &channels, where, err);
+	if (!status)
+		status = get_string_attr(g, "component", p->component, sizeof p->component, where, err);
+	if (!status)
+		status = get_string_attr(g, "site", p->site, sizeof p->site, where, err);
+	if (!status)
+		status = get_string_attr(g, "direction", p->direction, sizeof p->direction, where, err);
+	if (!status && channels <= 0)
+		status = at_fail(err, AT_EFORMAT, "%s: %lld channels", where, (long long)channels);
+	h5_attr_get_string(g, "module", p->module, sizeof p->module);
+	h5_attr_get_string(g, "module_class", p->module_class, sizeof p->module_class);
+	h5_attr_get_int(g, "samples_dropped", &dropped);
+	*order = INT64_MAX;
+	h5_attr_get_int(g, "order", order);
+	p->layer = (int32_t)layer;
+	p->channels = channels;
+	p->samples_dropped = dropped;
+	p->has_hist = H5Lexists(g, "hist", H5P_DEFAULT) > 0;
+	if (!status && H5Lexists(g, "extremes", H5P_DEFAULT) > 0) {
+		hsize_t dims[1];
+		hid_t d = h5_open_checked(g, "extremes", 1, NULL, H5T_COMPOUND, dims, where, err);
+		status = d < 0 ? AT_EFORMAT : AT_OK;
+		if (d >= 0) {
+			p->n_extremes = (int32_t)dims[0];
+			H5Dclose(d);
+		}
+	}
+	if (!status)
+		status = read_sample_layout(g, p, where, err);
+	H5Gclose(g);
+	return status;
+}
+
+struct ordered_point {
+	int64_t order;
+	struct at_point_info info;
+};
+
+static int by_order(const void *a, const void *b)
+{
+	const struct ordered_point *x = a, *y = b;
+	if (x->order != y->order)
+		return x->order < y->order ? -1 : 1;
+	return strcmp(x->info.name, y->info.name);
+}
+
+static int read_points(struct at_reader *r, struct at_error *err)
+{
+	struct name_list names = {0};
+	if (H5Lexists(r->file, "points", H5P_DEFAULT) <= 0 ||
+	    (r->points_group = H5Gopen2(r->file, "points", H5P_DEFAULT)) < 0)
+		return at_fail(err, AT_EFORMAT, "%s: missing group /points", r->path);
+	if (list_group(r->file, "points", &names) < 0) {
+		free_names(&names);
+		return at_fail(err, AT_EFORMAT, "%s: cannot list /points", r->path);
+	}
+	struct ordered_point *ordered = calloc((size_t)names.n + 1, sizeof *ordered);
+	int status = ordered ? AT_OK : at_fail(err, AT_ENOMEM, "%s: out of memory", r->path);
+	for (int32_t i = 0; i < names.n && !status; i++)
+		status = read_point_info(r, names.names[i], &ordered[i].info, &ordered[i].order, err);
+	if (!status) {
+		qsort(ordered, (size_t)names.n, sizeof *ordered, by_order);
+		r->points = calloc((size_t)names.n + 1, sizeof *r->points);
+		if (!r->points)
+			status = at_fail(err, AT_ENOMEM, "%s: out of memory", r->path);
+	}
+	for (int32_t i = 0; i < names.n && !status; i++)
+		r->points[i] = ordered[i].info;
+	if (!status)
+		r->info.points = names.n;
+	free(ordered);
+	free_names(&names);
+	return status;
+}
+
+static int read_weight_names(struct at_reader *r, struct at_error *err)
+{
+	struct name_list names = {0};
+	if (H5Lexists(r->file, "weights", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	if (list_group(r->file, "weights", &names) < 0) {
+		free_names(&names);
+		return at_fail(err, AT_EFORMAT, "%s: cannot list /weights", r->path);
+	}
+	r->weight_names = names.names;
+	r->info.weights = names.n;
+	return AT_OK;
+}
+
+static int open_file(struct at_reader *r, const char *path, struct at_error *err)
+{
+	int status = check_is_hdf5(path, err);
+	if (status)
+		return status;
+	r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+	if (r->file < 0)
+		return at_fail(err, AT_EFORMAT, "%s: cannot open HDF5 file (truncated or corrupt?)",
+		               path);
+	if ((status = read_format(r, err)))
+		return status;
+	read_descriptive(r);
+	if ((status = read_token_count(r, err)) || (status = read_points(r, err)))
+		return status;
+	return read_weight_names(r, err);
+}
+
+int at_reader_open(struct at_reader **out, const char *path, struct at_error *err)
+{
+	*out = NULL;
+	if (!path)
+		return at_fail(err, AT_EINVAL, "reader: NULL path");
+	int status = at_zstd_filter_register(err);
+	if (status)
+		return status;
+	struct at_reader *r = calloc(1, sizeof *r);
+	if (!r || !(r->path = strdup(path))) {
+		free(r);
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", path);
+	}
+	r->file = r->points_group = -1;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	status = open_file(r, path, err);
+	h5_quiet_end(&q);
+	if (status) {
+		at_reader_close(r);
+		return status;
+	}
+	*out = r;
+	return AT_OK;
+}
+
+/* ---------------------------------------------------------------- statistics */
+
+static hid_t extremes_mem_type(void)
+{
+	hid_t type = H5Tcreate(H5T_COMPOUND, sizeof(struct at_extreme));
+	if (type < 0)
+		return -1;
+	if (H5Tinsert(type, "value", HOFFSET(struct at_extreme, value), H5T_NATIVE_DOUBLE) < 0 ||
+	    H5Tinsert(type, "token", HOFFSET(struct at_extreme, token), H5T_NATIVE_INT64) < 0 ||
+	    H5Tinsert(type, "channel", HOFFSET(struct at_extreme, channel), H5T_NATIVE_INT32) < 0) {
+		H5Tclose(type);
+		return -1;
+	}
+	return type;
+}
+
+static int check_extremes(const struct at_stats *s, const char *where, struct at_error *err)
+{
+	for (int32_t i = 0; i < s->n_extremes; i++)
+		if (s->extremes[i].channel < 0 || s->extremes[i].channel >= s->channels)
+			return at_fail(err, AT_EFORMAT, "%s: extreme %d names channel %d of %lld", where,
+			               (int)i, (int)s->extremes[i].channel, (long long)s->channels);
+	return AT_OK;
+}
+
+static int load_datasets(hid_t g, const struct at_point_info *p, struct at_stats *s,
+                         const char *where, struct at_error *err)
+{
+	int64_t c = p->channels;
+	int64_t vec[1] = {c}, hist[2] = {c, AT_HIST_BINS}, ext[1] = {p->n_extremes};
+	const struct {
+		const char *name;
+		hid_t type;
+		void *buf;
+	} vectors[] = {
+		{"count", H5T_NATIVE_UINT64, s->count}, {"nonfinite", H5T_NATIVE_UINT64, s->nonfinite},
+		{"mean", H5T_NATIVE_DOUBLE, s->mean},   {"m2", H5T_NATIVE_DOUBLE, s->m2},
+		{"m3", H5T_NATIVE_DOUBLE, s->m3},       {"m4", H5T_NATIVE_DOUBLE, s->m4},
+		{"min", H5T_NATIVE_DOUBLE, s->min},     {"max", H5T_NATIVE_DOUBLE, s->max},
+		{"absmax", H5T_NATIVE_DOUBLE, s->absmax}, {"abssum", H5T_NATIVE_DOUBLE, s->abssum},
+	};
+	int status = AT_OK;
+	for (size_t i = 0; i < sizeof vectors / sizeof vectors[0] && !status; i++)
+		status = h5_read_checked(g, vectors[i].name, vectors[i].type, 1, vec, vectors[i].buf,
+		                         where, err);
+	if (!status && p->has_hist)
+		status = h5_read_checked(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, where, err);
+	if (!status && p->n_extremes > 0) {
+		hid_t type = extremes_mem_type();
+		status = type < 0 ? at_fail(err, AT_EIO, "%s: HDF5 type failure", where)
+		                  : h5_read_checked(g, "extremes", type, 1, ext, s->extremes, where, err);
+		if (type >= 0)
+			H5Tclose(type);
+		s->n_extremes = status ? 0 : p->n_extremes;
+	}
+	return status ? status : check_extremes(s, where, err);
+}
+
+int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
+                         struct at_error *err)
+{
+	memset(s, 0, sizeof *s);
+	const struct at_point_info *p = at_reader_point(r, point);
+	if (!p)
+		return at_fail(err, AT_ENOTFOUND, "%s: no point with index %d", r->path, (int)point);
+	int64_t k = 0;
+	h5_attr_get_int(r->file, "extremes_k", &k);
+	int32_t capacity = p->n_extremes > k ? p->n_extremes : (int32_t)k;
+	int status = at_stats_init(s, p->channels, p->has_hist, capacity, err);
+	if (status)
+		return status;
+	char where[512];
+	snprintf(where, sizeof where, "%s: point '%s'", r->path, p->name);
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	hid_t g = H5Gopen2(r->points_group, p->name, H5P_DEFAULT);
+	if (g < 0)
+		status = at_fail(err, AT_EFORMAT, "%s: cannot open group", where);
+	else
+		status = load_datasets(g, p, s, where, err);
+	if (g >= 0)
+		H5Gclose(g);
+	h5_quiet_end(&q);
+	if (status)
+		at_stats_free(s);
+	return status;
+}
+
+/* ---------------------------------------------------------------- samples */
+
+/* True when the dataset's pipeline is exactly shuffle then zstd, the one our
+ * codec reproduces; anything else is read through HDF5's own pipeline. */
+static int pipeline_is_ours(hid_t dset)
+{
+	hid_t dcpl = H5Dget_create_plist(dset);
+	if (dcpl < 0)
+		return 0;
+	int ours = H5Pget_nfilters(dcpl) == 2;
+	for (unsigned i = 0; ours && i < 2; i++) {
+		unsigned flags, cd[8];
+		size_t ncd = 8;
+		H5Z_filter_t id = H5Pget_filter2(dcpl, i, &flags, &ncd, cd, 0, NULL, NULL);
+		ours = id == (i == 0 ? H5Z_FILTER_SHUFFLE : AT_ZSTD_FILTER_ID);
+	}
+	H5Pclose(dcpl);
+	return ours;
+}
+
+static int read_rows_hdf5(hid_t dset, hid_t mem_type, int rank, int64_t first, int64_t n,
+                          int64_t width, void *out)
+{
+	hsize_t start[2] = {(hsize_t)first, 0}, count[2] = {(hsize_t)n, (hsize_t)width};
+	hid_t fspace = H5Dget_space(dset);
+	hid_t mspace = H5Screate_simple(rank, count, NULL);
+	int status = -1;
+	if (fspace >= 0 && mspace >= 0 &&
+	    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+	    H5Dread(dset, mem_type, mspace, fspace, H5P_DEFAULT, out) >= 0)
+		status = 0;
+	if (mspace >= 0)
+		H5Sclose(mspace);
+	if (fspace >= 0)
+		H5Sclose(fspace);
+	return status;
+}
+
+/* Read chunks [k0, k0+n) raw, decompress them in parallel, copy the wanted rows. */
+static int read_chunk_batch(hid_t dset, const struct at_point_info *p, int64_t k0, int64_t nk,
+                            int64_t first, int64_t last, float *out, struct at_chunk *chunks,
+                            const char *where, struct at_error *err)
+{
+	int64_t rows = p->sample_chunk_rows, c = p->channels;
+	size_t raw_bytes = (size_t)(rows * c) * sizeof(float);
+	int status = AT_OK;
+	for (int64_t i = 0; i < nk && !status; i++) {
+		hsize_t offset[2] = {(hsize_t)((k0 + i) * rows), 0}, size;
+		uint32_t mask = 0;
+		struct at_chunk *ch = &chunks[i];
+		if (H5Dget_chunk_storage_size(dset, offset, &size) < 0 || size == 0) {
+			status = at_fail(err, AT_EFORMAT, "%s: sample chunk %lld missing", where,
+			                 (long long)(k0 + i));
+			break;
+		}
+		if (ch->packed_capacity < size) {
+			void *grown = realloc(ch->packed, size);
+			if (!grown)
+				return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+			ch->packed = grown;
+			ch->packed_capacity = size;
+		}
+		if (!ch->raw && !(ch->raw = malloc(raw_bytes)))
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+		ch->raw_bytes = raw_bytes;
+		ch->packed_bytes = size;
+		if (H5Dread_chunk(dset, H5P_DEFAULT, offset, &mask, ch->packed) < 0 || mask != 0)
+			status = at_fail(err, AT_EFORMAT, "%s: cannot read sample chunk %lld", where,
+			                 (long long)(k0 + i));
+	}
+	if (!status)
+		status = at_codec_decompress(chunks, (size_t)nk, sizeof(float), 0, err);
+	if (status == AT_ECODEC && err) {
+		char reason[sizeof err->message];
+		snprintf(reason, sizeof reason, "%s", err->message);
+		return at_fail(err, AT_ECODEC, "%s: %s", where, reason);
+	}
+	if (status)
+		return status;
+	for (int64_t i = 0; i < nk; i++) {
+		int64_t row0 = (k0 + i) * rows;
+		int64_t lo = row0 > first ? row0 : first;
+		int64_t hi = row0 + rows < last ? row0 + rows : last;
+		memcpy(out + (lo - first) * c, (float *)chunks[i].raw + (lo - row0) * c,
+		       (size_t)((hi - lo) * c) * sizeof(float));
+	}
+	return AT_OK;
+}
+
+static int read_samples_parallel(hid_t dset, const struct at_point_info *p, int64_t first,
+                                 int64_t n, float *out, const char *where, struct at_error *err)
+{
+	int64_t rows = p->sample_chunk_rows, last = first + n;
+	int64_t k_first = first / rows, k_end = (last + rows - 1) / rows;
+	struct at_chunk chunks[CHUNK_BATCH];
+	memset(chunks, 0, sizeof chunks);
+	int status = AT_OK;
+	for (int64_t k = k_first; k < k_end && !status; k += CHUNK_BATCH) {
+		int64_t nk = k_end - k < CHUNK_BATCH ? k_end - k : CHUNK_BATCH;
+		status = read_chunk_batch(dset, p, k, nk, first, last, out, chunks, where, err);
+	}
+	for (int i = 0; i < CHUNK_BATCH; i++) {
+		free(chunks[i].raw);
+		free(chunks[i].packed);
+	}
+	return status;
+}
+
+static int read_samples(hid_t g, const struct at_point_info *p, int64_t first, int64_t n,
+                        float *rows, int64_t *tokens, const char *where, struct at_error *err)
+{
+	int status = AT_OK;
+	if (rows) {
+		hid_t d = H5Dopen2(g, "samples", H5P_DEFAULT);
+		if (d < 0)
+			return at_fail(err, AT_EFORMAT, "%s: cannot open 'samples'", where);
+		if (pipeline_is_ours(d))
+			status = read_samples_parallel(d, p, first, n, rows, where, err);
+		else if (read_rows_hdf5(d, H5T_NATIVE_FLOAT, 2, first, n, p->channels, rows) < 0)
+			status = at_fail(err, AT_EFORMAT, "%s: cannot read 'samples'", where);
+		H5Dclose(d);
+	}
+	if (!status && tokens) {
+		hsize_t dims[1];
+		int64_t want[1] = {p->samples};
+		hid_t d = h5_open_checked(g, "sample_tokens", 1, want, H5T_INTEGER, dims, where, err);
+		if (d < 0)
+			return AT_EFORMAT;
+		if (read_rows_hdf5(d, H5T_NATIVE_INT64, 1, first, n, 1, tokens) < 0)
+			status = at_fail(err, AT_EFORMAT, "%s: cannot read 'sample_tokens'", where);
+		H5Dclose(d);
+	}
+	return status;
+}
+
+int at_reader_read_samples(struct at_reader *r, int32_t point, int64_t first, int64_t n,
+                           float *rows, int64_t *tokens, struct at_error *err)
+{
+	const struct at_point_info *p = at_reader_point(r, point);
+	if (!p)
+		return at_fail(err, AT_ENOTFOUND, "%s: no point with index %d", r->path, (int)point);
+	if (first < 0 || n < 0 || first + n > p->samples)
+		return at_fail(err, AT_EINVAL, "%s: point '%s' has %lld samples, asked for [%lld, %lld)",
+		               r->path, p->name, (long long)p->samples, (long long)first,
+		               (long long)(first + n));
+	if (n == 0)
+		return AT_OK;
+	char where[512];
+	snprintf(where, sizeof where, "%s: point '%s'", r->path, p->name);
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	hid_t g = H5Gopen2(r->points_group, p->name, H5P_DEFAULT);
+	int status = g < 0 ? at_fail(err, AT_EFORMAT, "%s: cannot open group", where)
+	                   : read_samples(g, p, first, n, rows, tokens, where, err);
+	if (g >= 0)
+		H5Gclose(g);
+	h5_quiet_end(&q);
+	return status;
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+int at_reader_read_tokens(struct at_reader *r, int64_t first, int64_t n, int32_t *seq,
+                          int32_t *pos, int32_t *id, struct at_error *err)
+{
+	if (first < 0 || n < 0 || first + n > r->info.tokens)
+		return at_fail(err, AT_EINVAL, "%s: trace has %lld tokens, asked for [%lld, %lld)",
+		               r->path, (long long)r->info.tokens, (long long)first,
+		               (long long)(first + n));
+	const char *names[3] = {"tokens/seq", "tokens/pos", "tokens/id"};
+	int32_t *outs[3] = {seq, pos, id};
+	int status = AT_OK;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	for (int i = 0; i < 3 && !status && n > 0; i++) {
+		if (!outs[i])
+			continue;
+		hid_t d = H5Dopen2(r->file, names[i], H5P_DEFAULT);
+		if (d < 0 || read_rows_hdf5(d, H5T_NATIVE_INT32, 1, first, n, 1, outs[i]) < 0)
+			status = at_fail(err, AT_EFORMAT, "%s: cannot read /%s", r->path, names[i]);
+		if (d >= 0)
+			H5Dclose(d);
+	}
+	h5_quiet_end(&q);
+	return status;
+}
+
+/* ---------------------------------------------------------------- weights */
+
+void at_weight_stats_free(struct at_weight_stats *w)
+{
+	free(w->row_absmax);
+	free(w->row_absmean);
+	free(w->col_absmax);
+	free(w->col_absmean);
+	free(w->values);
+	memset(w, 0, sizeof *w);
+}
+
+static int load_weight(hid_t g, struct at_weight_stats *w, const char *where,
+                       struct at_error *err)
+{
+	int64_t rows, cols;
+	int status = get_int_attr(g, "rows", &rows, where, err);
+	if (!status)
+		status = get_int_attr(g, "cols", &cols, where, err);
+	if (status)
+		return status;
+	if (rows < 1 || cols < 1)
+		return at_fail(err, AT_EFORMAT, "%s: bad shape %lld x %lld", where, (long long)rows,
+		               (long long)cols);
+	h5_attr_get_string(g, "module_class", w->module_class, sizeof w->module_class);
+	w->rows = rows;
+	w->cols = cols;
+	w->row_absmax = malloc((size_t)rows * sizeof(double));
+	w->row_absmean = malloc((size_t)rows * sizeof(double));
+	w->col_absmax = malloc((size_t)cols * sizeof(double));
+	w->col_absmean = malloc((size_t)cols * sizeof(double));
+	if (!w->row_absmax || !w->row_absmean || !w->col_absmax || !w->col_absmean)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+	int64_t rdim[1] = {rows}, cdim[1] = {cols};
+	if ((status = h5_read_checked(g, "row_absmax", H5T_NATIVE_DOUBLE, 1, rdim, w->row_absmax,
+	                              where, err)) ||
+	    (status = h5_read_checked(g, "row_absmean", H5T_NATIVE_DOUBLE, 1, rdim, w->row_absmean,
+	                              where, err)) ||
+	    (status = h5_read_checked(g, "col_absmax", H5T_NATIVE_DOUBLE, 1, cdim, w->col_absmax,
+	                              where, err)) ||
+	    (status = h5_read_checked(g, "col_absmean", H5T_NATIVE_DOUBLE, 1, cdim, w->col_absmean,
+	                              where, err)))
+		return status;
+	if (rows != 1 || H5Lexists(g, "values", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	if (!(w->values = malloc((size_t)cols * sizeof(float))))
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+	return h5_read_checked(g, "values", H5T_NATIVE_FLOAT, 1, cdim, w->values, where, err);
+}
+
+int at_reader_load_weight(struct at_reader *r, int32_t index, struct at_weight_stats *out,
+                          struct at_error *err)
+{
+	memset(out, 0, sizeof *out);
+	const char *name = at_reader_weight_name(r, index);
+	if (!name)
+		return at_fail(err, AT_ENOTFOUND, "%s: no weight with index %d", r->path, (int)index);
+	snprintf(out->module, sizeof out->module, "%s", name);
+	char where[512];
+	snprintf(where, sizeof where, "%s: weight '%s'", r->path, name);
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	hid_t weights = H5Gopen2(r->file, "weights", H5P_DEFAULT);
+	hid_t g = weights >= 0 ? H5Gopen2(weights, name, H5P_DEFAULT) : -1;
+	int status = g < 0 ? at_fail(err, AT_EFORMAT, "%s: cannot open group", where)
+	                   : load_weight(g, out, where, err);
+	if (g >= 0)
+		H5Gclose(g);
+	if (weights >= 0)
+		H5Gclose(weights);
+	h5_quiet_end(&q);
+	if (status)
+		at_weight_stats_free(out);
+	return status;
+}

@@ -1,0 +1,957 @@
+/* writer.c: creates a trace file (format version 1, see acttrace-format(5)),
+ * folds host activations into per-point accumulators, samples rows, and
+ * writes everything at checkpoints.  Sampled rows go to HDF5 as chunks that
+ * were shuffled and zstd-compressed in parallel beforehand (direct chunk
+ * write), so HDF5's single-threaded filter pipeline is never the bottleneck. */
+#include "config.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "h5util.h"
+
+/* Sampled rows wait in memory until this much is queued, then are compressed
+ * together so that every thread has chunks to work on. */
+#define QUEUE_FLUSH_BYTES ((size_t)64 << 20)
+/* Target size of one sample chunk (uncompressed). */
+#define SAMPLE_CHUNK_BYTES ((int64_t)1 << 20)
+#define VECTOR_CHUNK 65536
+#define HIST_CHUNK_CHANNELS 4096
+
+struct point {
+	struct at_point_desc desc; /* strings owned */
+	int32_t order;
+	hid_t group;
+	struct at_stats stats;
+	/* sampling */
+	hid_t samples, sample_tokens;
+	int64_t chunk_rows;
+	float *pending;           /* the chunk being filled: chunk_rows x channels */
+	int64_t *pending_tokens;  /* its tokens */
+	int64_t pending_rows;
+	int64_t chunks_queued;    /* full chunks handed to the queue */
+	int64_t samples_taken;    /* rows accepted so far */
+	int64_t samples_dropped;
+};
+
+/* A full sample chunk waiting for compression and its write. */
+struct queued_chunk {
+	int32_t point;
+	int64_t index; /* chunk number along the rows */
+	struct at_chunk chunk;
+	int64_t *tokens;
+};
+
+struct at_writer {
+	char *path;
+	hid_t file;
+	struct at_writer_options opts;
+	char *model, *source_dtype, *notes, *producer;
+	struct point *points;
+	int32_t npoints, points_capacity;
+	/* tokens: all of them in memory (pos is needed by AT_SAMPLE_FIRST),
+	 * rows [tokens_written, ntokens) not yet in the file */
+	int32_t *token_seq, *token_pos, *token_id;
+	int64_t ntokens, tokens_capacity, tokens_written;
+	hid_t tokens_group;
+	struct queued_chunk *queue;
+	size_t queue_len, queue_capacity, queue_bytes;
+	int32_t weights;
+};
+
+void at_writer_options_init(struct at_writer_options *o)
+{
+	*o = (struct at_writer_options){
+		.hist = 1,
+		.extremes = 64,
+		.sample_policy = AT_SAMPLE_NONE,
+		.sample_n = 1,
+		.max_samples = (int64_t)1 << 20,
+		.compression_level = 3,
+		.threads = 0,
+	};
+}
+
+static char *dup_or_empty(const char *s)
+{
+	return strdup(s ? s : "");
+}
+
+static int io_fail(struct at_writer *w, struct at_error *err, const char *what)
+{
+	return at_fail(err, AT_EIO, "%s: cannot %s", w->path, what);
+}
+
+/* ---------------------------------------------------------------- create */
+
+static void iso8601_now(char *buf, size_t size)
+{
+	time_t now = time(NULL);
+	struct tm tm;
+	gmtime_r(&now, &tm);
+	strftime(buf, size, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static const char *policy_name(enum at_sample_policy p)
+{
+	return p == AT_SAMPLE_EVERY ? "every" : p == AT_SAMPLE_FIRST ? "first" : "none";
+}
+
+static int write_root_attrs(struct at_writer *w)
+{
+	char created[32];
+	double edges[AT_HIST_BINS];
+	for (int b = 0; b < AT_HIST_BINS; b++)
+		edges[b] = at_hist_lower_edge(b);
+	iso8601_now(created, sizeof created);
+	hid_t f = w->file;
+	const struct at_writer_options *o = &w->opts;
+	int bad = 0;
+	bad |= h5_attr_put_string(f, "format", AT_FORMAT_NAME);
+	bad |= h5_attr_put_int(f, "format_version", H5T_STD_I32LE, AT_FORMAT_VERSION);
+	bad |= h5_attr_put_string(f, "producer", w->producer);
+	bad |= h5_attr_put_string(f, "created", created);
+	bad |= h5_attr_put_string(f, "model", w->model);
+	bad |= h5_attr_put_string(f, "source_dtype", w->source_dtype);
+	bad |= h5_attr_put_string(f, "notes", w->notes);
+	bad |= h5_attr_put_int(f, "complete", H5T_STD_I32LE, 0);
+	bad |= h5_attr_put_int(f, "extremes_k", H5T_STD_I32LE, o->extremes);
+	bad |= h5_attr_put_string(f, "sample_policy", policy_name(o->sample_policy));
+	bad |= h5_attr_put_int(f, "sample_n", H5T_STD_I64LE, o->sample_n);
+	bad |= h5_attr_put_int(f, "max_samples", H5T_STD_I64LE, o->max_samples);
+	bad |= h5_attr_put_int(f, "hist_bins_per_octave", H5T_STD_I32LE, AT_HIST_BINS_PER_OCTAVE);
+	bad |= h5_attr_put_int(f, "hist_min_exp", H5T_STD_I32LE, AT_HIST_MIN_EXP);
+	bad |= h5_attr_put_int(f, "hist_max_exp", H5T_STD_I32LE, AT_HIST_MAX_EXP);
+	bad |= h5_attr_put_doubles(f, "hist_lower_edges", edges, AT_HIST_BINS);
+	return bad ? -1 : 0;
+}
+
+static int create_tokens(struct at_writer *w)
+{
+	static const char *const names[] = {"seq", "pos", "id"};
+	hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {65536};
+	w->tokens_group = H5Gcreate2(w->file, "tokens", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+	if (w->tokens_group < 0)
+		return -1;
+	for (int i = 0; i < 3; i++) {
+		hid_t d = h5_create_compressed(w->tokens_group, names[i], H5T_STD_I32LE, 1, dims,
+		                               maxdims, chunk, w->opts.compression_level);
+		if (d < 0)
+			return -1;
+		H5Dclose(d);
+	}
+	return 0;
+}
+
+static int check_options(const struct at_writer_options *o, struct at_error *err)
+{
+	if (o->extremes < 0 || o->max_samples < 0 || o->sample_n < 1)
+		return at_fail(err, AT_EINVAL,
+		               "writer options: extremes, max_samples must be >= 0 and sample_n >= 1");
+	if (o->sample_policy != AT_SAMPLE_NONE && o->sample_policy != AT_SAMPLE_EVERY &&
+	    o->sample_policy != AT_SAMPLE_FIRST)
+		return at_fail(err, AT_EINVAL, "writer options: unknown sample policy %d",
+		               (int)o->sample_policy);
+	if (o->compression_level < 1 || o->compression_level > 19)
+		return at_fail(err, AT_EINVAL, "writer options: zstd level %d not in 1..19",
+		               o->compression_level);
+	return AT_OK;
+}
+
+/* Close every HDF5 object of the writer except the file itself. */
+static void close_handles(struct at_writer *w)
+{
+	for (int32_t i = 0; i < w->npoints; i++) {
+		struct point *p = &w->points[i];
+		if (p->samples >= 0)
+			H5Dclose(p->samples);
+		if (p->sample_tokens >= 0)
+			H5Dclose(p->sample_tokens);
+		if (p->group >= 0)
+			H5Gclose(p->group);
+		p->samples = p->sample_tokens = p->group = -1;
+	}
+	if (w->tokens_group >= 0)
+		H5Gclose(w->tokens_group);
+	w->tokens_group = -1;
+}
+
+static void writer_free(struct at_writer *w)
+{
+	close_handles(w);
+	if (w->file >= 0)
+		H5Fclose(w->file);
+	for (int32_t i = 0; i < w->npoints; i++) {
+		struct point *p = &w->points[i];
+		free((char *)p->desc.name);
+		free((char *)p->desc.component);
+		free((char *)p->desc.site);
+		free((char *)p->desc.module);
+		free((char *)p->desc.module_class);
+		free((char *)p->desc.direction);
+		at_stats_free(&p->stats);
+		free(p->pending);
+		free(p->pending_tokens);
+	}
+	for (size_t i = 0; i < w->queue_len; i++) {
+		free(w->queue[i].chunk.raw);
+		free(w->queue[i].chunk.packed);
+		free(w->queue[i].tokens);
+	}
+	free(w->queue);
+	free(w->points);
+	free(w->token_seq);
+	free(w->token_pos);
+	free(w->token_id);
+	free(w->model);
+	free(w->source_dtype);
+	free(w->notes);
+	free(w->producer);
+	free(w->path);
+	free(w);
+}
+
+int at_writer_create(struct at_writer **out, const char *path,
+                     const struct at_writer_options *opts, struct at_error *err)
+{
+	struct at_writer_options defaults;
+	*out = NULL;
+	if (!path || !*path)
+		return at_fail(err, AT_EINVAL, "writer: empty output path");
+	if (!opts) {
+		at_writer_options_init(&defaults);
+		opts = &defaults;
+	}
+	int status = check_options(opts, err);
+	if (status)
+		return status;
+	struct at_writer *w = calloc(1, sizeof *w);
+	if (!w)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", path);
+	w->file = w->tokens_group = -1;
+	w->opts = *opts;
+	char producer[64];
+	snprintf(producer, sizeof producer, "acttrace %s", at_version());
+	w->path = strdup(path);
+	w->model = dup_or_empty(opts->model);
+	w->source_dtype = dup_or_empty(opts->source_dtype);
+	w->notes = dup_or_empty(opts->notes);
+	w->producer = strdup(opts->producer ? opts->producer : producer);
+	if (!w->path || !w->model || !w->source_dtype || !w->notes || !w->producer) {
+		writer_free(w);
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", path);
+	}
+	status = at_zstd_filter_register(err);
+	if (status) {
+		writer_free(w);
+		return status;
+	}
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
+	if (w->file < 0)
+		status = at_fail(err, AT_EIO, "%s: cannot create file", path);
+	else if (write_root_attrs(w) < 0 || create_tokens(w) < 0 ||
+	         H5Gclose(H5Gcreate2(w->file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+	         H5Gclose(H5Gcreate2(w->file, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+		status = io_fail(w, err, "write the trace header");
+	h5_quiet_end(&q);
+	if (status) {
+		writer_free(w);
+		return status;
+	}
+	*out = w;
+	return AT_OK;
+}
+
+/* ---------------------------------------------------------------- points */
+
+static int check_point_desc(const struct at_writer *w, const struct at_point_desc *d,
+                            struct at_error *err)
+{
+	if (!d || !d->name || !*d->name)
+		return at_fail(err, AT_EINVAL, "%s: point without a name", w->path);
+	if (strchr(d->name, '/') || strcmp(d->name, ".") == 0)
+		return at_fail(err, AT_EINVAL, "%s: point name '%s' may not contain '/'", w->path,
+		               d->name);
+	if (d->channels <= 0)
+		return at_fail(err, AT_EINVAL, "%s: point '%s' has %lld channels", w->path, d->name,
+		               (long long)d->channels);
+	if (d->direction && strcmp(d->direction, "in") && strcmp(d->direction, "out"))
+		return at_fail(err, AT_EINVAL, "%s: point '%s': direction must be in or out",
+		               w->path, d->name);
+	for (int32_t i = 0; i < w->npoints; i++)
+		if (strcmp(w->points[i].desc.name, d->name) == 0)
+			return at_fail(err, AT_EINVAL, "%s: point '%s' added twice", w->path, d->name);
+	return AT_OK;
+}
+
+static int copy_desc(struct at_point_desc *dst, const struct at_point_desc *src)
+{
+	*dst = *src;
+	dst->name = strdup(src->name);
+	dst->component = dup_or_empty(src->component ? src->component : "other");
+	dst->site = dup_or_empty(src->site ? src->site : src->name);
+	dst->module = dup_or_empty(src->module);
+	dst->module_class = dup_or_empty(src->module_class);
+	dst->direction = dup_or_empty(src->direction ? src->direction : "out");
+	return dst->name && dst->component && dst->site && dst->module && dst->module_class &&
+	               dst->direction
+	           ? 0
+	           : -1;
+}
+
+static int write_point_attrs(hid_t g, const struct point *p)
+{
+	const struct at_point_desc *d = &p->desc;
+	int bad = 0;
+	bad |= h5_attr_put_int(g, "layer", H5T_STD_I32LE, d->layer);
+	bad |= h5_attr_put_string(g, "component", d->component);
+	bad |= h5_attr_put_string(g, "site", d->site);
+	bad |= h5_attr_put_string(g, "module", d->module);
+	bad |= h5_attr_put_string(g, "module_class", d->module_class);
+	bad |= h5_attr_put_string(g, "direction", d->direction);
+	bad |= h5_attr_put_int(g, "channels", H5T_STD_I64LE, d->channels);
+	bad |= h5_attr_put_int(g, "order", H5T_STD_I32LE, p->order);
+	bad |= h5_attr_put_int(g, "samples_dropped", H5T_STD_I64LE, p->samples_dropped);
+	return bad ? -1 : 0;
+}
+
+static int create_sample_datasets(struct at_writer *w, struct point *p)
+{
+	int64_t c = p->desc.channels;
+	int64_t rows = SAMPLE_CHUNK_BYTES / (4 * c);
+	p->chunk_rows = rows < 1 ? 1 : rows > 4096 ? 4096 : rows;
+	p->pending = malloc((size_t)(p->chunk_rows * c) * sizeof *p->pending);
+	p->pending_tokens = malloc((size_t)p->chunk_rows * sizeof *p->pending_tokens);
+	if (!p->pending || !p->pending_tokens)
+		return -1;
+	hsize_t dims[2] = {0, (hsize_t)c}, maxdims[2] = {H5S_UNLIMITED, (hsize_t)c};
+	hsize_t chunk[2] = {(hsize_t)p->chunk_rows, (hsize_t)c};
+	int level = w->opts.compression_level;
+	p->samples = h5_create_compressed(p->group, "samples", H5T_IEEE_F32LE, 2, dims, maxdims,
+	                                  chunk, level);
+	hsize_t tchunk[1] = {(hsize_t)(p->chunk_rows < 1024 ? 1024 : p->chunk_rows)};
+	p->sample_tokens = h5_create_compressed(p->group, "sample_tokens", H5T_STD_I64LE, 1, dims,
+	                                        maxdims, tchunk, level);
+	return p->samples < 0 || p->sample_tokens < 0 ? -1 : 0;
+}
+
+static int write_point_stats(struct at_writer *w, struct point *p);
+
+int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
+                        int32_t *point_id, struct at_error *err)
+{
+	int status = check_point_desc(w, desc, err);
+	if (status)
+		return status;
+	if (w->npoints == w->points_capacity) {
+		int32_t cap = w->points_capacity ? 2 * w->points_capacity : 64;
+		struct point *grown = realloc(w->points, (size_t)cap * sizeof *grown);
+		if (!grown)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		w->points = grown;
+		w->points_capacity = cap;
+	}
+	struct point *p = &w->points[w->npoints];
+	memset(p, 0, sizeof *p);
+	p->group = p->samples = p->sample_tokens = -1;
+	p->order = w->npoints;
+	w->npoints++; /* from here on writer_free releases whatever p holds */
+	if (copy_desc(&p->desc, desc) < 0)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	status = at_stats_init(&p->stats, desc->channels, w->opts.hist, w->opts.extremes, err);
+	if (status)
+		return status;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	hid_t points = H5Gopen2(w->file, "points", H5P_DEFAULT);
+	p->group = points >= 0 ? H5Gcreate2(points, desc->name, H5P_DEFAULT, H5P_DEFAULT,
+	                                    H5P_DEFAULT)
+	                       : -1;
+	if (points >= 0)
+		H5Gclose(points);
+	if (p->group < 0 || write_point_attrs(p->group, p) < 0 ||
+	    (w->opts.sample_policy != AT_SAMPLE_NONE && create_sample_datasets(w, p) < 0) ||
+	    write_point_stats(w, p) < 0)
+		status = at_fail(err, AT_EIO, "%s: cannot create point '%s'", w->path, desc->name);
+	h5_quiet_end(&q);
+	if (status)
+		return status;
+	*point_id = p->order;
+	return AT_OK;
+}
+
+/* ---------------------------------------------------------------- tokens */
+
+static int grow_tokens(struct at_writer *w, int64_t need)
+{
+	if (need <= w->tokens_capacity)
+		return 0;
+	int64_t cap = w->tokens_capacity ? w->tokens_capacity : 4096;
+	while (cap < need)
+		cap *= 2;
+	int32_t *arrays[3] = {w->token_seq, w->token_pos, w->token_id};
+	for (int i = 0; i < 3; i++) {
+		int32_t *grown = realloc(arrays[i], (size_t)cap * sizeof *grown);
+		if (!grown)
+			return -1;
+		arrays[i] = grown;
+		/* keep the writer consistent after every successful realloc */
+		w->token_seq = arrays[0];
+		w->token_pos = arrays[1];
+		w->token_id = arrays[2];
+	}
+	w->tokens_capacity = cap;
+	return 0;
+}
+
+int at_writer_add_tokens(struct at_writer *w, const int32_t *seq, const int32_t *pos,
+                         const int32_t *id, int64_t n, int64_t *token_base,
+                         struct at_error *err)
+{
+	if (n < 0 || (n > 0 && (!seq || !pos || !id)))
+		return at_fail(err, AT_EINVAL, "%s: add_tokens: bad arguments", w->path);
+	if (grow_tokens(w, w->ntokens + n) < 0)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory for %lld tokens", w->path,
+		               (long long)(w->ntokens + n));
+	size_t bytes = (size_t)n * sizeof(int32_t);
+	if (n > 0) {
+		memcpy(w->token_seq + w->ntokens, seq, bytes);
+		memcpy(w->token_pos + w->ntokens, pos, bytes);
+		memcpy(w->token_id + w->ntokens, id, bytes);
+	}
+	if (token_base)
+		*token_base = w->ntokens;
+	w->ntokens += n;
+	return AT_OK;
+}
+
+/* Append rows [first, first+n) of one int32 token column. */
+static int append_column(hid_t group, const char *name, const int32_t *values, int64_t first,
+                         int64_t n)
+{
+	hid_t dset = H5Dopen2(group, name, H5P_DEFAULT);
+	if (dset < 0)
+		return -1;
+	hsize_t size[1] = {(hsize_t)(first + n)}, start[1] = {(hsize_t)first}, count[1] = {(hsize_t)n};
+	int status = -1;
+	hid_t fspace = -1, mspace = -1;
+	if (H5Dset_extent(dset, size) < 0)
+		goto done;
+	fspace = H5Dget_space(dset);
+	mspace = H5Screate_simple(1, count, NULL);
+	if (fspace < 0 || mspace < 0 ||
+	    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) < 0)
+		goto done;
+	status = H5Dwrite(dset, H5T_NATIVE_INT32, mspace, fspace, H5P_DEFAULT, values + first) < 0
+	             ? -1
+	             : 0;
+done:
+	if (mspace >= 0)
+		H5Sclose(mspace);
+	if (fspace >= 0)
+		H5Sclose(fspace);
+	H5Dclose(dset);
+	return status;
+}
+
+static int write_tokens(struct at_writer *w)
+{
+	int64_t first = w->tokens_written, n = w->ntokens - first;
+	if (n == 0)
+		return 0;
+	if (append_column(w->tokens_group, "seq", w->token_seq, first, n) < 0 ||
+	    append_column(w->tokens_group, "pos", w->token_pos, first, n) < 0 ||
+	    append_column(w->tokens_group, "id", w->token_id, first, n) < 0)
+		return -1;
+	w->tokens_written = w->ntokens;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- samples */
+
+/* Compress every queued chunk in parallel, then hand each to HDF5 as is. */
+static int flush_queue(struct at_writer *w, struct at_error *err);
+
+static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *err)
+{
+	struct point *p = &w->points[point_id];
+	if (w->queue_len == w->queue_capacity) {
+		size_t cap = w->queue_capacity ? 2 * w->queue_capacity : 64;
+		struct queued_chunk *grown = realloc(w->queue, cap * sizeof *grown);
+		if (!grown)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		w->queue = grown;
+		w->queue_capacity = cap;
+	}
+	size_t raw_bytes = (size_t)(p->chunk_rows * p->desc.channels) * sizeof(float);
+	float *fresh = malloc(raw_bytes);
+	int64_t *fresh_tokens = malloc((size_t)p->chunk_rows * sizeof *fresh_tokens);
+	if (!fresh || !fresh_tokens) {
+		free(fresh);
+		free(fresh_tokens);
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	}
+	w->queue[w->queue_len++] = (struct queued_chunk){
+		.point = point_id,
+		.index = p->chunks_queued++,
+		.chunk = {.raw = p->pending, .raw_bytes = raw_bytes},
+		.tokens = p->pending_tokens,
+	};
+	w->queue_bytes += raw_bytes;
+	p->pending = fresh;
+	p->pending_tokens = fresh_tokens;
+	p->pending_rows = 0;
+	if (w->queue_bytes >= QUEUE_FLUSH_BYTES)
+		return flush_queue(w, err);
+	return AT_OK;
+}
+
+/* Rows [row0, row0+n) of the samples of p, and their tokens; grows the extent. */
+static int write_sample_rows(struct point *p, int64_t row0, int64_t n, const struct at_chunk *c,
+                             const int64_t *tokens)
+{
+	hsize_t extent[2] = {(hsize_t)(row0 + n), (hsize_t)p->desc.channels};
+	hsize_t cur[2];
+	hid_t space = H5Dget_space(p->samples);
+	if (space < 0)
+		return -1;
+	H5Sget_simple_extent_dims(space, cur, NULL);
+	H5Sclose(space);
+	if (extent[0] < cur[0])
+		extent[0] = cur[0];
+	hsize_t offset[2] = {(hsize_t)row0, 0};
+	if (H5Dset_extent(p->samples, extent) < 0 ||
+	    H5Dwrite_chunk(p->samples, H5P_DEFAULT, 0, offset, c->packed_bytes, c->packed) < 0 ||
+	    H5Dset_extent(p->sample_tokens, extent) < 0)
+		return -1;
+	hsize_t start[1] = {(hsize_t)row0}, count[1] = {(hsize_t)n};
+	hid_t fspace = H5Dget_space(p->sample_tokens);
+	hid_t mspace = H5Screate_simple(1, count, NULL);
+	int status = -1;
+	if (fspace >= 0 && mspace >= 0 &&
+	    H5Sselect_hyperslab(fspace, H5S_SELECT_SET, start, NULL, count, NULL) >= 0 &&
+	    H5Dwrite(p->sample_tokens, H5T_NATIVE_INT64, mspace, fspace, H5P_DEFAULT, tokens) >= 0)
+		status = 0;
+	if (mspace >= 0)
+		H5Sclose(mspace);
+	if (fspace >= 0)
+		H5Sclose(fspace);
+	return status;
+}
+
+static int flush_queue(struct at_writer *w, struct at_error *err)
+{
+	if (w->queue_len == 0)
+		return AT_OK;
+	struct at_chunk *chunks = malloc(w->queue_len * sizeof *chunks);
+	if (!chunks)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	for (size_t i = 0; i < w->queue_len; i++)
+		chunks[i] = w->queue[i].chunk;
+	int status = at_codec_compress(chunks, w->queue_len, sizeof(float),
+	                               w->opts.compression_level, w->opts.threads, err);
+	for (size_t i = 0; i < w->queue_len; i++)
+		w->queue[i].chunk = chunks[i]; /* packed buffers now belong to the queue */
+	free(chunks);
+	for (size_t i = 0; i < w->queue_len && status == AT_OK; i++) {
+		struct queued_chunk *q = &w->queue[i];
+		struct point *p = &w->points[q->point];
+		if (write_sample_rows(p, q->index * p->chunk_rows, p->chunk_rows, &q->chunk,
+		                      q->tokens) < 0)
+			status = at_fail(err, AT_EIO, "%s: cannot write samples of '%s'", w->path,
+			                 p->desc.name);
+	}
+	for (size_t i = 0; i < w->queue_len; i++) {
+		free(w->queue[i].chunk.raw);
+		free(w->queue[i].chunk.packed);
+		free(w->queue[i].tokens);
+	}
+	w->queue_len = 0;
+	w->queue_bytes = 0;
+	return status;
+}
+
+/* The partial chunk of a point, zero-padded, so that a checkpoint holds every
+ * row sampled so far; it is rewritten whole once it fills up. */
+static int write_partial_chunk(struct at_writer *w, struct point *p, struct at_error *err)
+{
+	if (p->pending_rows == 0)
+		return AT_OK;
+	int64_t c = p->desc.channels;
+	size_t filled = (size_t)(p->pending_rows * c);
+	size_t total = (size_t)(p->chunk_rows * c);
+	memset(p->pending + filled, 0, (total - filled) * sizeof(float));
+	struct at_chunk chunk = {.raw = p->pending, .raw_bytes = total * sizeof(float)};
+	int status = at_codec_compress(&chunk, 1, sizeof(float), w->opts.compression_level,
+	                               w->opts.threads, err);
+	if (status == AT_OK && write_sample_rows(p, p->chunks_queued * p->chunk_rows,
+	                                         p->pending_rows, &chunk, p->pending_tokens) < 0)
+		status = at_fail(err, AT_EIO, "%s: cannot write samples of '%s'", w->path,
+		                 p->desc.name);
+	free(chunk.packed);
+	return status;
+}
+
+static int token_selected(const struct at_writer *w, int64_t token, struct at_error *err,
+                          int *selected)
+{
+	int64_t n = w->opts.sample_n;
+	if (w->opts.sample_policy == AT_SAMPLE_EVERY) {
+		*selected = token % n == 0;
+		return AT_OK;
+	}
+	if (token < 0 || token >= w->ntokens)
+		return at_fail(err, AT_EINVAL,
+		               "%s: sampling the first tokens of each sequence needs token %lld in "
+		               "/tokens (add tokens before observing)",
+		               w->path, (long long)token);
+	*selected = w->token_pos[token] < n;
+	return AT_OK;
+}
+
+static void copy_row(float *dst, const struct at_tensor *t, int64_t b, int64_t r)
+{
+	int64_t base = b * t->batch_stride + r * t->row_stride;
+	for (int64_t c = 0; c < t->channels; c++)
+		dst[c] = at_load(t->data, t->dtype, base + c * t->channel_stride);
+}
+
+static int sample_rows(struct at_writer *w, int32_t point_id, const struct at_tensor *t,
+                       int64_t token_base, struct at_error *err)
+{
+	struct point *p = &w->points[point_id];
+	for (int64_t b = 0; b < t->batches; b++) {
+		for (int64_t r = 0; r < t->rows; r++) {
+			int64_t token = token_base + b * t->rows + r;
+			int selected, status = token_selected(w, token, err, &selected);
+			if (status)
+				return status;
+			if (!selected)
+				continue;
+			if (p->samples_taken >= w->opts.max_samples) {
+				p->samples_dropped++;
+				continue;
+			}
+			copy_row(p->pending + p->pending_rows * t->channels, t, b, r);
+			p->pending_tokens[p->pending_rows++] = token;
+			p->samples_taken++;
+			if (p->pending_rows == p->chunk_rows && (status = queue_push(w, point_id, err)))
+				return status;
+		}
+	}
+	return AT_OK;
+}
+
+int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                      int64_t token_base, struct at_error *err)
+{
+	if (point < 0 || point >= w->npoints)
+		return at_fail(err, AT_EINVAL, "%s: no point with id %d", w->path, (int)point);
+	struct point *p = &w->points[point];
+	int status = at_tensor_check(t, err);
+	if (status)
+		return status;
+	if (t->channels != p->desc.channels)
+		return at_fail(err, AT_EINVAL, "%s: point '%s' has %lld channels, tensor has %lld",
+		               w->path, p->desc.name, (long long)p->desc.channels,
+		               (long long)t->channels);
+	status = at_stats_add(&p->stats, t, token_base, err);
+	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE) {
+		struct h5_quiet q;
+		h5_quiet_begin(&q);
+		status = sample_rows(w, point, t, token_base, err);
+		h5_quiet_end(&q);
+	}
+	return status;
+}
+
+/* ---------------------------------------------------------------- statistics */
+
+static hid_t extremes_type(void)
+{
+	hid_t type = H5Tcreate(H5T_COMPOUND, sizeof(struct at_extreme));
+	if (type < 0)
+		return -1;
+	if (H5Tinsert(type, "value", HOFFSET(struct at_extreme, value), H5T_NATIVE_DOUBLE) < 0 ||
+	    H5Tinsert(type, "token", HOFFSET(struct at_extreme, token), H5T_NATIVE_INT64) < 0 ||
+	    H5Tinsert(type, "channel", HOFFSET(struct at_extreme, channel), H5T_NATIVE_INT32) < 0) {
+		H5Tclose(type);
+		return -1;
+	}
+	return type;
+}
+
+/* The file type is packed little-endian, whatever the host's padding. */
+static hid_t extremes_file_type(void)
+{
+	hid_t type = H5Tcreate(H5T_COMPOUND, 8 + 8 + 4);
+	if (type < 0)
+		return -1;
+	if (H5Tinsert(type, "value", 0, H5T_IEEE_F64LE) < 0 ||
+	    H5Tinsert(type, "token", 8, H5T_STD_I64LE) < 0 ||
+	    H5Tinsert(type, "channel", 16, H5T_STD_I32LE) < 0) {
+		H5Tclose(type);
+		return -1;
+	}
+	return type;
+}
+
+static int write_extremes(struct at_writer *w, struct point *p)
+{
+	const struct at_stats *s = &p->stats;
+	hsize_t dims[1] = {(hsize_t)s->n_extremes};
+	hid_t mtype = extremes_type(), ftype = extremes_file_type(), dset = -1;
+	int status = -1;
+	if (mtype < 0 || ftype < 0)
+		goto done;
+	if (H5Lexists(p->group, "extremes", H5P_DEFAULT) > 0) {
+		dset = H5Dopen2(p->group, "extremes", H5P_DEFAULT);
+		if (dset < 0 || H5Dset_extent(dset, dims) < 0)
+			goto done;
+	} else {
+		hsize_t maxdims[1] = {(hsize_t)w->opts.extremes};
+		hsize_t chunk[1] = {(hsize_t)(w->opts.extremes > 0 ? w->opts.extremes : 1)};
+		dset = h5_create_compressed(p->group, "extremes", ftype, 1, dims, maxdims, chunk,
+		                            w->opts.compression_level);
+		if (dset < 0)
+			goto done;
+	}
+	status = s->n_extremes == 0 ||
+	                 H5Dwrite(dset, mtype, H5S_ALL, H5S_ALL, H5P_DEFAULT, s->extremes) >= 0
+	             ? 0
+	             : -1;
+done:
+	if (dset >= 0)
+		H5Dclose(dset);
+	if (ftype >= 0)
+		H5Tclose(ftype);
+	if (mtype >= 0)
+		H5Tclose(mtype);
+	return status;
+}
+
+static int write_hist(struct at_writer *w, struct point *p)
+{
+	int64_t c = p->desc.channels;
+	hsize_t dims[2] = {(hsize_t)c, AT_HIST_BINS};
+	hsize_t chunk[2] = {(hsize_t)(c < HIST_CHUNK_CHANNELS ? c : HIST_CHUNK_CHANNELS),
+	                    AT_HIST_BINS};
+	int fresh = H5Lexists(p->group, "hist", H5P_DEFAULT) <= 0;
+	if (h5_put_compressed(p->group, "hist", H5T_STD_U32LE, H5T_NATIVE_UINT32, 2, dims, chunk,
+	                      w->opts.compression_level, p->stats.hist) < 0)
+		return -1;
+	if (!fresh)
+		return 0;
+	double edges[AT_HIST_BINS];
+	for (int b = 0; b < AT_HIST_BINS; b++)
+		edges[b] = at_hist_lower_edge(b);
+	hid_t dset = H5Dopen2(p->group, "hist", H5P_DEFAULT);
+	int status = dset >= 0 ? h5_attr_put_doubles(dset, "lower_edges", edges, AT_HIST_BINS) : -1;
+	if (dset >= 0)
+		H5Dclose(dset);
+	return status;
+}
+
+static int write_point_stats(struct at_writer *w, struct point *p)
+{
+	const struct at_stats *s = &p->stats;
+	int64_t c = p->desc.channels;
+	hsize_t dims[1] = {(hsize_t)c};
+	hsize_t chunk[1] = {(hsize_t)(c < VECTOR_CHUNK ? c : VECTOR_CHUNK)};
+	int level = w->opts.compression_level;
+	const struct {
+		const char *name;
+		const double *values;
+	} vectors[] = {
+		{"mean", s->mean}, {"m2", s->m2}, {"m3", s->m3}, {"m4", s->m4}, {"min", s->min},
+		{"max", s->max}, {"absmax", s->absmax}, {"abssum", s->abssum},
+	};
+	hid_t g = p->group;
+	if (h5_put_compressed(g, "count", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, dims, chunk, level,
+	                      s->count) < 0 ||
+	    h5_put_compressed(g, "nonfinite", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, dims, chunk,
+	                      level, s->nonfinite) < 0)
+		return -1;
+	for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++)
+		if (h5_put_compressed(g, vectors[i].name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims,
+		                      chunk, level, vectors[i].values) < 0)
+			return -1;
+	if (s->hist && write_hist(w, p) < 0)
+		return -1;
+	if (write_extremes(w, p) < 0)
+		return -1;
+	return h5_attr_put_int(g, "samples_dropped", H5T_STD_I64LE, p->samples_dropped);
+}
+
+/* ---------------------------------------------------------------- weights */
+
+struct weight_summary {
+	double *row_absmax, *row_absmean, *col_absmax, *col_absmean;
+};
+
+static void summarise_weight(const struct at_tensor *t, struct weight_summary *s)
+{
+	int64_t rows = t->rows, cols = t->channels;
+#pragma omp parallel for schedule(static)
+	for (int64_t r = 0; r < rows; r++) {
+		double mx = 0, sum = 0;
+		for (int64_t c = 0; c < cols; c++) {
+			double a = fabs((double)at_load(t->data, t->dtype, r * t->row_stride +
+			                                                      c * t->channel_stride));
+			mx = a > mx ? a : mx;
+			sum += a;
+		}
+		s->row_absmax[r] = mx;
+		s->row_absmean[r] = sum / (double)cols;
+	}
+#pragma omp parallel for schedule(static)
+	for (int64_t c = 0; c < cols; c++) {
+		double mx = 0, sum = 0;
+		for (int64_t r = 0; r < rows; r++) {
+			double a = fabs((double)at_load(t->data, t->dtype, r * t->row_stride +
+			                                                      c * t->channel_stride));
+			mx = a > mx ? a : mx;
+			sum += a;
+		}
+		s->col_absmax[c] = mx;
+		s->col_absmean[c] = sum / (double)rows;
+	}
+}
+
+static int write_weight(struct at_writer *w, hid_t g, const struct at_tensor *t,
+                        const struct weight_summary *s)
+{
+	int level = w->opts.compression_level;
+	hsize_t rdims[1] = {(hsize_t)t->rows}, cdims[1] = {(hsize_t)t->channels};
+	hsize_t rchunk[1] = {rdims[0] < VECTOR_CHUNK ? rdims[0] : VECTOR_CHUNK};
+	hsize_t cchunk[1] = {cdims[0] < VECTOR_CHUNK ? cdims[0] : VECTOR_CHUNK};
+	if (h5_put_compressed(g, "row_absmax", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, rdims, rchunk,
+	                      level, s->row_absmax) < 0 ||
+	    h5_put_compressed(g, "row_absmean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, rdims,
+	                      rchunk, level, s->row_absmean) < 0 ||
+	    h5_put_compressed(g, "col_absmax", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, cdims, cchunk,
+	                      level, s->col_absmax) < 0 ||
+	    h5_put_compressed(g, "col_absmean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, cdims,
+	                      cchunk, level, s->col_absmean) < 0)
+		return -1;
+	if (t->rows != 1)
+		return 0;
+	float *values = malloc((size_t)t->channels * sizeof *values);
+	if (!values)
+		return -1;
+	for (int64_t c = 0; c < t->channels; c++)
+		values[c] = at_load(t->data, t->dtype, c * t->channel_stride);
+	int status = h5_put_compressed(g, "values", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, cdims,
+	                               cchunk, level, values);
+	free(values);
+	return status;
+}
+
+int at_writer_add_weight(struct at_writer *w, const char *module, const char *module_class,
+                         const struct at_tensor *t, struct at_error *err)
+{
+	if (!module || !*module || strchr(module, '/'))
+		return at_fail(err, AT_EINVAL, "%s: weight module name '%s' is empty or has '/'",
+		               w->path, module ? module : "");
+	int status = at_tensor_check(t, err);
+	if (status)
+		return status;
+	if (t->batches != 1 || t->rows < 1)
+		return at_fail(err, AT_EINVAL, "%s: weight '%s' must be one matrix (batches=1)",
+		               w->path, module);
+	struct weight_summary s = {
+		malloc((size_t)t->rows * sizeof(double)), malloc((size_t)t->rows * sizeof(double)),
+		malloc((size_t)t->channels * sizeof(double)), malloc((size_t)t->channels * sizeof(double))};
+	if (!s.row_absmax || !s.row_absmean || !s.col_absmax || !s.col_absmean) {
+		status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		goto done;
+	}
+	summarise_weight(t, &s);
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	hid_t weights = H5Gopen2(w->file, "weights", H5P_DEFAULT);
+	hid_t g = -1;
+	if (weights >= 0 && H5Lexists(weights, module, H5P_DEFAULT) > 0)
+		status = at_fail(err, AT_EINVAL, "%s: weight '%s' added twice", w->path, module);
+	else if (weights < 0 ||
+	         (g = H5Gcreate2(weights, module, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+	         h5_attr_put_string(g, "module_class", module_class ? module_class : "") < 0 ||
+	         h5_attr_put_int(g, "rows", H5T_STD_I64LE, t->rows) < 0 ||
+	         h5_attr_put_int(g, "cols", H5T_STD_I64LE, t->channels) < 0 ||
+	         write_weight(w, g, t, &s) < 0)
+		status = at_fail(err, AT_EIO, "%s: cannot write weight '%s'", w->path, module);
+	if (g >= 0)
+		H5Gclose(g);
+	if (weights >= 0)
+		H5Gclose(weights);
+	h5_quiet_end(&q);
+	if (status == AT_OK)
+		w->weights++;
+done:
+	free(s.row_absmax);
+	free(s.row_absmean);
+	free(s.col_absmax);
+	free(s.col_absmean);
+	return status;
+}
+
+/* ---------------------------------------------------------------- checkpoint, close */
+
+static int checkpoint(struct at_writer *w, struct at_error *err)
+{
+	int status = flush_queue(w, err);
+	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++) {
+		struct point *p = &w->points[i];
+		if (p->samples >= 0)
+			status = write_partial_chunk(w, p, err);
+		if (status == AT_OK && write_point_stats(w, p) < 0)
+			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
+			                 p->desc.name);
+	}
+	if (status == AT_OK && write_tokens(w) < 0)
+		status = io_fail(w, err, "write /tokens");
+	if (status == AT_OK && H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
+		status = io_fail(w, err, "flush the file");
+	return status;
+}
+
+int at_writer_checkpoint(struct at_writer *w, struct at_error *err)
+{
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	int status = checkpoint(w, err);
+	h5_quiet_end(&q);
+	return status;
+}
+
+int at_writer_close(struct at_writer *w, struct at_error *err)
+{
+	if (!w)
+		return AT_OK;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	int status = checkpoint(w, err);
+	if (status == AT_OK && h5_attr_put_int(w->file, "complete", H5T_STD_I32LE, 1) < 0)
+		status = io_fail(w, err, "mark the trace complete");
+	close_handles(w);
+	if (H5Fclose(w->file) < 0 && status == AT_OK)
+		status = io_fail(w, err, "close the file");
+	w->file = -1;
+	writer_free(w);
+	h5_quiet_end(&q);
+	return status;
+}
+
+void at_writer_abandon(struct at_writer *w)
+{
+	if (!w)
+		return;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	writer_free(w);
+	h5_quiet_end(&q);
+}
