@@ -1,0 +1,313 @@
+/* codec.c: the byte-shuffle + zstd pipeline of compressed datasets, run over
+ * many chunks in parallel so that the writer and reader can move whole chunks
+ * with H5Dwrite_chunk/H5Dread_chunk instead of HDF5's serial filter pipeline. */
+#include "config.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <zstd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "internal.h"
+
+/* The loops are written for one fixed element size at a time so that the
+ * compiler unrolls the inner loop for the common 2-, 4- and 8-byte types. */
+static inline void shuffle_bytes(const unsigned char *src, unsigned char *dst, size_t n_elems,
+                                 size_t elem_size)
+{
+	for (size_t i = 0; i < n_elems; i++)
+		for (size_t b = 0; b < elem_size; b++)
+			dst[b * n_elems + i] = src[i * elem_size + b];
+}
+
+static inline void unshuffle_bytes(const unsigned char *src, unsigned char *dst, size_t n_elems,
+                                   size_t elem_size)
+{
+	for (size_t i = 0; i < n_elems; i++)
+		for (size_t b = 0; b < elem_size; b++)
+			dst[i * elem_size + b] = src[b * n_elems + i];
+}
+
+void at_shuffle(const void *src, void *dst, size_t n_elems, size_t elem_size)
+{
+	switch (elem_size) {
+	case 2: shuffle_bytes(src, dst, n_elems, 2); break;
+	case 4: shuffle_bytes(src, dst, n_elems, 4); break;
+	case 8: shuffle_bytes(src, dst, n_elems, 8); break;
+	default: shuffle_bytes(src, dst, n_elems, elem_size); break;
+	}
+}
+
+void at_unshuffle(const void *src, void *dst, size_t n_elems, size_t elem_size)
+{
+	switch (elem_size) {
+	case 2: unshuffle_bytes(src, dst, n_elems, 2); break;
+	case 4: unshuffle_bytes(src, dst, n_elems, 4); break;
+	case 8: unshuffle_bytes(src, dst, n_elems, 8); break;
+	default: unshuffle_bytes(src, dst, n_elems, elem_size); break;
+	}
+}
+
+/* HDF5's shuffle filter (H5Zshuffle.c) leaves a chunk alone when its
+ * elements are single bytes or when it holds fewer than two elements; then
+ * the shuffled bytes are the raw bytes and the scratch copy can be skipped. */
+static int shuffle_is_identity(size_t raw_bytes, size_t elem_size)
+{
+	return elem_size <= 1 || raw_bytes / elem_size <= 1;
+}
+
+/* Shuffle a whole chunk as H5Zshuffle.c does: trailing bytes that do not
+ * make a whole element are copied unchanged after the byte planes. */
+static void shuffle_chunk(const void *raw, void *shuffled, size_t raw_bytes, size_t elem_size)
+{
+	size_t n_elems = raw_bytes / elem_size;
+	size_t whole = n_elems * elem_size;
+	at_shuffle(raw, shuffled, n_elems, elem_size);
+	memcpy((unsigned char *)shuffled + whole, (const unsigned char *)raw + whole,
+	       raw_bytes - whole);
+}
+
+static void unshuffle_chunk(const void *shuffled, void *raw, size_t raw_bytes, size_t elem_size)
+{
+	size_t n_elems = raw_bytes / elem_size;
+	size_t whole = n_elems * elem_size;
+	at_unshuffle(shuffled, raw, n_elems, elem_size);
+	memcpy((unsigned char *)raw + whole, (const unsigned char *)shuffled + whole,
+	       raw_bytes - whole);
+}
+
+/* The first failure by chunk index, so that the message does not depend on
+ * how the chunks were scheduled over threads.  Threads record failures
+ * here and the caller reports after the parallel region. */
+struct codec_failure {
+	int code;
+	size_t chunk;
+	char message[sizeof ((struct at_error *)0)->message];
+};
+
+static void record_failure(struct codec_failure *f, size_t chunk, int code, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+
+static void record_failure(struct codec_failure *f, size_t chunk, int code, const char *fmt, ...)
+{
+	char message[sizeof f->message];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(message, sizeof message, fmt, ap);
+	va_end(ap);
+#ifdef _OPENMP
+#pragma omp critical(at_codec_failure)
+#endif
+	{
+		if (f->code == AT_OK || chunk < f->chunk) {
+			f->code = code;
+			f->chunk = chunk;
+			memcpy(f->message, message, sizeof message);
+		}
+	}
+}
+
+/* A per-thread buffer that only grows. */
+struct scratch {
+	void *data;
+	size_t capacity;
+};
+
+static int scratch_reserve(struct scratch *s, size_t bytes)
+{
+	if (bytes <= s->capacity)
+		return 1;
+	void *grown = realloc(s->data, bytes);
+	if (!grown)
+		return 0;
+	s->data = grown;
+	s->capacity = bytes;
+	return 1;
+}
+
+static int thread_count(int threads, size_t n)
+{
+	int want = threads;
+#ifdef _OPENMP
+	if (want <= 0)
+		want = omp_get_max_threads();
+#endif
+	if (want <= 0)
+		want = 1;
+	if ((size_t)want > n)
+		want = n > 0 ? (int)n : 1;
+	return want;
+}
+
+static int check_chunks(const struct at_chunk *chunks, size_t n, size_t elem_size,
+                        int decompressing, struct at_error *err)
+{
+	if (n > 0 && !chunks)
+		return at_fail(err, AT_EINVAL, "codec: NULL chunk array");
+	if (elem_size == 0)
+		return at_fail(err, AT_EINVAL, "codec: element size 0");
+	for (size_t i = 0; i < n; i++) {
+		if (!chunks[i].raw && chunks[i].raw_bytes > 0)
+			return at_fail(err, AT_EINVAL, "codec: chunk %zu has no raw buffer", i);
+		if (decompressing && !chunks[i].packed)
+			return at_fail(err, AT_EINVAL, "codec: chunk %zu has no packed data", i);
+	}
+	return AT_OK;
+}
+
+static void compress_one(struct at_chunk *c, size_t index, size_t elem_size, int level,
+                         ZSTD_CCtx *cctx, struct scratch *shuffled, struct codec_failure *f)
+{
+	size_t bound = ZSTD_compressBound(c->raw_bytes);
+	if (c->packed_capacity < bound || !c->packed) {
+		void *grown = realloc(c->packed, bound);
+		if (!grown) {
+			record_failure(f, index, AT_ENOMEM,
+			               "codec: out of memory for %zu compressed bytes of chunk %zu",
+			               bound, index);
+			return;
+		}
+		c->packed = grown;
+		c->packed_capacity = bound;
+	}
+
+	const void *src = c->raw;
+	if (!shuffle_is_identity(c->raw_bytes, elem_size)) {
+		if (!scratch_reserve(shuffled, c->raw_bytes)) {
+			record_failure(f, index, AT_ENOMEM,
+			               "codec: out of memory for a %zu-byte chunk", c->raw_bytes);
+			return;
+		}
+		shuffle_chunk(c->raw, shuffled->data, c->raw_bytes, elem_size);
+		src = shuffled->data;
+	}
+
+	/* ZSTD_compressCCtx writes the content size into the frame header, which
+	 * the stock HDF5 zstd plugins need to size their output buffer. */
+	size_t packed = ZSTD_compressCCtx(cctx, c->packed, c->packed_capacity, src, c->raw_bytes,
+	                                  level);
+	if (ZSTD_isError(packed)) {
+		record_failure(f, index, AT_ECODEC, "codec: chunk %zu: zstd: %s", index,
+		               ZSTD_getErrorName(packed));
+		return;
+	}
+	c->packed_bytes = packed;
+}
+
+int at_codec_compress(struct at_chunk *chunks, size_t n, size_t elem_size, int level,
+                      int threads, struct at_error *err)
+{
+	int rc = check_chunks(chunks, n, elem_size, 0, err);
+	if (rc != AT_OK || n == 0)
+		return rc;
+
+	struct codec_failure failure = { .code = AT_OK };
+	int n_threads = thread_count(threads, n);
+	(void)n_threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+	{
+		ZSTD_CCtx *cctx = ZSTD_createCCtx();
+		struct scratch shuffled = { NULL, 0 };
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+		for (size_t i = 0; i < n; i++) {
+			if (!cctx) {
+				record_failure(&failure, i, AT_ENOMEM,
+				               "codec: out of memory for a zstd context");
+				continue;
+			}
+			compress_one(&chunks[i], i, elem_size, level, cctx, &shuffled, &failure);
+		}
+		ZSTD_freeCCtx(cctx);
+		free(shuffled.data);
+	}
+	if (failure.code != AT_OK)
+		return at_fail(err, failure.code, "%s", failure.message);
+	return AT_OK;
+}
+
+static void decompress_one(struct at_chunk *c, size_t index, size_t elem_size, ZSTD_DCtx *dctx,
+                           struct scratch *shuffled, struct codec_failure *f)
+{
+	unsigned long long content = ZSTD_getFrameContentSize(c->packed, c->packed_bytes);
+	if (content == ZSTD_CONTENTSIZE_ERROR) {
+		record_failure(f, index, AT_ECODEC, "codec: chunk %zu is not a zstd frame", index);
+		return;
+	}
+	/* A frame that declares more bytes than the chunk holds would only fail
+	 * below as "destination buffer too small"; say what is wrong instead. */
+	if (content != ZSTD_CONTENTSIZE_UNKNOWN && content > c->raw_bytes) {
+		record_failure(f, index, AT_ECODEC,
+		               "codec: chunk %zu decompresses to %llu bytes, expected %zu", index,
+		               content, c->raw_bytes);
+		return;
+	}
+
+	int identity = shuffle_is_identity(c->raw_bytes, elem_size);
+	void *dst = c->raw;
+	if (!identity) {
+		if (!scratch_reserve(shuffled, c->raw_bytes)) {
+			record_failure(f, index, AT_ENOMEM,
+			               "codec: out of memory for a %zu-byte chunk", c->raw_bytes);
+			return;
+		}
+		dst = shuffled->data;
+	}
+	size_t got = ZSTD_decompressDCtx(dctx, dst, c->raw_bytes, c->packed, c->packed_bytes);
+	if (ZSTD_isError(got)) {
+		record_failure(f, index, AT_ECODEC, "codec: chunk %zu: zstd: %s", index,
+		               ZSTD_getErrorName(got));
+		return;
+	}
+	if (got != c->raw_bytes) {
+		record_failure(f, index, AT_ECODEC,
+		               "codec: chunk %zu decompresses to %zu bytes, expected %zu", index, got,
+		               c->raw_bytes);
+		return;
+	}
+	if (!identity)
+		unshuffle_chunk(dst, c->raw, c->raw_bytes, elem_size);
+}
+
+int at_codec_decompress(struct at_chunk *chunks, size_t n, size_t elem_size, int threads,
+                        struct at_error *err)
+{
+	int rc = check_chunks(chunks, n, elem_size, 1, err);
+	if (rc != AT_OK || n == 0)
+		return rc;
+
+	struct codec_failure failure = { .code = AT_OK };
+	int n_threads = thread_count(threads, n);
+	(void)n_threads;
+#ifdef _OPENMP
+#pragma omp parallel num_threads(n_threads)
+#endif
+	{
+		ZSTD_DCtx *dctx = ZSTD_createDCtx();
+		struct scratch shuffled = { NULL, 0 };
+#ifdef _OPENMP
+#pragma omp for schedule(dynamic, 1)
+#endif
+		for (size_t i = 0; i < n; i++) {
+			if (!dctx) {
+				record_failure(&failure, i, AT_ENOMEM,
+				               "codec: out of memory for a zstd context");
+				continue;
+			}
+			decompress_one(&chunks[i], i, elem_size, dctx, &shuffled, &failure);
+		}
+		ZSTD_freeDCtx(dctx);
+		free(shuffled.data);
+	}
+	if (failure.code != AT_OK)
+		return at_fail(err, failure.code, "%s", failure.message);
+	return AT_OK;
+}
