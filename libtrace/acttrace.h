@@ -251,13 +251,18 @@ int at_reader_open(struct at_reader **out, const char *path, struct at_error *er
 void at_reader_close(struct at_reader *r);
 const char *at_reader_path(const struct at_reader *r);
 const struct at_trace_info *at_reader_info(const struct at_reader *r);
-/* Points in file order (sorted by layer, then name); NULL when out of range. */
+/* Points in the order they were added (attribute `order`); NULL when out of range. */
 const struct at_point_info *at_reader_point(const struct at_reader *r, int32_t index);
 int at_reader_find_point(const struct at_reader *r, const char *name, int32_t *index);
 /* Load a point's accumulators into s (initialised here; free with at_stats_free).
  * Every dataset's presence, type and shape is checked. */
 int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
                          struct at_error *err);
+/* The same without the histogram and the extremes (s->hist is NULL,
+ * n_extremes 0): what per-channel moment criteria need, at a fraction of
+ * the I/O. */
+int at_reader_load_moments(struct at_reader *r, int32_t point, struct at_stats *s,
+                           struct at_error *err);
 /* Sampled rows [first, first+n) of a point as float32 [n][channels], and the
  * /tokens row of each (tokens may be NULL).  Chunks are decompressed in
  * parallel; iterate in multiples of sample_chunk_rows for best speed. */

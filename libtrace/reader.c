@@ -391,7 +391,7 @@ static int check_extremes(const struct at_stats *s, const char *where, struct at
 	return AT_OK;
 }
 
-static int load_datasets(hid_t g, const struct at_point_info *p, struct at_stats *s,
+static int load_datasets(hid_t g, const struct at_point_info *p, int whole, struct at_stats *s,
                          const char *where, struct at_error *err)
 {
 	int64_t c = p->channels;
@@ -411,6 +411,8 @@ static int load_datasets(hid_t g, const struct at_point_info *p, struct at_stats
 	for (size_t i = 0; i < sizeof vectors / sizeof vectors[0] && !status; i++)
 		status = h5_read_checked(g, vectors[i].name, vectors[i].type, 1, vec, vectors[i].buf,
 		                         where, err);
+	if (!whole)
+		return status;
 	if (!status && p->has_hist)
 		status = h5_read_checked(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, where, err);
 	if (!status && p->n_extremes > 0) {
@@ -424,8 +426,8 @@ static int load_datasets(hid_t g, const struct at_point_info *p, struct at_stats
 	return status ? status : check_extremes(s, where, err);
 }
 
-int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
-                         struct at_error *err)
+static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_stats *s,
+                      struct at_error *err)
 {
 	memset(s, 0, sizeof *s);
 	const struct at_point_info *p = at_reader_point(r, point);
@@ -434,7 +436,7 @@ int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
 	int64_t k = 0;
 	h5_attr_get_int(r->file, "extremes_k", &k);
 	int32_t capacity = p->n_extremes > k ? p->n_extremes : (int32_t)k;
-	int status = at_stats_init(s, p->channels, p->has_hist, capacity, err);
+	int status = at_stats_init(s, p->channels, whole && p->has_hist, whole ? capacity : 0, err);
 	if (status)
 		return status;
 	char where[512];
@@ -445,13 +447,25 @@ int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
 	if (g < 0)
 		status = at_fail(err, AT_EFORMAT, "%s: cannot open group", where);
 	else
-		status = load_datasets(g, p, s, where, err);
+		status = load_datasets(g, p, whole, s, where, err);
 	if (g >= 0)
 		H5Gclose(g);
 	h5_quiet_end(&q);
 	if (status)
 		at_stats_free(s);
 	return status;
+}
+
+int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
+                         struct at_error *err)
+{
+	return load_stats(r, point, 1, s, err);
+}
+
+int at_reader_load_moments(struct at_reader *r, int32_t point, struct at_stats *s,
+                           struct at_error *err)
+{
+	return load_stats(r, point, 0, s, err);
 }
 
 /* ---------------------------------------------------------------- samples */
