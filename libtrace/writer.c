@@ -627,7 +627,7 @@ static int sample_rows(struct at_writer *w, int32_t point_id, const struct at_te
 	for (int64_t b = 0; b < t->batches; b++) {
 		for (int64_t r = 0; r < t->rows; r++) {
 			int64_t token = token_base + b * t->rows + r;
-			int selected, status = token_selected(w, token, err, &selected);
+			int selected = 0, status = token_selected(w, token, err, &selected);
 			if (status)
 				return status;
 			if (!selected)

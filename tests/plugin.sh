@@ -8,7 +8,7 @@ if [ -z "${H5DUMP:-}" ]; then
 	exit 77
 fi
 builddir=${top_builddir:-.}
-plugin_dir=$builddir/.libs
+plugin_dir=$builddir/hdf5-plugins
 if [ ! -f "$plugin_dir/libh5zstd.so" ]; then
 	echo "SKIP: no shared filter plugin in $plugin_dir (built with --disable-shared?)"
 	exit 77
@@ -54,7 +54,7 @@ for dataset in "$samples" "$point/mean"; do
 		cat "$tmp/with.err" >&2
 		fail "h5dump with the plugin did not print $dataset (exit $status)"
 	fi
-	echo "ok - h5dump with HDF5_PLUGIN_PATH=.libs reads $dataset"
+	echo "ok - h5dump with HDF5_PLUGIN_PATH=hdf5-plugins reads $dataset"
 
 	# h5dump exits 0 for some failed reads, so judge by what it printed.
 	status=0
