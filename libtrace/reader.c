@@ -222,6 +222,42 @@ static int read_sample_layout(hid_t g, struct at_point_info *p, const char *wher
 	return AT_OK;
 }
 
+/* Every dataset a point must have, checked by shape and type at open, so a
+ * damaged trace is refused before any tool starts printing. */
+static int check_point_datasets(hid_t g, const struct at_point_info *p, const char *where,
+                                struct at_error *err)
+{
+	static const char *const integers[] = {"count", "nonfinite"};
+	static const char *const reals[] = {"mean", "m2", "m3", "m4", "min", "max", "absmax",
+	                                    "abssum"};
+	int64_t vec[1] = {p->channels}, hist[2] = {p->channels, AT_HIST_BINS};
+	int64_t tokens[1] = {p->samples};
+	hsize_t dims[2];
+	hid_t d;
+	for (size_t i = 0; i < sizeof integers / sizeof integers[0]; i++) {
+		if ((d = h5_open_checked(g, integers[i], 1, vec, H5T_INTEGER, dims, where, err)) < 0)
+			return AT_EFORMAT;
+		H5Dclose(d);
+	}
+	for (size_t i = 0; i < sizeof reals / sizeof reals[0]; i++) {
+		if ((d = h5_open_checked(g, reals[i], 1, vec, H5T_FLOAT, dims, where, err)) < 0)
+			return AT_EFORMAT;
+		H5Dclose(d);
+	}
+	if (p->has_hist) {
+		if ((d = h5_open_checked(g, "hist", 2, hist, H5T_INTEGER, dims, where, err)) < 0)
+			return AT_EFORMAT;
+		H5Dclose(d);
+	}
+	if (p->sample_chunk_rows > 0) {
+		if ((d = h5_open_checked(g, "sample_tokens", 1, tokens, H5T_INTEGER, dims, where,
+		                         err)) < 0)
+			return AT_EFORMAT;
+		H5Dclose(d);
+	}
+	return AT_OK;
+}
+
 static int read_point_info(struct at_reader *r, const char *name, struct at_point_info *p,
                            int64_t *order, struct at_error *err)
 {
@@ -263,6 +299,8 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	}
 	if (!status)
 		status = read_sample_layout(g, p, where, err);
+	if (!status)
+		status = check_point_datasets(g, p, where, err);
 	H5Gclose(g);
 	return status;
 }

@@ -1,0 +1,72 @@
+#!/bin/sh
+# bad-input.sh: every tool that reads traces meets files that are not traces,
+# empty, truncated, of the wrong version, with a missing, mis-shaped or
+# mistyped dataset: each must exit 1 with one line "tool: FILE: reason",
+# and never crash.
+set -eu
+. "${top_srcdir:-.}/tests/common.sh"
+
+trace-synth --arch tiny --tokens 64 --seed 1 --samples 8 -o "$tmp/good.h5" -q
+point=$(trace-stats -H "$tmp/good.h5" | head -n 1 | cut -f 1)
+
+# Each reader tool, as a user would call it on FILE.
+run_tools() {
+	expect_one_error trace-stats "$1"
+	expect_one_error trace-stats -p "$point" "$1"
+	expect_one_error trace-stats --info "$1"
+}
+
+checked=0
+expect_one_error() {
+	file=$(eval echo "\${$#}")
+	expect_exit 1 "$@"
+	lines=$(wc -l <"$tmp/err")
+	test "$lines" -eq 1 || fail "'$*': $lines lines on stderr: $(cat "$tmp/err")"
+	tool=$1
+	grep -q "^$tool: $file: " "$tmp/err" || fail "'$*': message is not '$tool: $file: ...': $(cat "$tmp/err")"
+	checked=$((checked + 1))
+}
+
+# --- files that are not traces at all
+printf 'point\tchannel\n' >"$tmp/text.h5"
+: >"$tmp/empty.h5"
+mkdir "$tmp/dir.h5"
+size=$(wc -c <"$tmp/good.h5")
+head -c $((size / 2)) "$tmp/good.h5" >"$tmp/half.h5"
+head -c 1000 "$tmp/good.h5" >"$tmp/header-only.h5"
+for f in "$tmp/text.h5" "$tmp/empty.h5" "$tmp/dir.h5" "$tmp/half.h5" "$tmp/header-only.h5" \
+	"$tmp/missing.h5"; do
+	run_tools "$f"
+done
+expect_exit 1 trace-stats "$tmp/empty.h5"
+expect_stderr "empty file"
+expect_exit 1 trace-stats "$tmp/text.h5"
+expect_stderr "not an HDF5 file"
+expect_exit 1 trace-stats "$tmp/missing.h5"
+expect_stderr "No such file"
+
+# --- HDF5 files with one defect each (made with h5py when there is one)
+if test -z "${PYTHON_TEST:-}"; then
+	echo "SKIP (partly): no Python with h5py for the damaged-trace cases"
+	echo "ok - $checked bad-input cases"
+	exit 0
+fi
+"$PYTHON_TEST" "$top_srcdir/tests/make-bad-traces.py" "$tmp/good.h5" "$tmp" >"$tmp/made"
+for f in $(cat "$tmp/made"); do
+	run_tools "$f"
+done
+expect_exit 1 trace-stats "$tmp/wrong-version.h5"
+expect_stderr "unsupported format_version 2"
+expect_exit 1 trace-stats "$tmp/not-a-trace.h5"
+expect_stderr "not an acttrace trace"
+expect_exit 1 trace-stats "$tmp/missing-dataset.h5"
+expect_stderr "missing dataset 'm2'"
+expect_exit 1 trace-stats "$tmp/misshaped-dataset.h5"
+expect_stderr "dataset 'mean' has [0-9]+ elements in dimension 0, expected"
+expect_exit 1 trace-stats "$tmp/wrong-type.h5"
+expect_stderr "dataset 'mean' is integer of rank 1, expected float"
+expect_exit 1 trace-stats "$tmp/misshaped-hist.h5"
+expect_stderr "dataset 'hist' has 7 elements in dimension 1, expected 195"
+expect_exit 1 trace-stats --info "$tmp/missing-attribute.h5"
+expect_stderr "missing or malformed attribute 'channels'"
+echo "ok - $checked bad-input cases"
