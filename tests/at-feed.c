@@ -18,10 +18,12 @@ static const char usage_text[] =
 	"usage: at-feed --dtype f32|f16|bf16 --layout tc|bct --batches B --rows T --channels C\n"
 	"               [--split N] [--every N | --first N] [--max-samples N] [--seq-len L]\n"
 	"               [--extremes K] [--no-hist] [--point NAME] [--layer N] [--threads N]\n"
-	"               [--level N] [--weight FILE:ROWS:COLS[:MODULE]]... -o OUT.h5 RAW\n"
+	"               [--level N] [--checkpoint] [--weight FILE:ROWS:COLS[:MODULE]]...\n"
+	"               -o OUT.h5 RAW\n"
 	"Layout tc: RAW is [B*T, C] row-major; bct: RAW is [B, C, T] row-major.\n"
 	"Token (b, t) is row b*T+t of /tokens with seq b, pos t (or seq g/L, pos g%L\n"
-	"for --seq-len L and global index g) and id g*7 %% 50257.\n";
+	"for --seq-len L and global index g) and id g*7 %% 50257.  --checkpoint calls\n"
+	"at_writer_checkpoint after every observe (with --split, between the parts).\n";
 
 struct weight_arg {
 	const char *path;
@@ -35,6 +37,7 @@ struct feed_args {
 	int64_t batches, rows, channels;
 	int64_t split_rows; /* 0: one call for the whole tensor */
 	int64_t seq_len;    /* 0: one sequence per batch */
+	int checkpoint;     /* checkpoint after every observe call */
 	struct at_writer_options opts;
 	const char *point_name;
 	int32_t layer;
@@ -104,7 +107,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 {
 	enum { OPT_SPLIT = 256, OPT_EVERY, OPT_FIRST, OPT_MAX_SAMPLES, OPT_SEQ_LEN,
 	       OPT_EXTREMES, OPT_NO_HIST, OPT_POINT, OPT_LAYER, OPT_THREADS, OPT_LEVEL,
-	       OPT_WEIGHT, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS };
+	       OPT_WEIGHT, OPT_CHECKPOINT, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS };
 	static const struct option longopts[] = {
 		{"dtype", required_argument, NULL, OPT_DTYPE},
 		{"layout", required_argument, NULL, OPT_LAYOUT},
@@ -123,6 +126,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 		{"threads", required_argument, NULL, OPT_THREADS},
 		{"level", required_argument, NULL, OPT_LEVEL},
 		{"weight", required_argument, NULL, OPT_WEIGHT},
+		{"checkpoint", no_argument, NULL, OPT_CHECKPOINT},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -178,6 +182,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 				die("--weight: at most %d weights", MAX_WEIGHTS);
 			a->weights[a->n_weights++] = parse_weight(optarg);
 			break;
+		case OPT_CHECKPOINT: a->checkpoint = 1; break;
 		case 'o': a->out_path = optarg; break;
 		case 'h': fputs(usage_text, stdout); exit(0);
 		default: fputs(usage_text, stderr); exit(1);
@@ -267,18 +272,26 @@ static struct at_tensor tensor_view(const struct feed_args *a, const void *data)
 	return t;
 }
 
+static void observe_part(struct at_writer *w, int32_t point, const struct feed_args *a,
+                         const struct at_tensor *t, int64_t token_base)
+{
+	struct at_error err = {0};
+	if (at_writer_observe(w, point, t, token_base, &err))
+		die_at(&err);
+	if (a->checkpoint && at_writer_checkpoint(w, &err))
+		die_at(&err);
+}
+
 /* One call, or per batch in calls of split_rows rows, each with its own token
  * base: the statistics must not depend on how the data was cut. */
 static void observe(struct at_writer *w, int32_t point, const struct feed_args *a,
                     const void *data, int64_t token_base)
 {
 	struct at_tensor whole = tensor_view(a, data);
-	struct at_error err = {0};
 	size_t elem_size = a->dtype == AT_F32 ? 4 : 2;
 
 	if (!a->split_rows) {
-		if (at_writer_observe(w, point, &whole, token_base, &err))
-			die_at(&err);
+		observe_part(w, point, a, &whole, token_base);
 		return;
 	}
 	for (int64_t b = 0; b < a->batches; b++) {
@@ -288,8 +301,7 @@ static void observe(struct at_writer *w, int32_t point, const struct feed_args *
 			part.data = (const unsigned char *)data + (size_t)offset * elem_size;
 			part.batches = 1;
 			part.rows = a->rows - r0 < a->split_rows ? a->rows - r0 : a->split_rows;
-			if (at_writer_observe(w, point, &part, token_base + b * a->rows + r0, &err))
-				die_at(&err);
+			observe_part(w, point, a, &part, token_base + b * a->rows + r0);
 		}
 	}
 }

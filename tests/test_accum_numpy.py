@@ -19,8 +19,9 @@ channel, so n * eps < 1e-12):
           catches sum-of-squares formulas on offset data (mean 1e4, std 1,
           where they lose 8 digits).
   abssum: rtol 1e-9 (positive terms, no cancellation).
-  --split N against one call: 1e-12 of the same scales (both exact in theory;
-          only the rounding order differs).
+  --split N (also with --checkpoint between the parts, or --threads N)
+          against one call: 1e-12 of the same scales (both exact in theory;
+          only the rounding order differs); everything else bit-identical.
 """
 import math
 import os
@@ -413,7 +414,8 @@ def check_weights(f, weights):
 
 
 def check_split_same(path_one, path_split, ref, case):
-    """A split feed must agree with a one-call feed: exactly where exactness
+    """A feed split into parts (or checkpointed between them, or run on another
+    number of threads) must agree with a one-call feed: exactly where exactness
     is possible, to 1e-12 of the moment scales elsewhere."""
     with h5py.File(path_one, "r") as f1, h5py.File(path_split, "r") as f2:
         # Both within DMU of the true mean, so within 2 DMU of each other.
@@ -465,11 +467,13 @@ def run_case(tmp, case):
         check_extremes(g, x, case)
         check_samples(g, x32, case)
         check_weights(f, case.get("weights", {}))
-    for split in case.get("splits", ()):
-        path_split = run_feed(tmp, case["name"], raw, case, ["--split", str(split)], suffix=f".split{split}")
-        if path_split:
-            check_split_same(path, path_split, ref, case)
-    print(f"{'ok  ' if not any(s.startswith(case['name'] + ':') for s in check.failures) else 'FAIL'} "
+    for i, variant in enumerate(case.get("variants", ())):
+        path_variant = run_feed(tmp, case["name"], raw, case, variant, suffix=f".variant{i}")
+        if path_variant:
+            check.context = f"{case['name']} {' '.join(variant)}"
+            check_split_same(path, path_variant, ref, case)
+            check.context = case["name"]
+    print(f"{'ok  ' if not any(s.startswith(case['name'] + ' ') or s.startswith(case['name'] + ':') for s in check.failures) else 'FAIL'} "
           f"{case['name']}: {case['dtype']} {case['layout']} B={B} T={T} C={C}")
 
 
@@ -546,6 +550,13 @@ def make_normal(rng, B, T, C):
     return rng.normal(0.5, 1.5, size=(B, T, C)) * np.linspace(0.1, 10.0, C)
 
 
+def make_wide(rng, B, T, C):
+    v = rng.normal(0.0, 1.0, size=(B, T, C)) * rng.lognormal(0.0, 0.5, size=C)
+    v[:, :, 5] = 40.0 + rng.normal(0.0, 3.0, size=(B, T))  # an offset outlier channel
+    v[:, 3, 200] = -900.0  # a massive activation on one token
+    return v
+
+
 POINT = "layers.0.mlp.down_proj.in"
 
 
@@ -560,30 +571,41 @@ def cases():
     return [
         dict(common, name="f32-offset", seed=1, dtype="f32", layout="tc", B=2, T=300, C=13,
              make=make_offset, extremes=32, policy="every", sample_n=4,
-             args=["--every", "4", "--extremes", "32"], splits=(37, 1),
+             args=["--every", "4", "--extremes", "32"], variants=(["--split", "37"], ["--split", "1"],),
              weights={"model.layers.0.mlp.down_proj": matrix.astype(np.float32),
                       "model.layers.0.post_attention_layernorm": gamma.astype(np.float32)}),
         dict(common, name="cauchy", seed=2, dtype="f32", layout="tc", B=1, T=777, C=9,
              make=make_cauchy, extremes=50, policy="first", sample_n=10, seq_len=100, max_samples=50,
              args=["--first", "10", "--seq-len", "100", "--max-samples", "50", "--extremes", "50"],
-             splits=(64,)),
+             variants=(["--split", "64"],)),
         dict(common, name="nonfinite", seed=3, dtype="f32", layout="tc", B=2, T=64, C=11,
              make=make_nonfinite, extremes=40, policy="every", sample_n=1,
-             args=["--every", "1", "--extremes", "40"], splits=(5,)),
+             args=["--every", "1", "--extremes", "40"], variants=(["--split", "5"],)),
         dict(common, name="zeros", seed=4, dtype="f32", layout="tc", B=1, T=40, C=6,
-             make=make_zeros, extremes=150, args=["--extremes", "150"], splits=(3,)),
+             make=make_zeros, extremes=150, args=["--extremes", "150"], variants=(["--split", "3"],)),
         dict(common, name="tiny-huge", seed=5, dtype="f32", layout="tc", B=2, T=400, C=8,
              make=make_tiny_huge, extremes=64, policy="every", sample_n=97,
-             args=["--every", "97"], splits=(33,)),
+             args=["--every", "97"], variants=(["--split", "33"],)),
         dict(common, name="fp16", seed=6, dtype="f16", layout="tc", B=2, T=50, C=16,
              make=make_fp16, extremes=64, policy="every", sample_n=3, max_samples=20,
-             args=["--every", "3", "--max-samples", "20"], splits=(7,)),
+             args=["--every", "3", "--max-samples", "20"], variants=(["--split", "7"],)),
         dict(common, name="bf16-bct", seed=7, dtype="bf16", layout="bct", B=3, T=40, C=12,
              make=make_bf16, extremes=64, policy="first", sample_n=4,
-             args=["--first", "4"], splits=(9,)),
+             args=["--first", "4"], variants=(["--split", "9"],)),
         dict(common, name="f32-bct", seed=8, dtype="f32", layout="bct", B=3, T=33, C=7,
              make=make_normal, extremes=20, policy="every", sample_n=2,
-             args=["--every", "2", "--extremes", "20"], splits=(5, 33)),
+             args=["--every", "2", "--extremes", "20"], variants=(["--split", "5"], ["--split", "33"],)),
+        # More channels than one block and more rows than one tile, enough elements
+        # for the parallel path, and samples that cross a chunk of `samples`.
+        dict(common, name="wide", seed=10, dtype="f32", layout="tc", B=2, T=700, C=300,
+             make=make_wide, extremes=64, policy="every", sample_n=1,
+             args=["--every", "1"],
+             variants=(["--split", "300"], ["--split", "97", "--checkpoint"], ["--checkpoint"],
+                       ["--threads", "1"], ["--threads", "3", "--split", "256"])),
+        dict(common, name="wide-bf16-bct", seed=11, dtype="bf16", layout="bct", B=3, T=300, C=257,
+             make=make_wide, extremes=100, policy="every", sample_n=2, max_samples=400,
+             args=["--every", "2", "--max-samples", "400", "--extremes", "100"],
+             variants=(["--split", "128", "--checkpoint"], ["--threads", "1"])),
         dict(common, name="no-hist", seed=9, dtype="f32", layout="tc", B=1, T=50, C=5,
              make=make_normal, extremes=8, no_hist=True, args=["--no-hist", "--extremes", "8"]),
     ]
