@@ -616,6 +616,10 @@ static int token_selected(const struct at_writer *w, int64_t token, struct at_er
 static void copy_row(float *dst, const struct at_tensor *t, int64_t b, int64_t r)
 {
 	int64_t base = b * t->batch_stride + r * t->row_stride;
+	if (t->dtype == AT_F32 && t->channel_stride == 1) {
+		memcpy(dst, (const float *)t->data + base, (size_t)t->channels * sizeof *dst);
+		return;
+	}
 	for (int64_t c = 0; c < t->channels; c++)
 		dst[c] = at_load(t->data, t->dtype, base + c * t->channel_stride);
 }
@@ -659,6 +663,14 @@ int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor
 		return at_fail(err, AT_EINVAL, "%s: point '%s' has %lld channels, tensor has %lld",
 		               w->path, p->desc.name, (long long)p->desc.channels,
 		               (long long)t->channels);
+	/* Refuse before touching the statistics, so a failed call changes nothing. */
+	if (w->opts.sample_policy == AT_SAMPLE_FIRST &&
+	    (token_base < 0 || token_base + t->batches * t->rows > w->ntokens))
+		return at_fail(err, AT_EINVAL,
+		               "%s: sampling the first tokens of each sequence needs tokens "
+		               "[%lld, %lld) in /tokens (add tokens before observing)",
+		               w->path, (long long)token_base,
+		               (long long)(token_base + t->batches * t->rows));
 	status = at_stats_add(&p->stats, t, token_base, err);
 	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE) {
 		struct h5_quiet q;

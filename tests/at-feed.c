@@ -18,12 +18,13 @@ static const char usage_text[] =
 	"usage: at-feed --dtype f32|f16|bf16 --layout tc|bct --batches B --rows T --channels C\n"
 	"               [--split N] [--every N | --first N] [--max-samples N] [--seq-len L]\n"
 	"               [--extremes K] [--no-hist] [--point NAME] [--layer N] [--threads N]\n"
-	"               [--level N] [--checkpoint] [--weight FILE:ROWS:COLS[:MODULE]]...\n"
+	"               [--level N] [--checkpoint] [--abandon] [--weight FILE:ROWS:COLS[:MODULE]]...\n"
 	"               -o OUT.h5 RAW\n"
 	"Layout tc: RAW is [B*T, C] row-major; bct: RAW is [B, C, T] row-major.\n"
 	"Token (b, t) is row b*T+t of /tokens with seq b, pos t (or seq g/L, pos g%L\n"
 	"for --seq-len L and global index g) and id g*7 %% 50257.  --checkpoint calls\n"
-	"at_writer_checkpoint after every observe (with --split, between the parts).\n";
+	"at_writer_checkpoint after every observe (with --split, between the parts);\n"
+	"--abandon also does, then abandons the writer as a crash would (complete=0).\n";
 
 struct weight_arg {
 	const char *path;
@@ -38,6 +39,7 @@ struct feed_args {
 	int64_t split_rows; /* 0: one call for the whole tensor */
 	int64_t seq_len;    /* 0: one sequence per batch */
 	int checkpoint;     /* checkpoint after every observe call */
+	int abandon;        /* end like a crash: abandon the writer instead of closing it */
 	struct at_writer_options opts;
 	const char *point_name;
 	int32_t layer;
@@ -107,7 +109,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 {
 	enum { OPT_SPLIT = 256, OPT_EVERY, OPT_FIRST, OPT_MAX_SAMPLES, OPT_SEQ_LEN,
 	       OPT_EXTREMES, OPT_NO_HIST, OPT_POINT, OPT_LAYER, OPT_THREADS, OPT_LEVEL,
-	       OPT_WEIGHT, OPT_CHECKPOINT, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS };
+	       OPT_WEIGHT, OPT_CHECKPOINT, OPT_ABANDON, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS };
 	static const struct option longopts[] = {
 		{"dtype", required_argument, NULL, OPT_DTYPE},
 		{"layout", required_argument, NULL, OPT_LAYOUT},
@@ -127,6 +129,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 		{"level", required_argument, NULL, OPT_LEVEL},
 		{"weight", required_argument, NULL, OPT_WEIGHT},
 		{"checkpoint", no_argument, NULL, OPT_CHECKPOINT},
+		{"abandon", no_argument, NULL, OPT_ABANDON},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -183,6 +186,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 			a->weights[a->n_weights++] = parse_weight(optarg);
 			break;
 		case OPT_CHECKPOINT: a->checkpoint = 1; break;
+		case OPT_ABANDON: a->abandon = a->checkpoint = 1; break;
 		case 'o': a->out_path = optarg; break;
 		case 'h': fputs(usage_text, stdout); exit(0);
 		default: fputs(usage_text, stderr); exit(1);
@@ -361,6 +365,11 @@ int main(int argc, char **argv)
 	observe(w, point, &a, data, token_base);
 	for (int i = 0; i < a.n_weights; i++)
 		add_weight(w, &a.weights[i]);
+	if (a.abandon) {
+		at_writer_abandon(w); /* the file keeps its last checkpoint, complete=0 */
+		free(data);
+		return 0;
+	}
 	if (at_writer_close(w, &err))
 		die_at(&err);
 	free(data);

@@ -17,6 +17,8 @@ grep -Eq '^trace-stats \(acttrace\) [0-9]+\.[0-9]+' "$tmp/out" || fail "bad --ve
 expect_exit 2 trace-stats
 expect_stderr "^trace-stats: no trace file given"
 expect_exit 2 trace-stats --bogus "$tmp/tiny.h5"
+expect_stderr "^trace-stats: option '--bogus' is unknown"
+test "$(wc -l <"$tmp/err")" -eq 2 || fail "unknown option: not one message plus the --help hint"
 expect_exit 2 trace-stats --format=xml "$tmp/tiny.h5"
 expect_stderr "unknown format 'xml'"
 expect_exit 2 trace-stats --digits 0 "$tmp/tiny.h5"
@@ -71,6 +73,17 @@ done
 grep -qx "format${tab}acttrace" "$tmp/info.tsv" || fail "--info format"
 grep -qx "complete${tab}1" "$tmp/info.tsv" || fail "--info complete"
 grep -qx "tokens${tab}256" "$tmp/info.tsv" || fail "--info tokens"
+
+# --- an incomplete trace (the writer died after a checkpoint): read, with a warning
+head -c 128 /dev/zero >"$tmp/zeros.raw"
+"$top_builddir/tests/at-feed" --dtype f32 --layout tc --batches 1 --rows 8 --channels 4 \
+	--abandon -o "$tmp/crashed.h5" "$tmp/zeros.raw"
+expect_exit 0 trace-stats "$tmp/crashed.h5"
+expect_stderr "^trace-stats: .*crashed.h5: warning: incomplete trace \(complete=0\)"
+awk -F'\t' 'NR == 2 && $7 == 32 && $8 == 0 { ok = 1 } END { exit !ok }' "$tmp/out" ||
+	fail "incomplete trace: expected count 32, mean 0: $(cat "$tmp/out")"
+expect_exit 0 trace-stats -q "$tmp/crashed.h5"
+test ! -s "$tmp/err" || fail "-q still warns"
 
 # --- stdout closed early (head) must not turn into an error message
 trace-stats "$tmp/tiny.h5" | head -n 1 >/dev/null

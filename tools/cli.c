@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -38,6 +39,13 @@ _Noreturn void cli_usage_error(const char *fmt, ...)
 	va_end(ap);
 	fprintf(stderr, "\nTry '%s --help' for more information.\n", cli_prog);
 	exit(CLI_EXIT_USAGE);
+}
+
+_Noreturn void cli_bad_option(char **argv)
+{
+	if (optopt && strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", optopt))
+		cli_usage_error("option '-%c' is unknown or lacks its argument", optopt);
+	cli_usage_error("option '%s' is unknown or lacks its argument", argv[optind - 1]);
 }
 
 static void vmessage(const char *file, const char *fmt, va_list ap)

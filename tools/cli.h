@@ -18,6 +18,9 @@ void cli_init(const char *prog);
 _Noreturn void cli_version(void);
 /* "prog: message" and "Try 'prog --help'." on stderr, exit 2. */
 _Noreturn void cli_usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* For getopt_long's '?': name the offending option in our own words (set
+ * opterr = 0 before parsing), exit 2. */
+_Noreturn void cli_bad_option(char **argv);
 /* "prog: file: message" on stderr (no file part when file is NULL), exit 1. */
 _Noreturn void cli_fail(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Same, from a library error (its message already names the file). */

@@ -17,7 +17,7 @@ struct options {
 	int digits;
 };
 
-static void usage(void)
+_Noreturn static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] FILE\n"
 	       "Summarise an acttrace trace: one row per recording point, the statistics\n"
@@ -54,6 +54,7 @@ static void parse_args(int argc, char **argv, struct options *o, const char **pa
 	*o = (struct options){.format = CLI_TSV, .header = 1, .digits = 9};
 	int opt;
 	int64_t digits;
+	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "p:if:Hd:qh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'p': o->point = optarg; break;
@@ -71,7 +72,7 @@ static void parse_args(int argc, char **argv, struct options *o, const char **pa
 		case 'q': cli_quiet = 1; break;
 		case 'h': usage();
 		case OPT_VERSION: cli_version();
-		default: cli_usage_error("bad usage");
+		default: cli_bad_option(argv);
 		}
 	}
 	if (optind != argc - 1)
