@@ -5,10 +5,13 @@
  * write), so HDF5's single-threaded filter pipeline is never the bottleneck. */
 #include "config.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "h5util.h"
 
@@ -213,6 +216,29 @@ static void writer_free(struct at_writer *w)
 	free(w);
 }
 
+/* HDF5 does not say why a create failed; the directory usually does. */
+static const char *why_not_creatable(const char *path)
+{
+	char dir[4096];
+	const char *slash = strrchr(path, '/');
+	if (!slash)
+		snprintf(dir, sizeof dir, ".");
+	else if (slash == path)
+		snprintf(dir, sizeof dir, "/");
+	else
+		snprintf(dir, sizeof dir, "%.*s", (int)(slash - path), path);
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		return strerror(errno);
+	if (!S_ISDIR(st.st_mode))
+		return "Not a directory";
+	if (access(dir, W_OK) != 0)
+		return strerror(errno);
+	if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+		return "Is a directory";
+	return "HDF5 refused it (file locked or unwritable?)";
+}
+
 int at_writer_create(struct at_writer **out, const char *path,
                      const struct at_writer_options *opts, struct at_error *err)
 {
@@ -252,7 +278,8 @@ int at_writer_create(struct at_writer **out, const char *path,
 	h5_quiet_begin(&q);
 	w->file = H5Fcreate(path, H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT);
 	if (w->file < 0)
-		status = at_fail(err, AT_EIO, "%s: cannot create file", path);
+		status = at_fail(err, AT_EIO, "%s: cannot create file: %s", path,
+		                 why_not_creatable(path));
 	else if (write_root_attrs(w) < 0 || create_tokens(w) < 0 ||
 	         H5Gclose(H5Gcreate2(w->file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
 	         H5Gclose(H5Gcreate2(w->file, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)

@@ -18,6 +18,8 @@ expect_exit 2 trace-stats
 expect_stderr "^trace-stats: no trace file given"
 expect_exit 2 trace-stats --bogus "$tmp/tiny.h5"
 expect_stderr "^trace-stats: option '--bogus' is unknown"
+expect_exit 2 trace-stats --help=3
+expect_stderr "^trace-stats: option '--help' is unknown, or lacks or takes no argument"
 test "$(wc -l <"$tmp/err")" -eq 2 || fail "unknown option: not one message plus the --help hint"
 expect_exit 2 trace-stats --format=xml "$tmp/tiny.h5"
 expect_stderr "unknown format 'xml'"

@@ -43,9 +43,15 @@ _Noreturn void cli_usage_error(const char *fmt, ...)
 
 _Noreturn void cli_bad_option(char **argv)
 {
-	if (optopt && strchr("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789", optopt))
+	const char *arg = argv[optind - 1];
+	if (strncmp(arg, "--", 2) == 0) {
+		size_t len = strcspn(arg, "=");
+		cli_usage_error("option '%.*s' is unknown, or lacks or takes no argument", (int)len,
+		                arg);
+	}
+	if (optopt > 0 && optopt < 128)
 		cli_usage_error("option '-%c' is unknown or lacks its argument", optopt);
-	cli_usage_error("option '%s' is unknown or lacks its argument", argv[optind - 1]);
+	cli_usage_error("option '%s' is unknown or lacks its argument", arg);
 }
 
 static void vmessage(const char *file, const char *fmt, va_list ap)
