@@ -155,6 +155,13 @@ hid_t h5_create_compressed(hid_t loc, const char *name, hid_t type, int rank,
                            const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk,
                            int level)
 {
+	return h5_create_filled(loc, name, type, rank, dims, maxdims, chunk, level, -1, NULL);
+}
+
+hid_t h5_create_filled(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const hsize_t *maxdims, const hsize_t *chunk, int level, hid_t fill_type,
+                       const void *fill)
+{
 	unsigned int cd_values[1] = {(unsigned int)level};
 	hid_t space = H5Screate_simple(rank, dims, maxdims);
 	hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
@@ -166,6 +173,8 @@ hid_t h5_create_compressed(hid_t loc, const char *name, hid_t type, int rank,
 		goto done;
 	/* Chunks are written whole; never spend time filling them. */
 	if (H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0)
+		goto done;
+	if (fill && H5Pset_fill_value(dcpl, fill_type, fill) < 0)
 		goto done;
 	dset = H5Dcreate2(loc, name, type, space, H5P_DEFAULT, dcpl, H5P_DEFAULT);
 done:

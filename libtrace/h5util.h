@@ -30,6 +30,11 @@ int h5_attr_get_int(hid_t obj, const char *name, int64_t *value);
 hid_t h5_create_compressed(hid_t loc, const char *name, hid_t type, int rank,
                            const hsize_t *dims, const hsize_t *maxdims, const hsize_t *chunk,
                            int level);
+/* The same with a fill value (fill_type describes *fill), which is what a
+ * reader sees in chunks never written. */
+hid_t h5_create_filled(hid_t loc, const char *name, hid_t type, int rank, const hsize_t *dims,
+                       const hsize_t *maxdims, const hsize_t *chunk, int level, hid_t fill_type,
+                       const void *fill);
 /* Write a whole dataset, creating it first if needed. */
 int h5_put_compressed(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                       const hsize_t *dims, const hsize_t *chunk, int level, const void *buf);

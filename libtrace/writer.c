@@ -366,7 +366,7 @@ static int create_sample_datasets(struct at_writer *w, struct point *p)
 	return p->samples < 0 || p->sample_tokens < 0 ? -1 : 0;
 }
 
-static int write_point_stats(struct at_writer *w, struct point *p);
+static int create_point_stats(struct at_writer *w, struct point *p);
 
 int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
                         int32_t *point_id, struct at_error *err)
@@ -402,7 +402,7 @@ int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
 		H5Gclose(points);
 	if (p->group < 0 || write_point_attrs(p->group, p) < 0 ||
 	    (w->opts.sample_policy != AT_SAMPLE_NONE && create_sample_datasets(w, p) < 0) ||
-	    write_point_stats(w, p) < 0)
+	    create_point_stats(w, p) < 0)
 		status = at_fail(err, AT_EIO, "%s: cannot create point '%s'", w->path, desc->name);
 	h5_quiet_end(&q);
 	if (status)
@@ -773,57 +773,212 @@ done:
 	return status;
 }
 
-static int write_hist(struct at_writer *w, struct point *p)
+/* The per-channel datasets of a point: name, file type, memory array, and
+ * the bytes one channel takes in it. */
+struct stat_dataset {
+	const char *name;
+	hid_t file_type;
+	const void *values;
+	size_t channel_bytes;
+	int is_hist;
+};
+
+static int stat_datasets(const struct at_stats *s, struct stat_dataset *out)
 {
+	const struct stat_dataset all[] = {
+		{"count", H5T_STD_U64LE, s->count, 8, 0},
+		{"nonfinite", H5T_STD_U64LE, s->nonfinite, 8, 0},
+		{"mean", H5T_IEEE_F64LE, s->mean, 8, 0},
+		{"m2", H5T_IEEE_F64LE, s->m2, 8, 0},
+		{"m3", H5T_IEEE_F64LE, s->m3, 8, 0},
+		{"m4", H5T_IEEE_F64LE, s->m4, 8, 0},
+		{"min", H5T_IEEE_F64LE, s->min, 8, 0},
+		{"max", H5T_IEEE_F64LE, s->max, 8, 0},
+		{"absmax", H5T_IEEE_F64LE, s->absmax, 8, 0},
+		{"abssum", H5T_IEEE_F64LE, s->abssum, 8, 0},
+		{"hist", H5T_STD_U32LE, s->hist, 4 * AT_HIST_BINS, 1},
+	};
+	int n = 0;
+	for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
+		if (all[i].values)
+			out[n++] = all[i];
+	return n;
+}
+
+static int64_t chunk_channels(const struct stat_dataset *d, int64_t channels)
+{
+	int64_t most = d->is_hist ? HIST_CHUNK_CHANNELS : VECTOR_CHUNK;
+	return channels < most ? channels : most;
+}
+
+/* Create the datasets empty: chunks never written read as the fill value,
+ * which is what an empty accumulator holds (NaN for min, max, absmax). */
+static int create_point_stats(struct at_writer *w, struct point *p)
+{
+	static const double nan_fill = NAN;
+	struct stat_dataset sets[16];
+	int n = stat_datasets(&p->stats, sets);
 	int64_t c = p->desc.channels;
-	hsize_t dims[2] = {(hsize_t)c, AT_HIST_BINS};
-	hsize_t chunk[2] = {(hsize_t)(c < HIST_CHUNK_CHANNELS ? c : HIST_CHUNK_CHANNELS),
-	                    AT_HIST_BINS};
-	int fresh = H5Lexists(p->group, "hist", H5P_DEFAULT) <= 0;
-	if (h5_put_compressed(p->group, "hist", H5T_STD_U32LE, H5T_NATIVE_UINT32, 2, dims, chunk,
-	                      w->opts.compression_level, p->stats.hist) < 0)
-		return -1;
-	if (!fresh)
-		return 0;
-	double edges[AT_HIST_BINS];
-	for (int b = 0; b < AT_HIST_BINS; b++)
-		edges[b] = at_hist_lower_edge(b);
-	hid_t dset = H5Dopen2(p->group, "hist", H5P_DEFAULT);
-	int status = dset >= 0 ? h5_attr_put_doubles(dset, "lower_edges", edges, AT_HIST_BINS) : -1;
-	if (dset >= 0)
+	for (int i = 0; i < n; i++) {
+		const struct stat_dataset *d = &sets[i];
+		hsize_t dims[2] = {(hsize_t)c, AT_HIST_BINS};
+		hsize_t chunk[2] = {(hsize_t)chunk_channels(d, c), AT_HIST_BINS};
+		int nan_filled = !strcmp(d->name, "min") || !strcmp(d->name, "max") ||
+		                 !strcmp(d->name, "absmax");
+		hid_t dset = h5_create_filled(p->group, d->name, d->file_type, d->is_hist ? 2 : 1, dims,
+		                              NULL, chunk, w->opts.compression_level, H5T_NATIVE_DOUBLE,
+		                              nan_filled ? &nan_fill : NULL);
+		if (dset < 0)
+			return -1;
+		int status = 0;
+		if (d->is_hist) {
+			double edges[AT_HIST_BINS];
+			for (int b = 0; b < AT_HIST_BINS; b++)
+				edges[b] = at_hist_lower_edge(b);
+			status = h5_attr_put_doubles(dset, "lower_edges", edges, AT_HIST_BINS);
+		}
 		H5Dclose(dset);
+		if (status < 0)
+			return -1;
+	}
+	return write_extremes(w, p);
+}
+
+/* One chunk of a statistics dataset on its way to the file. */
+struct stat_chunk {
+	int32_t point;
+	const char *name; /* a string literal of stat_datasets() */
+	int is_hist;
+	hsize_t offset;
+	struct at_chunk chunk;
+	int padded; /* raw is a private zero-padded copy (the last, short chunk) */
+};
+
+struct stat_batch {
+	struct stat_chunk *items;
+	size_t n, capacity;
+};
+
+static int batch_add(struct stat_batch *b, int32_t point, const struct stat_dataset *d,
+                     int64_t channels, int64_t first)
+{
+	if (b->n == b->capacity) {
+		size_t cap = b->capacity ? 2 * b->capacity : 256;
+		struct stat_chunk *grown = realloc(b->items, cap * sizeof *grown);
+		if (!grown)
+			return -1;
+		b->items = grown;
+		b->capacity = cap;
+	}
+	int64_t rows = chunk_channels(d, channels);
+	int64_t have = channels - first < rows ? channels - first : rows;
+	size_t bytes = (size_t)rows * d->channel_bytes;
+	struct stat_chunk *sc = &b->items[b->n];
+	*sc = (struct stat_chunk){.point = point, .name = d->name, .is_hist = d->is_hist,
+	                          .offset = (hsize_t)first};
+	const char *src = (const char *)d->values + (size_t)first * d->channel_bytes;
+	if (have < rows) { /* direct chunk writes take whole chunks */
+		if (!(sc->chunk.raw = calloc(1, bytes)))
+			return -1;
+		memcpy(sc->chunk.raw, src, (size_t)have * d->channel_bytes);
+		sc->padded = 1;
+	} else {
+		sc->chunk.raw = (void *)src; /* only read by the codec */
+	}
+	sc->chunk.raw_bytes = bytes;
+	b->n++;
+	return 0;
+}
+
+static void batch_clear(struct stat_batch *b)
+{
+	for (size_t i = 0; i < b->n; i++) {
+		if (b->items[i].padded)
+			free(b->items[i].chunk.raw);
+		free(b->items[i].chunk.packed);
+	}
+	b->n = 0;
+}
+
+/* Compress the batch's chunks of one element size in parallel. */
+static int batch_compress(struct at_writer *w, struct stat_batch *b, size_t elem_size,
+                          int want_hist, struct at_error *err)
+{
+	struct at_chunk *chunks = malloc((b->n + 1) * sizeof *chunks);
+	size_t *where = malloc((b->n + 1) * sizeof *where);
+	size_t n = 0;
+	int status = AT_OK;
+	if (!chunks || !where)
+		status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	for (size_t i = 0; i < b->n && !status; i++) {
+		if (b->items[i].is_hist == want_hist) {
+			where[n] = i;
+			chunks[n++] = b->items[i].chunk;
+		}
+	}
+	if (!status && n)
+		status = at_codec_compress(chunks, n, elem_size, w->opts.compression_level,
+		                           w->opts.threads, err);
+	for (size_t j = 0; chunks && where && j < n; j++)
+		b->items[where[j]].chunk = chunks[j];
+	free(chunks);
+	free(where);
 	return status;
 }
 
-static int write_point_stats(struct at_writer *w, struct point *p)
+static int batch_write(struct at_writer *w, struct stat_batch *b, struct at_error *err)
 {
-	const struct at_stats *s = &p->stats;
-	int64_t c = p->desc.channels;
-	hsize_t dims[1] = {(hsize_t)c};
-	hsize_t chunk[1] = {(hsize_t)(c < VECTOR_CHUNK ? c : VECTOR_CHUNK)};
-	int level = w->opts.compression_level;
-	const struct {
-		const char *name;
-		const double *values;
-	} vectors[] = {
-		{"mean", s->mean}, {"m2", s->m2}, {"m3", s->m3}, {"m4", s->m4}, {"min", s->min},
-		{"max", s->max}, {"absmax", s->absmax}, {"abssum", s->abssum},
-	};
-	hid_t g = p->group;
-	if (h5_put_compressed(g, "count", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, dims, chunk, level,
-	                      s->count) < 0 ||
-	    h5_put_compressed(g, "nonfinite", H5T_STD_U64LE, H5T_NATIVE_UINT64, 1, dims, chunk,
-	                      level, s->nonfinite) < 0)
-		return -1;
-	for (size_t i = 0; i < sizeof vectors / sizeof vectors[0]; i++)
-		if (h5_put_compressed(g, vectors[i].name, H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, dims,
-		                      chunk, level, vectors[i].values) < 0)
-			return -1;
-	if (s->hist && write_hist(w, p) < 0)
-		return -1;
-	if (write_extremes(w, p) < 0)
-		return -1;
-	return h5_attr_put_int(g, "samples_dropped", H5T_STD_I64LE, p->samples_dropped);
+	int status = batch_compress(w, b, 8, 0, err);
+	if (!status)
+		status = batch_compress(w, b, 4, 1, err);
+	for (size_t i = 0; i < b->n && !status; i++) {
+		struct stat_chunk *sc = &b->items[i];
+		struct point *p = &w->points[sc->point];
+		hid_t dset = H5Dopen2(p->group, sc->name, H5P_DEFAULT);
+		hsize_t offset[2] = {sc->offset, 0};
+		if (dset < 0 || H5Dwrite_chunk(dset, H5P_DEFAULT, 0, offset, sc->chunk.packed_bytes,
+		                               sc->chunk.packed) < 0)
+			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
+			                 p->desc.name);
+		if (dset >= 0)
+			H5Dclose(dset);
+	}
+	batch_clear(b);
+	return status;
+}
+
+/* Every point's statistics, as chunks compressed in parallel and written
+ * directly, in batches of about QUEUE_FLUSH_BYTES. */
+static int write_all_stats(struct at_writer *w, struct at_error *err)
+{
+	struct stat_batch batch = {0};
+	size_t batch_bytes = 0;
+	int status = AT_OK;
+	for (int32_t i = 0; i < w->npoints && !status; i++) {
+		struct point *p = &w->points[i];
+		struct stat_dataset sets[16];
+		int n = stat_datasets(&p->stats, sets);
+		for (int d = 0; d < n && !status; d++) {
+			int64_t step = chunk_channels(&sets[d], p->desc.channels);
+			for (int64_t first = 0; first < p->desc.channels && !status; first += step) {
+				if (batch_add(&batch, i, &sets[d], p->desc.channels, first) < 0)
+					status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+				batch_bytes += (size_t)step * sets[d].channel_bytes;
+			}
+		}
+		if (!status && (write_extremes(w, p) < 0 ||
+		                h5_attr_put_int(p->group, "samples_dropped", H5T_STD_I64LE,
+		                                p->samples_dropped) < 0))
+			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
+			                 p->desc.name);
+		if (!status && (batch_bytes >= QUEUE_FLUSH_BYTES || i == w->npoints - 1)) {
+			status = batch_write(w, &batch, err);
+			batch_bytes = 0;
+		}
+	}
+	batch_clear(&batch);
+	free(batch.items);
+	return status;
 }
 
 /* ---------------------------------------------------------------- weights */
@@ -943,14 +1098,11 @@ done:
 static int checkpoint(struct at_writer *w, struct at_error *err)
 {
 	int status = flush_queue(w, err);
-	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++) {
-		struct point *p = &w->points[i];
-		if (p->samples >= 0)
-			status = write_partial_chunk(w, p, err);
-		if (status == AT_OK && write_point_stats(w, p) < 0)
-			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
-			                 p->desc.name);
-	}
+	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++)
+		if (w->points[i].samples >= 0)
+			status = write_partial_chunk(w, &w->points[i], err);
+	if (status == AT_OK)
+		status = write_all_stats(w, err);
 	if (status == AT_OK && write_tokens(w) < 0)
 		status = io_fail(w, err, "write /tokens");
 	if (status == AT_OK && H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
