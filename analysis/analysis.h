@@ -137,9 +137,11 @@ struct an_row {
 	char key[128];       /* component, layer number, site or group "0-8" */
 	int64_t channels;    /* total channels in the group */
 	int64_t outliers;
-	int64_t layers;      /* distinct layers in the group */
+	int64_t layers;      /* distinct layers in the group (layer -1 is none) */
+	/* A ratio whose denominator is 0 is 0, never NaN. */
 	double pct_of_group;    /* 100 * outliers / channels */
 	double pct_of_outliers; /* 100 * outliers / all outliers */
+	double avg_per_layer;   /* outliers / layers (Table 4.2) */
 };
 
 enum an_breakdown { AN_BY_COMPONENT, AN_BY_LAYER, AN_BY_SITE };
