@@ -48,7 +48,7 @@ struct an_params {
 	double massive_ratio; /* massive: 1000 */
 	double freq_t;       /* frequency: 6 */
 	double freq_share;   /* frequency: share of a channel's values, 0.06 */
-	double freq_layers;  /* frequency: share of layers with the site, 0 = not required */
+	double freq_layers;  /* frequency: share of layers with the site (0.25; 0 = not required) */
 };
 /* The published defaults of a method. */
 void an_params_init(struct an_params *p, enum an_method m);
@@ -58,7 +58,8 @@ double an_channel_stat(const struct at_stats *s, int64_t channel, enum an_stat s
 
 /* One flagged channel.  score is the criterion's deviation in its own units
  * (sigmas, MADs, kurtosis, share of tokens, ratio), threshold the value score
- * had to exceed: rows sort by strength. */
+ * is compared with (frequency: score >= threshold; massive also needs
+ * absmax > massive_abs): rows sort by strength. */
 struct an_flag {
 	int64_t channel;
 	double value;     /* the statistic the criterion looked at */
@@ -75,8 +76,8 @@ struct an_outliers {
 void an_outliers_free(struct an_outliers *o);
 
 /* Channel criteria over one point's statistics (all methods; ratio and
- * massive flag the channels holding a flagged element, found from the
- * histogram: counts are exact up to the histogram's bin resolution).
+ * massive flag the channels whose exact absmax passes, massive against a
+ * median |x| estimated from the histogram).
  * AT_EINVAL for bad parameters, AT_ENOTFOUND when the trace lacks what the
  * method needs (e.g. no histogram). */
 int an_channel_outliers(const struct at_stats *s, const struct an_params *p,
@@ -94,8 +95,10 @@ struct an_point_count {
 
 /* LLM.int8's second condition (Dettmers et al. 2022): a channel stays flagged
  * only if it is flagged at the same site in at least `share` of the layers
- * that have that site.  per_point[i] holds the flags of points[i]; flags that
- * fail are removed in place (and per_point[i].n updated). */
+ * that have that site (flagged layers / layers >= share; points of one site
+ * and layer count once; layer -1 always passes).  per_point[i] holds the
+ * flags of points[i], sorted by channel; flags that fail are removed in place
+ * (and per_point[i].n updated). */
 int an_require_layer_share(const struct an_point_count *points, struct an_outliers *per_point,
                            int64_t n, double share, struct at_error *err);
 
@@ -114,7 +117,8 @@ struct an_elements {
 	struct an_element *items; /* by |value| descending */
 	double reference;         /* mean|x| (ratio) or median|x| (massive) of the tensor */
 	double threshold;         /* the |x| an element had to exceed */
-	int complete;             /* 1 when every element above threshold is listed */
+	int complete;             /* 1 when the extremes or the histogram prove that
+	                             every element above threshold is listed */
 };
 void an_elements_free(struct an_elements *e);
 

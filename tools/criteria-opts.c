@@ -24,6 +24,8 @@ static const struct option longopts[] = {
 	{"share", required_argument, NULL, COPT_SHARE},
 	{"layer-share", required_argument, NULL, COPT_LAYER_SHARE},
 	{"two-sided", no_argument, NULL, COPT_TWO_SIDED},
+	{"min-abs", required_argument, NULL, COPT_MIN_ABS},
+	{"ratio", required_argument, NULL, COPT_RATIO},
 };
 
 void copts_init(struct copts *c)
@@ -58,6 +60,8 @@ const char *copts_help(void)
 	       "      --m=M, --beta=B    tensor-sigma: mean_c - mu > M sigma and std_c < B\n"
 	       "                         (4, 1/3)\n"
 	       "      --two-sided        tensor-sigma: |mean_c - mu| > M sigma\n"
+	       "      --min-abs=A, --ratio=R  massive: |x| > A and |x| > R median|x|\n"
+	       "                         (100, 1000)\n"
 	       "      --tau=T            ratio: |x| > T mean|x| of the tensor (1000)\n"
 	       "      --t=T, --share=S   frequency: |x| >= T on at least a share S of the\n"
 	       "                         channel's values (6, 0.06)\n"
@@ -131,6 +135,8 @@ int copts_handle(struct copts *c, int opt, const char *arg)
 		c->layer_share = parse_in("--layer-share", arg, 0, 0, 1, "a share in [0, 1]");
 		break;
 	case COPT_TWO_SIDED: break;
+	case COPT_MIN_ABS: c->min_abs = parse_in("--min-abs", arg, 0, 1, INFINITY, "a positive number"); break;
+	case COPT_RATIO: c->ratio = parse_in("--ratio", arg, 0, 1, INFINITY, "a positive number"); break;
 	default: return 0;
 	}
 	c->set |= SET(opt);
@@ -146,6 +152,7 @@ static int uses(enum an_method m, int opt)
 	case COPT_STAT: return m == AN_GRAND_MEAN || m == AN_LAYER_SIGMA || m == AN_MAD;
 	case COPT_M: case COPT_BETA: case COPT_TWO_SIDED: return m == AN_TENSOR_SIGMA;
 	case COPT_TAU: return m == AN_RATIO;
+	case COPT_MIN_ABS: case COPT_RATIO: return m == AN_MASSIVE;
 	default: return m == AN_FREQUENCY; /* --t, --share, --layer-share */
 	}
 }
@@ -190,6 +197,10 @@ void copts_finish(struct copts *c)
 		p->freq_share = c->share;
 	if (c->set & SET(COPT_LAYER_SHARE))
 		p->freq_layers = c->layer_share;
+	if (c->set & SET(COPT_MIN_ABS))
+		p->massive_abs = c->min_abs;
+	if (c->set & SET(COPT_RATIO))
+		p->massive_ratio = c->ratio;
 }
 
 int copts_needs_hist(enum an_method m)

@@ -27,6 +27,8 @@ enum {
 	COPT_SHARE,
 	COPT_LAYER_SHARE,
 	COPT_TWO_SIDED,
+	COPT_MIN_ABS,
+	COPT_RATIO,
 	COPT_K, /* --k, the long spelling of -k */
 };
 
@@ -38,7 +40,7 @@ struct copts {
 	/* Thresholds may come before -m: they are kept apart and laid over the
 	 * method's defaults by copts_finish. */
 	unsigned set;
-	double k, m, beta, tau, t, share, layer_share;
+	double k, m, beta, tau, t, share, layer_share, min_abs, ratio;
 	enum an_stat stat;
 };
 
