@@ -268,3 +268,17 @@ int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
 		               where, name);
 	return AT_OK;
 }
+
+hid_t h5_extremes_mem_type(void)
+{
+	hid_t type = H5Tcreate(H5T_COMPOUND, sizeof(struct at_extreme));
+	if (type < 0)
+		return -1;
+	if (H5Tinsert(type, "value", HOFFSET(struct at_extreme, value), H5T_NATIVE_DOUBLE) < 0 ||
+	    H5Tinsert(type, "token", HOFFSET(struct at_extreme, token), H5T_NATIVE_INT64) < 0 ||
+	    H5Tinsert(type, "channel", HOFFSET(struct at_extreme, channel), H5T_NATIVE_INT32) < 0) {
+		H5Tclose(type);
+		return -1;
+	}
+	return type;
+}

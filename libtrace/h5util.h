@@ -39,6 +39,9 @@ hid_t h5_create_filled(hid_t loc, const char *name, hid_t type, int rank, const 
 int h5_put_compressed(hid_t loc, const char *name, hid_t file_type, hid_t mem_type, int rank,
                       const hsize_t *dims, const hsize_t *chunk, int level, const void *buf);
 
+/* The memory type of struct at_extreme (value, token, channel). */
+hid_t h5_extremes_mem_type(void);
+
 /* Open a dataset and check its rank, its dims (want[i] < 0: any) and that its
  * type converts to mem_class; fills dims.  Negative and err filled on mismatch. */
 hid_t h5_open_checked(hid_t loc, const char *name, int rank, const int64_t *want,

@@ -406,20 +406,6 @@ int at_reader_open(struct at_reader **out, const char *path, struct at_error *er
 
 /* ---------------------------------------------------------------- statistics */
 
-static hid_t extremes_mem_type(void)
-{
-	hid_t type = H5Tcreate(H5T_COMPOUND, sizeof(struct at_extreme));
-	if (type < 0)
-		return -1;
-	if (H5Tinsert(type, "value", HOFFSET(struct at_extreme, value), H5T_NATIVE_DOUBLE) < 0 ||
-	    H5Tinsert(type, "token", HOFFSET(struct at_extreme, token), H5T_NATIVE_INT64) < 0 ||
-	    H5Tinsert(type, "channel", HOFFSET(struct at_extreme, channel), H5T_NATIVE_INT32) < 0) {
-		H5Tclose(type);
-		return -1;
-	}
-	return type;
-}
-
 static int check_extremes(const struct at_stats *s, const char *where, struct at_error *err)
 {
 	for (int32_t i = 0; i < s->n_extremes; i++)
@@ -454,7 +440,7 @@ static int load_datasets(hid_t g, const struct at_point_info *p, int whole, stru
 	if (!status && p->has_hist)
 		status = h5_read_checked(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, where, err);
 	if (!status && p->n_extremes > 0) {
-		hid_t type = extremes_mem_type();
+		hid_t type = h5_extremes_mem_type();
 		status = type < 0 ? at_fail(err, AT_EIO, "%s: HDF5 type failure", where)
 		                  : h5_read_checked(g, "extremes", type, 1, ext, s->extremes, where, err);
 		if (type >= 0)

@@ -710,20 +710,6 @@ int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor
 
 /* ---------------------------------------------------------------- statistics */
 
-static hid_t extremes_type(void)
-{
-	hid_t type = H5Tcreate(H5T_COMPOUND, sizeof(struct at_extreme));
-	if (type < 0)
-		return -1;
-	if (H5Tinsert(type, "value", HOFFSET(struct at_extreme, value), H5T_NATIVE_DOUBLE) < 0 ||
-	    H5Tinsert(type, "token", HOFFSET(struct at_extreme, token), H5T_NATIVE_INT64) < 0 ||
-	    H5Tinsert(type, "channel", HOFFSET(struct at_extreme, channel), H5T_NATIVE_INT32) < 0) {
-		H5Tclose(type);
-		return -1;
-	}
-	return type;
-}
-
 /* The file type is packed little-endian, whatever the host's padding. */
 static hid_t extremes_file_type(void)
 {
@@ -743,7 +729,7 @@ static int write_extremes(struct at_writer *w, struct point *p)
 {
 	const struct at_stats *s = &p->stats;
 	hsize_t dims[1] = {(hsize_t)s->n_extremes};
-	hid_t mtype = extremes_type(), ftype = extremes_file_type(), dset = -1;
+	hid_t mtype = h5_extremes_mem_type(), ftype = extremes_file_type(), dset = -1;
 	int status = -1;
 	if (mtype < 0 || ftype < 0)
 		goto done;

@@ -39,52 +39,14 @@ import hdf5plugin  # registers the zstd filter (id 32015) with h5py
 import h5py
 import numpy as np
 
-HIST_BINS_PER_OCTAVE = 4
-HIST_MIN_EXP = -24
-HIST_MAX_EXP = 24
-HIST_BINS = (HIST_MAX_EXP - HIST_MIN_EXP) * HIST_BINS_PER_OCTAVE + 3
-MAD_TO_SIGMA = 1.4826
-ZSTD_FILTER_ID = 32015
-RTOL = 1e-9
+from testlib import (HIST_BINS, HIST_BINS_PER_OCTAVE, HIST_MIN_EXP, TOP_BUILDDIR,
+                     Checker, make_zstd_filter_available)
 
-TOP_BUILDDIR = os.environ.get("top_builddir", ".")
+MAD_TO_SIGMA = 1.4826
+RTOL = 1e-9
 DRIVER = os.path.join(TOP_BUILDDIR, "tests", "an-driver")
 AT_FEED = os.path.join(TOP_BUILDDIR, "tests", "at-feed")
 SYNTH = os.path.join(TOP_BUILDDIR, "trace-synth")
-
-
-def make_zstd_filter_available():
-    """Filter 32015 for h5py: hdf5plugin's when it has one, or a plugin on
-    HDF5_PLUGIN_PATH (make check points it at the build's libh5zstd), or the
-    build tree's plugin for a run by hand (as tests/test_accum_numpy.py)."""
-    origin = hdf5plugin.get_config().registered_filters.get("zstd")
-    if origin not in (None, "unknown"):
-        return f"hdf5plugin ({origin})"
-    if h5py.h5z.filter_avail(ZSTD_FILTER_ID):
-        return f"plugin on HDF5_PLUGIN_PATH={os.environ.get('HDF5_PLUGIN_PATH', '')}"
-    for sub in ("hdf5-plugins", ".libs"):
-        plugin_dir = os.path.abspath(os.path.join(TOP_BUILDDIR, sub))
-        if os.path.isdir(plugin_dir):
-            h5py.h5pl.prepend(plugin_dir.encode())
-            if h5py.h5z.filter_avail(ZSTD_FILTER_ID):
-                return f"acttrace's libh5zstd plugin from {plugin_dir}"
-    return None
-
-
-class Checker:
-    """Counts checks, remembers failures with context, never stops early."""
-
-    def __init__(self):
-        self.checks = 0
-        self.failures = []
-        self.context = ""
-
-    def ok(self, cond, message):
-        self.checks += 1
-        if not cond:
-            self.failures.append(f"{self.context}: {message}")
-            print(f"FAIL {self.context}: {message}")
-        return bool(cond)
 
 
 check = Checker()

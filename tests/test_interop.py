@@ -30,7 +30,8 @@ import hdf5plugin  # registers the zstd filter (id 32015) with h5py
 import h5py
 import numpy as np
 
-ZSTD_FILTER_ID = 32015
+from testlib import TOP_BUILDDIR, ZSTD_FILTER_ID, make_zstd_filter_available
+
 SHUFFLE_FILTER_ID = 2
 
 POINT_COLUMNS = ["point", "layer", "component", "site", "direction", "channels", "count", "mean",
@@ -39,29 +40,6 @@ CHANNEL_COLUMNS = ["channel", "count", "mean", "std", "skewness", "kurtosis", "m
                    "absmax", "absmean", "nonfinite"]
 STRING_COLUMNS = {"point", "component", "site", "direction"}
 INT_COLUMNS = {"layer", "channels", "count", "nonfinite", "channel"}
-
-TOP_BUILDDIR = os.environ.get("top_builddir", ".")
-
-def make_zstd_filter_available():
-    """Filter 32015 for h5py: hdf5plugin's when it has one (PyPI wheels do), or
-    a plugin on HDF5_PLUGIN_PATH (make check points it at the build's copy of
-    acttrace's standalone libh5zstd); Debian's python3-hdf5plugin ships no zstd
-    filter, so for a run by hand fall back to the build tree's plugin, loaded
-    by stock HDF5 like any plugin.  Prepended, not appended: HDF5 1.10 stops its
-    plugin search at a directory of its default path that does not exist.
-    Returns where the filter came from, or None."""
-    origin = hdf5plugin.get_config().registered_filters.get("zstd")
-    if origin not in (None, "unknown"):  # "unknown": registered, but not by hdf5plugin
-        return f"hdf5plugin ({origin})"
-    if h5py.h5z.filter_avail(ZSTD_FILTER_ID):
-        return f"plugin on HDF5_PLUGIN_PATH={os.environ.get('HDF5_PLUGIN_PATH', '')}"
-    for sub in ("hdf5-plugins", ".libs"):
-        plugin_dir = os.path.abspath(os.path.join(TOP_BUILDDIR, sub))
-        if os.path.isdir(plugin_dir):
-            h5py.h5pl.prepend(plugin_dir.encode())
-            if h5py.h5z.filter_avail(ZSTD_FILTER_ID):
-                return f"acttrace's libh5zstd plugin from {plugin_dir} (this hdf5plugin has no zstd filter)"
-    return None
 
 
 failures = []
