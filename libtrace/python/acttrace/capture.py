@@ -1,0 +1,313 @@
+"""capture.py: record a model's activations into a trace while it runs.
+
+    with acttrace.capture(model, "run.h5", sample="every:64"):
+        model(input_ids)
+
+Hooks go on the catalogue's recording points (pre-hooks for inputs, forward
+hooks for outputs), on the model itself and on its token embedding, which
+is where the token stream is taken from; all of them are removed when the
+block is left, normally or by an exception.
+
+Token bookkeeping: each forward of a batch [B, T] appends B*T tokens to
+/tokens (seq: a running sequence counter, pos: t, id: the input id) and
+every point observes that forward's tensors with the batch's token_base, so
+row (b, t) is token token_base + b*T + t.  The ids come from
+acttrace.tokens(ids) when it was called before the forward, else from the
+model's input_ids, else from the embedding's input; a forward with none of
+these (inputs_embeds) gets id -1 and its shape from the first tensor seen."""
+import os
+import warnings
+
+import torch
+
+from . import _hooks
+from ._lib import Error, version
+from .catalogue import module_at, points as catalogue_points, resolve_name, weight_of
+from .catalogue import embedding_module
+from .writer import CONV, Writer, parse_sample
+
+_active = []  # open captures, innermost last
+
+
+def tokens(input_ids, seq=None, pos=None):
+    """Name the tokens of the next forward for every open capture: input_ids
+    [B, T] (or [T]); seq: the first sequence number, or [B] or [B, T] numbers
+    (default: the capture's running counter); pos: [T] or [B, T] (default
+    0..T-1)."""
+    if not _active:
+        raise Error("acttrace.tokens: no capture is open")
+    for c in _active:
+        c.tokens(input_ids, seq, pos)
+
+
+def _select_points(found, wanted):
+    if wanted is None:
+        return found
+    if callable(wanted):
+        return [p for p in found if wanted(p)]
+    wanted = list(wanted)
+    by_name = {p.name: p for p in found}
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise Error(f"points: no recording point named '{unknown[0]}' in this model")
+    keep = set(wanted)
+    return [p for p in found if p.name in keep]
+
+
+def _model_dtype(model):
+    for p in model.parameters():
+        if p.is_floating_point():
+            return str(p.dtype).replace("torch.", "")
+    return ""
+
+
+class Capture:
+    """A capture in progress; see capture()."""
+
+    def __init__(self, model, path, catalogue="auto", *, sample=None, hist=True, extremes=None,
+                 max_samples=None, compression_level=None, threads=None, weights=True,
+                 points=None, model_name=None, notes=None, checkpoint_every=0):
+        if not isinstance(model, torch.nn.Module):
+            raise Error(f"capture: expected a torch.nn.Module, got {type(model).__name__}")
+        self.model = model
+        self.path = os.fspath(path)
+        self.catalogue = resolve_name(model, catalogue)
+        self.points = _select_points(catalogue_points(model, self.catalogue), points)
+        if not self.points:
+            raise Error("capture: no recording points selected")
+        parse_sample(sample)  # refuse a bad policy before anything is created
+        config = getattr(model, "config", None)
+        self._writer_options = dict(
+            model=model_name or getattr(config, "_name_or_path", "") or type(model).__name__,
+            source_dtype=_model_dtype(model), notes=notes,
+            producer=f"acttrace {version()} (python, torch {torch.__version__})",
+            hist=hist, extremes=extremes, sample=sample, max_samples=max_samples,
+            compression_level=compression_level, threads=threads)
+        self.record_weights = weights
+        self.checkpoint_every = int(checkpoint_every)
+        self.writer = None
+        self.observations = [0] * len(self.points)
+        self.forwards = 0
+        self.tokens_seen = 0
+        self._point_ids = []
+        self._handles = []
+        self._next_seq = 0
+        self._pending = None   # (token_base, B, T) named by tokens() for the next forward
+        self._current = None   # the same for the forward in progress
+        self._claimed = False  # the embedding has seen the current batch
+
+    # ------------------------------------------------------------ lifecycle
+    def __enter__(self):
+        if self.writer is not None:
+            raise Error(f"{self.path}: a capture can be entered only once")
+        created = False
+        try:
+            self.writer = Writer(self.path, **self._writer_options)
+            created = True
+            for p in self.points:
+                self._point_ids.append(self.writer.add_point(
+                    p.name, channels=p.channels, layer=p.layer, component=p.component,
+                    site=p.site, module=p.module, module_class=p.module_class,
+                    direction=p.direction))
+            if self.record_weights:
+                self._add_weights()
+            self._attach()
+        except BaseException:
+            _hooks.remove_all(self._handles)
+            if self.writer is not None:
+                self.writer.abandon()
+            if created:
+                # Nothing was recorded: leave no file behind.
+                try:
+                    os.unlink(self.path)
+                except OSError:
+                    pass
+            raise
+        _active.append(self)
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        try:
+            _hooks.remove_all(self._handles)
+        finally:
+            if self in _active:
+                _active.remove(self)
+            if exc_type is None:
+                self.writer.close()
+                self._warn_unobserved()
+            else:
+                # Keep what was seen (complete=0 says the trace is partial).
+                try:
+                    self.writer.checkpoint()
+                except Error:
+                    pass
+                self.writer.abandon()
+        return False
+
+    def checkpoint(self):
+        """Write everything seen so far; a crash later leaves this state."""
+        self.writer.checkpoint()
+
+    def _warn_unobserved(self):
+        silent = [p.name for p, n in zip(self.points, self.observations) if n == 0]
+        if silent and self.tokens_seen:
+            more = f" and {len(silent) - 3} more" if len(silent) > 3 else ""
+            warnings.warn(f"acttrace: {self.path}: {len(silent)} recording points saw no data "
+                          f"({', '.join(silent[:3])}{more}); the model may bypass these modules "
+                          f"(fused kernels, a cache path)", RuntimeWarning, stacklevel=3)
+
+    # ------------------------------------------------------------ weights
+    def _add_weights(self):
+        done = set()
+        for p in self.points:
+            if not p.module or p.module in done:
+                continue
+            done.add(p.module)
+            found = weight_of(module_at(self.model, p.module))
+            if found is not None:
+                w, transposed = found
+                with torch.no_grad():
+                    self.writer.add_weight(p.module, p.module_class, w, transposed)
+
+    # ------------------------------------------------------------ hooks
+    def _attach(self):
+        self._handles.append(_hooks.register_pre(self.model, self._root_pre))
+        self._handles.append(_hooks.register_post(self.model, self._root_post))
+        embedding = embedding_module(self.model, self.catalogue)
+        if embedding is not None:
+            self._handles.append(_hooks.register_pre(embedding, self._embedding_pre))
+        for index, p in enumerate(self.points):
+            module = module_at(self.model, p.module)
+            if p.direction == "in":
+                self._handles.append(_hooks.register_pre(module, self._in_hook(index)))
+            else:
+                self._handles.append(_hooks.register_post(module, self._out_hook(index)))
+
+    def _in_hook(self, index):
+        point = self.points[index]
+
+        def hook(module, args, kwargs):
+            _, x = _hooks.find_input(args, kwargs)
+            if x is None:
+                raise Error(f"{self.path}: point '{point.name}': {point.module} got no tensor input")
+            self._observe(index, x)
+        return hook
+
+    def _out_hook(self, index):
+        point = self.points[index]
+
+        def hook(module, args, kwargs, output):
+            _, y = _hooks.find_output(output)
+            if y is None:
+                raise Error(f"{self.path}: point '{point.name}': {point.module} returned no tensor")
+            if point.layout == CONV:
+                t = _hooks.conv_length(args, kwargs)
+                if t is not None:
+                    y = y[..., :t]
+            self._observe(index, y)
+        return hook
+
+    @staticmethod
+    def _ids_of(args, kwargs):
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else kwargs.get("input_ids")
+        if isinstance(x, torch.Tensor) and not x.is_floating_point() and 1 <= x.dim() <= 2:
+            return x
+        return None
+
+    def _root_pre(self, module, args, kwargs):
+        self._current, self._claimed = None, False
+        if self._pending is not None:
+            self._current, self._pending = self._pending, None
+            return
+        ids = self._ids_of(args, kwargs)
+        if ids is not None:
+            self._current = self._add_batch(ids)
+
+    def _root_post(self, module, args, kwargs, output):
+        self._current = None
+        self.forwards += 1
+        if self.checkpoint_every > 0 and self.forwards % self.checkpoint_every == 0:
+            self.writer.checkpoint()
+
+    def _embedding_pre(self, module, args, kwargs):
+        ids = self._ids_of(args, kwargs)
+        if ids is None:
+            return
+        if self._current is not None and not self._claimed:
+            self._claimed = True
+            return
+        if self._pending is not None:
+            self._current, self._pending = self._pending, None
+        else:
+            self._current = self._add_batch(ids)
+        self._claimed = True
+
+    # ------------------------------------------------------------ tokens
+    def _add_batch(self, ids, seq=None, pos=None):
+        ids = ids.detach().to("cpu")
+        if ids.dim() == 1:
+            ids = ids.unsqueeze(0)
+        if ids.dim() != 2:
+            raise Error(f"{self.path}: token ids must be [B, T], got {list(ids.shape)}")
+        batches, length = ids.shape
+        if seq is None:
+            seq = self._next_seq
+        seq = torch.as_tensor(seq, dtype=torch.int64)
+        if seq.dim() == 0:
+            seq = seq + torch.arange(batches, dtype=torch.int64)
+        if seq.dim() == 1:
+            seq = seq.reshape(batches, 1).expand(batches, length)
+        pos = torch.arange(length, dtype=torch.int64) if pos is None else \
+            torch.as_tensor(pos, dtype=torch.int64)
+        if pos.dim() == 1:
+            pos = pos.reshape(1, length).expand(batches, length)
+        if tuple(seq.shape) != (batches, length) or tuple(pos.shape) != (batches, length):
+            raise Error(f"{self.path}: tokens: seq and pos must match ids {list(ids.shape)}")
+        base = self.writer.add_tokens(ids, seq, pos)
+        if seq.numel():
+            self._next_seq = max(self._next_seq, int(seq.max()) + 1)
+        self.tokens_seen += batches * length
+        return base, batches, length
+
+    def tokens(self, input_ids, seq=None, pos=None):
+        """Name the tokens of this capture's next forward (see acttrace.tokens)."""
+        self._pending = self._add_batch(torch.as_tensor(input_ids), seq, pos)
+
+    def _batch_for(self, view, layout):
+        """The (token_base, B, T) a tensor belongs to, making one up (ids -1)
+        when the forward named no tokens."""
+        if self._current is None and self._pending is not None:
+            self._current, self._pending = self._pending, None
+        if self._current is None:
+            shape = (view.batches, view.rows)
+            self._current = self._add_batch(torch.full(shape, -1, dtype=torch.int32))
+        return self._current
+
+    def _observe(self, index, tensor):
+        point = self.points[index]
+        with torch.no_grad():
+            path, view = self.writer.view(tensor, point.layout)
+        base, batches, length = self._batch_for(view, point.layout)
+        if view.tokens != batches * length:
+            raise Error(f"{self.path}: point '{point.name}': tensor {list(tensor.shape)} has "
+                        f"{view.tokens} rows, the forward has {batches}x{length} tokens")
+        self.writer.observe_view(self._point_ids[index], path, view, base)
+        self.observations[index] += 1
+
+
+def capture(model, path, catalogue="auto", **options):
+    """Record the activations of every forward of model, inside a with block,
+    into the trace at path.
+
+    catalogue: "auto" (by model.config.model_type), "llama", "gpt2", "mamba",
+    "recurrent_gemma" or "generic".  Options: sample ("every:N", "first:N"),
+    hist (bool), extremes (K), max_samples, compression_level, threads,
+    weights (record weight statistics, default True), points (names or a
+    predicate on Point: a subset), model_name, notes, checkpoint_every
+    (forwards between checkpoints, 0: only at the end).
+
+    Leaving the block normally closes the trace (complete=1); leaving it by
+    an exception keeps what was seen in an incomplete trace (complete=0).
+    Errors (Error) come before any hook or file when the catalogue is
+    unknown, matches nothing, or the file cannot be created."""
+    return Capture(model, path, catalogue, **options)

@@ -1,0 +1,287 @@
+"""writer.py: a trace writer over libacttrace's at_writer_* calls, fed with
+torch tensors by pointer (no copies on the host path).
+
+A tensor reaches the library through a *path*: today only the host path
+exists (CPU tensors by pointer; CUDA tensors copied to the host first, in
+their own dtype).  choose_path() is where a device path (a device pointer
+plus torch.cuda.current_stream(), reduced on the GPU) will plug in once
+libacttrace exports one."""
+import ctypes
+import os
+import threading
+
+import torch
+
+from . import _lib
+from ._lib import Error
+
+_DTYPES = {torch.float32: _lib.AT_F32, torch.float16: _lib.AT_F16, torch.bfloat16: _lib.AT_BF16}
+
+# Tensor layouts of a recording point: where the channels are.
+ROWS = "rows"  # [..., C]: channels last, every leading index a token (or a batch of them)
+CONV = "conv"  # [B, C, T]: convolution output, channels in the middle
+
+
+def parse_sample(sample):
+    """None, "none", "every:N", "first:N", or a (policy, N) pair ->
+    (AT_SAMPLE_*, N)."""
+    if sample is None:
+        return _lib.AT_SAMPLE_NONE, 1
+    if isinstance(sample, str):
+        if sample == "none":
+            return _lib.AT_SAMPLE_NONE, 1
+        policy, sep, n = sample.partition(":")
+    else:
+        try:
+            policy, n = sample
+        except (TypeError, ValueError):
+            raise Error(f"sample: expected 'every:N' or 'first:N', got {sample!r}") from None
+        sep = ":"
+    policies = {"every": _lib.AT_SAMPLE_EVERY, "first": _lib.AT_SAMPLE_FIRST}
+    try:
+        n = int(n)
+    except (TypeError, ValueError):
+        n = 0
+    if not sep or policy not in policies or n < 1:
+        raise Error(f"sample: expected 'every:N' or 'first:N' with N >= 1, got {sample!r}")
+    return policies[policy], n
+
+
+class TensorView:
+    """A tensor as libacttrace sees it: (batches, rows, channels) and element
+    strides.  Keeps the tensor alive as long as the view."""
+
+    __slots__ = ("tensor", "batches", "rows", "channels", "batch_stride", "row_stride",
+                 "channel_stride")
+
+    def __init__(self, tensor, layout=ROWS):
+        t = tensor
+        if layout == CONV:
+            if t.dim() == 2:
+                t = t.unsqueeze(0)
+            if t.dim() != 3:
+                raise Error(f"tensor: a convolution output must be [B, C, T], got {list(t.shape)}")
+            self.tensor = t
+            self.batches, self.channels, self.rows = t.shape
+            self.batch_stride, self.channel_stride, self.row_stride = t.stride()
+            return
+        if t.dim() == 0:
+            raise Error("tensor: a scalar has no channels")
+        if t.dim() == 1:
+            t = t.unsqueeze(0)
+        if t.dim() > 3:
+            # Flatten the leading dims into batches: a view when the strides
+            # allow it, a copy otherwise (reshape's rule).
+            t = t.reshape(-1, t.shape[-2], t.shape[-1])
+        if t.dim() == 2:
+            self.tensor = t
+            self.batches = 1
+            self.rows, self.channels = t.shape
+            self.batch_stride = t.shape[0] * t.stride(0)
+            self.row_stride, self.channel_stride = t.stride()
+            return
+        self.tensor = t
+        self.batches, self.rows, self.channels = t.shape
+        self.batch_stride, self.row_stride, self.channel_stride = t.stride()
+
+    @property
+    def tokens(self):
+        return self.batches * self.rows
+
+    def at_tensor(self):
+        t = self.tensor
+        return _lib.at_tensor(
+            data=t.data_ptr() if t.numel() else None, dtype=_DTYPES[t.dtype],
+            batches=self.batches, rows=self.rows, channels=self.channels,
+            batch_stride=self.batch_stride, row_stride=self.row_stride,
+            channel_stride=self.channel_stride)
+
+
+def _supported(t):
+    """The tensor in a dtype the library reads: float64 is rounded to float32
+    (documented), other non-float dtypes are refused."""
+    if t.dtype in _DTYPES:
+        return t
+    if t.dtype == torch.float64:
+        return t.float()
+    raise Error(f"tensor: dtype {t.dtype} is not float32, float16, bfloat16 or float64")
+
+
+class HostPath:
+    """Host memory by pointer; CUDA (and other device) tensors are copied to the
+    host in their own dtype first, the rows to observe only."""
+    name = "host"
+
+    @staticmethod
+    def prepare(t):
+        t = _supported(t.detach())
+        if t.device.type != "cpu":
+            t = t.to("cpu")
+        return t
+
+    @staticmethod
+    def observe(handle, point_id, view, token_base):
+        err = _lib.at_error()
+        desc = view.at_tensor()
+        _lib.check(_lib.lib.at_writer_observe(handle, point_id, ctypes.byref(desc), token_base,
+                                              ctypes.byref(err)), err)
+
+
+def choose_path(tensor):
+    """The path a tensor takes into the library.  libacttrace has no device
+    entry point yet (AT_ENOSYS), so every tensor takes the host path; a device
+    path would take CUDA tensors as they are, with torch.cuda.current_stream()."""
+    return HostPath
+
+
+class Writer:
+    """An open trace.  Use as a context manager: closed (complete=1) on normal
+    exit, abandoned (complete=0) when an exception leaves the block.
+
+    Options are those of struct at_writer_options: model, source_dtype, notes,
+    producer (strings), hist (bool), extremes (K), sample ("every:N",
+    "first:N" or None), max_samples, compression_level (1..19), threads."""
+
+    def __init__(self, path, *, model=None, source_dtype=None, notes=None, producer=None,
+                 hist=True, extremes=None, sample=None, max_samples=None,
+                 compression_level=None, threads=None):
+        self.path = os.fspath(path)
+        opts = _lib.at_writer_options()
+        _lib.lib.at_writer_options_init(ctypes.byref(opts))
+        for field, value in (("model", model), ("source_dtype", source_dtype), ("notes", notes),
+                             ("producer", producer)):
+            if value is not None:
+                setattr(opts, field, str(value).encode())
+        opts.hist = 1 if hist else 0
+        opts.sample_policy, opts.sample_n = parse_sample(sample)
+        for field, value in (("extremes", extremes), ("max_samples", max_samples),
+                             ("compression_level", compression_level), ("threads", threads)):
+            if value is not None:
+                setattr(opts, field, int(value))
+        handle = ctypes.c_void_p()
+        err = _lib.at_error()
+        _lib.check(_lib.lib.at_writer_create(ctypes.byref(handle), self.path.encode(),
+                                             ctypes.byref(opts), ctypes.byref(err)), err)
+        self._handle = handle
+        # ctypes drops the GIL during a call and a writer is not thread-safe:
+        # hooks of a model run from several threads take turns here.
+        self._lock = threading.Lock()
+        self.sample_policy = opts.sample_policy
+        self.sample_n = opts.sample_n
+
+    # ------------------------------------------------------------ state
+    @property
+    def closed(self):
+        return self._handle is None
+
+    def _live(self):
+        if self._handle is None:
+            raise Error(f"{self.path}: the trace is already closed")
+        return self._handle
+
+    # ------------------------------------------------------------ writing
+    def add_point(self, name, *, channels, layer=-1, component="other", site=None, module="",
+                  module_class="", direction="out"):
+        """Add a recording point; returns its id for observe()."""
+        desc = _lib.at_point_desc(
+            name=name.encode(), layer=int(layer), component=component.encode(),
+            site=(site if site is not None else name).encode(), module=module.encode(),
+            module_class=module_class.encode(), direction=direction.encode(),
+            channels=int(channels))
+        point_id = ctypes.c_int32()
+        err = _lib.at_error()
+        with self._lock:
+            status = _lib.lib.at_writer_add_point(self._live(), ctypes.byref(desc),
+                                                  ctypes.byref(point_id), ctypes.byref(err))
+        _lib.check(status, err)
+        return point_id.value
+
+    def add_tokens(self, ids, seq, pos):
+        """Append tokens (three equally long 1-D integer sequences or tensors);
+        returns the index of the first in /tokens."""
+        columns = [torch.as_tensor(c).reshape(-1).to(device="cpu", dtype=torch.int32).contiguous()
+                   for c in (seq, pos, ids)]
+        n = columns[0].numel()
+        if any(c.numel() != n for c in columns):
+            raise Error(f"{self.path}: add_tokens: seq, pos and id differ in length")
+        base = ctypes.c_int64()
+        err = _lib.at_error()
+        ptrs = [c.data_ptr() if n else None for c in columns]
+        with self._lock:
+            status = _lib.lib.at_writer_add_tokens(self._live(), ptrs[0], ptrs[1], ptrs[2], n,
+                                                   ctypes.byref(base), ctypes.byref(err))
+        _lib.check(status, err)
+        return base.value
+
+    def observe(self, point_id, tensor, token_base, layout=ROWS):
+        """Fold a tensor into a point: row (b, r) is token token_base + b*rows + r."""
+        path, view = self.view(tensor, layout)
+        self.observe_view(point_id, path, view, token_base)
+
+    @staticmethod
+    def view(tensor, layout=ROWS):
+        """(path, TensorView) of a tensor, ready for observe_view()."""
+        path = choose_path(tensor)
+        return path, TensorView(path.prepare(tensor), layout)
+
+    def observe_view(self, point_id, path, view, token_base):
+        with self._lock:
+            path.observe(self._live(), point_id, view, token_base)
+
+    def add_weight(self, module, module_class, weight, transposed=False):
+        """Weight statistics of a module: a matrix [out, in] (transposed=True
+        for [in, out] storage such as GPT-2's Conv1D), a vector (a norm's
+        gamma), or a convolution kernel [out, in, k] seen as [out, in*k]."""
+        w = HostPath.prepare(weight)
+        if transposed:
+            w = w.t()
+        if w.dim() == 1:
+            w = w.unsqueeze(0)
+        elif w.dim() > 2:
+            w = w.reshape(w.shape[0], -1)
+        view = TensorView(w, ROWS)
+        desc = view.at_tensor()
+        err = _lib.at_error()
+        with self._lock:
+            status = _lib.lib.at_writer_add_weight(self._live(), module.encode(),
+                                                   module_class.encode(), ctypes.byref(desc),
+                                                   ctypes.byref(err))
+        _lib.check(status, err)
+
+    def checkpoint(self):
+        err = _lib.at_error()
+        with self._lock:
+            status = _lib.lib.at_writer_checkpoint(self._live(), ctypes.byref(err))
+        _lib.check(status, err)
+
+    def close(self):
+        """Checkpoint, mark the trace complete and close it (the handle is gone
+        afterwards, also on failure)."""
+        err = _lib.at_error()
+        with self._lock:
+            handle, self._handle = self._live(), None
+            status = _lib.lib.at_writer_close(handle, ctypes.byref(err))
+        _lib.check(status, err)
+
+    def abandon(self):
+        """Close without marking the trace complete; a no-op once closed."""
+        with self._lock:
+            handle, self._handle = self._handle, None
+            if handle is not None:
+                _lib.lib.at_writer_abandon(handle)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            self.close()
+        else:
+            self.abandon()
+        return False
+
+    def __del__(self):
+        # A writer dropped without close() leaves an incomplete trace, never a
+        # complete one.
+        if getattr(self, "_handle", None) is not None and hasattr(self, "_lock"):
+            self.abandon()

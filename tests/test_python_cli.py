@@ -1,0 +1,347 @@
+"""test_python_cli.py: trace-capture end to end on the CPU, without the real
+transformers: a stand-in `transformers` package (written here into a
+temporary directory that leads PYTHONPATH) loads the tiny models of
+test_python_models.py from a model directory and tokenizes text byte by
+byte.  Checked against the same model driven in this process:
+
+- the trace: /tokens (BOS at every sequence start, --seq-len, --batch,
+  --tokens, several --text files in order), the catalogue's points, the
+  statistics of every point (to 1e-12: only the process differs), samples;
+- --perplexity: the baseline and, with --clip, the clipped perplexity, and
+  --clip-report's counts; --clip without --perplexity records the clipped
+  model; --list-points; errors that need a model (a catalogue the model
+  does not have, a directory with no weights) exit 1 and leave no trace;
+- progress (tokens/s, ETA) on a terminal only, none with -q."""
+import json
+import math
+import os
+import pty
+import shutil
+import subprocess
+import sys
+import tempfile
+
+from test_python_models import Checker, acttrace, tiny_llama, tiny_gpt2
+import torch  # noqa: E402
+
+try:
+    import hdf5plugin  # noqa: F401
+    import h5py
+    import numpy as np
+except ImportError as e:
+    print(f"SKIP: {e.name} is not importable (apt-get install python3-h5py python3-hdf5plugin)")
+    sys.exit(77)
+
+check = Checker()
+TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
+BOS = 1
+
+FAKE_TRANSFORMERS = '''\
+"""A stand-in for transformers in acttrace's tests: tiny torch models, byte tokens."""
+import json, os, sys
+from types import SimpleNamespace
+import torch
+sys.path.insert(0, {tests_dir!r})
+import test_python_models as tm
+
+__version__ = "4.99.0"
+logging = SimpleNamespace(set_verbosity_error=lambda: None)
+
+
+class ByteTokenizer:
+    def __init__(self, bos):
+        self.bos_token_id = bos
+
+    def __call__(self, text, add_special_tokens=True):
+        ids = [3 + (b % 90) for b in text.encode("utf-8")]
+        if add_special_tokens and self.bos_token_id is not None:
+            ids = [self.bos_token_id] + ids
+        return {{"input_ids": ids}}
+
+
+def _config(path):
+    with open(os.path.join(path, "config.json")) as f:
+        return json.load(f)
+
+
+class AutoTokenizer:
+    @staticmethod
+    def from_pretrained(path, local_files_only=False):
+        assert local_files_only
+        return ByteTokenizer(_config(path).get("bos_token_id"))
+
+
+class AutoModelForCausalLM:
+    @staticmethod
+    def from_pretrained(path, local_files_only=False, dtype=None, torch_dtype=None):
+        assert local_files_only
+        config = _config(path)
+        model = getattr(tm, config["builder"])()
+        weights = os.path.join(path, "weights.pt")
+        if not os.path.exists(weights):
+            raise OSError(f"Error no file named weights.pt found in directory {{path}}.")
+        model.load_state_dict(torch.load(weights))
+        model.config._name_or_path = path
+        return model.to(dtype or torch_dtype)
+'''
+
+
+def text_ids(text):
+    return [3 + (b % 90) for b in text.encode("utf-8")]
+
+
+def sequences_of(texts, seq_len, bos, tokens=None):
+    ids = [i for t in texts for i in text_ids(t)]
+    body = seq_len - 1 if bos else seq_len
+    out, used = [], 0
+    for start in range(0, len(ids), body):
+        seq = ([BOS] if bos else []) + ids[start:start + body]
+        if tokens is not None:
+            seq = seq[:tokens - used]
+        if len(seq) < (2 if bos else 1):
+            break
+        out.append(seq)
+        used += len(seq)
+        if tokens is not None and used >= tokens:
+            break
+    return out
+
+
+def batches_of(seqs, batch):
+    full = [s for s in seqs if len(s) == len(seqs[0])]
+    groups = [full[i:i + batch] for i in range(0, len(full), batch)]
+    return groups + [[s] for s in seqs[len(full):]]
+
+
+class Env:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        fake = os.path.join(tmp, "fake")
+        os.makedirs(os.path.join(fake, "transformers"))
+        with open(os.path.join(fake, "transformers", "__init__.py"), "w") as f:
+            f.write(FAKE_TRANSFORMERS.format(tests_dir=TESTS_DIR))
+        self.env = dict(os.environ)
+        self.env["PYTHONPATH"] = os.pathsep.join([fake] + [p for p in [
+            os.environ.get("PYTHONPATH")] if p])
+        self.env["PYTHONDONTWRITEBYTECODE"] = "1"
+        self.prog = shutil.which("trace-capture")
+
+    def run(self, *args, stdin=None, tty=False):
+        cmd = [sys.executable, self.prog] + [str(a) for a in args]
+        if not tty:
+            r = subprocess.run(cmd, env=self.env, input=stdin, capture_output=True, text=True)
+            return r.returncode, r.stdout, r.stderr
+        master, slave = pty.openpty()
+        r = subprocess.run(cmd, env=self.env, stdout=subprocess.PIPE, stderr=slave, text=True)
+        os.close(slave)
+        err = b""
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:
+                break
+            if not chunk:
+                break
+            err += chunk
+        os.close(master)
+        return r.returncode, r.stdout, err.decode("utf-8", "replace")
+
+
+def make_model_dir(tmp, name, builder, model_type, bos):
+    d = os.path.join(tmp, name)
+    os.makedirs(d)
+    config = {"model_type": model_type, "builder": builder}
+    if bos:
+        config["bos_token_id"] = BOS
+    with open(os.path.join(d, "config.json"), "w") as f:
+        json.dump(config, f)
+    model = {"tiny_llama": tiny_llama, "tiny_gpt2": tiny_gpt2}[builder]()
+    torch.save(model.state_dict(), os.path.join(d, "weights.pt"))
+    return d, model
+
+
+def reference_trace(model, path, groups, **options):
+    """The same batches through acttrace.capture in this process."""
+    with torch.no_grad(), acttrace.capture(model, path, **options) as cap:
+        for group in groups:
+            ids = torch.tensor(group)
+            cap.tokens(ids)
+            model(input_ids=ids)
+
+
+def reference_perplexity(model, groups):
+    nll, n = 0.0, 0
+    with torch.no_grad():
+        for group in groups:
+            ids = torch.tensor(group)
+            logits = model(input_ids=ids)
+            for b in range(ids.shape[0]):
+                lp = torch.log_softmax(logits[b, :-1].float(), dim=-1)
+                nll += -lp.gather(1, ids[b, 1:, None]).sum().item()
+                n += ids.shape[1] - 1
+    return nll / n, n
+
+
+def same_trace(got_path, want_path, what):
+    with h5py.File(got_path, "r") as got, h5py.File(want_path, "r") as want:
+        check.ok(got.attrs["complete"] == 1, f"{what}: complete = 1")
+        for col in ("seq", "pos", "id"):
+            check.ok(np.array_equal(got["tokens"][col][()], want["tokens"][col][()]),
+                     f"{what}: /tokens/{col}")
+        check.ok(sorted(got["points"]) == sorted(want["points"]), f"{what}: the same points")
+        for name in want["points"]:
+            if name not in got["points"]:
+                continue
+            g, w = got["points"][name], want["points"][name]
+            for k in ("count", "min", "max", "absmax", "hist"):
+                check.ok(np.array_equal(g[k][()], w[k][()], equal_nan=k != "count" and k != "hist"),
+                         f"{what}: {name}/{k}")
+            for k in ("mean", "m2", "abssum"):
+                a, b = g[k][()], w[k][()]
+                check.ok(np.allclose(a, b, rtol=1e-12, atol=1e-12 * np.abs(b).max()),
+                         f"{what}: {name}/{k}")
+            if "samples" in w:
+                check.ok(np.array_equal(g["sample_tokens"][()], w["sample_tokens"][()]),
+                         f"{what}: {name}/sample_tokens")
+
+
+def main():
+    with tempfile.TemporaryDirectory(prefix="acttrace-cli-") as tmp:
+        env = Env(tmp)
+        if not check.ok(env.prog is not None, "trace-capture is on PATH"):
+            check.done("test_python_cli")
+        llama_dir, llama = make_model_dir(tmp, "llama", "tiny_llama", "llama", bos=True)
+        gpt2_dir, gpt2 = make_model_dir(tmp, "gpt2", "tiny_gpt2", "gpt2", bos=False)
+        texts = ["The quick brown fox jumps over the lazy dog.\n" * 3,
+                 "Zwölf Boxkämpfer jagen Viktor quer über den großen Sylter Deich. ✓\n"]
+        files = []
+        for i, t in enumerate(texts):
+            files.append(os.path.join(tmp, f"text{i}.txt"))
+            with open(files[-1], "w", encoding="utf-8") as f:
+                f.write(t)
+
+        # --- a trace: Llama-style (BOS), two files, batches of 3, seq-len 16
+        check.context = "llama trace"
+        out = os.path.join(tmp, "llama.h5")
+        rc, stdout, stderr = env.run("--model", llama_dir, "--text", *files, "-o", out,
+                                     "--batch", 3, "--seq-len", 16, "--sample", "every:5",
+                                     "--device", "cpu")
+        check.ok(rc == 0, f"exit {rc}: {stderr}")
+        check.ok(stdout == "" and stderr == "", f"quiet off a terminal: {stdout!r} {stderr!r}")
+        groups = batches_of(sequences_of(texts, 16, bos=True), 3)
+        want = os.path.join(tmp, "llama-ref.h5")
+        reference_trace(llama, want, groups, sample="every:5")
+        same_trace(out, want, "llama")
+        with h5py.File(out, "r") as f:
+            ids = f["tokens/id"][()]
+            pos = f["tokens/pos"][()]
+            check.ok(np.all(ids[pos == 0] == BOS) and np.sum(ids == BOS) == np.sum(pos == 0),
+                     "BOS starts every sequence and nowhere else")
+            check.ok(pos.max() == 15, f"positions up to {pos.max()}")
+            model_attr = f.attrs["model"]
+            model_attr = model_attr.decode() if isinstance(model_attr, bytes) else model_attr
+            check.ok(model_attr == "llama", f"model attribute {model_attr!r}")
+
+        # --- GPT-2 (no BOS), --tokens, standard input
+        check.context = "gpt2 trace"
+        out = os.path.join(tmp, "gpt2.h5")
+        rc, _, stderr = env.run("--model", gpt2_dir, "--text", "-", "-o", out, "--tokens", 50,
+                                "--seq-len", 12, "--batch", 2, "-q", stdin=texts[0])
+        check.ok(rc == 0, f"exit {rc}: {stderr}")
+        groups = batches_of(sequences_of(texts[:1], 12, bos=False, tokens=50), 2)
+        want = os.path.join(tmp, "gpt2-ref.h5")
+        reference_trace(gpt2, want, groups)
+        same_trace(out, want, "gpt2")
+        with h5py.File(out, "r") as f:
+            check.ok(f["tokens/id"].shape == (50,), f"--tokens 50: {f['tokens/id'].shape}")
+
+        # --- --list-points
+        check.context = "list-points"
+        rc, stdout, stderr = env.run("--model", llama_dir, "--list-points")
+        lines = stdout.splitlines()
+        check.ok(rc == 0 and lines[0].split("\t")[:6] ==
+                 ["point", "layer", "component", "site", "direction", "channels"],
+                 f"header {lines[:1]} ({stderr})")
+        check.ok([l.split("\t")[0] for l in lines[1:]] == [p.name for p in acttrace.points(llama)],
+                 "the catalogue's points")
+
+        # --- perplexity, with and without clipping
+        check.context = "perplexity"
+        bounds = os.path.join(tmp, "bounds.tsv")
+        acttrace.write_bounds(bounds, {"layers.0.mlp.down_proj.in": {3: (-0.0625, 0.0625)},
+                                       "final_norm.out": {17: (-0.25, 0.25)}})
+        report = os.path.join(tmp, "report.tsv")
+        rc, stdout, stderr = env.run("--model", llama_dir, "--text", files[0], "--perplexity",
+                                     "--clip", bounds, "--clip-report", report, "--seq-len", 20,
+                                     "--batch", 4)
+        check.ok(rc == 0, f"exit {rc}: {stderr}")
+        rows = [l.split("\t") for l in stdout.splitlines()]
+        check.ok(rows[0] == ["run", "tokens", "nll", "perplexity"] and len(rows) == 3 and
+                 rows[1][0] == "baseline" and rows[2][0] == "clipped", f"table {rows}")
+        groups = batches_of(sequences_of(texts[:1], 20, bos=True), 4)
+        mean, n = reference_perplexity(llama, groups)
+        if len(rows) == 3:
+            check.ok(int(rows[1][1]) == n and math.isclose(float(rows[1][3]), math.exp(mean),
+                                                           rel_tol=1e-6),
+                     f"baseline {rows[1]}, expected {n} tokens, perplexity {math.exp(mean)}")
+            with acttrace.clip(llama, bounds) as clipper:
+                cmean, _ = reference_perplexity(llama, groups)
+            check.ok(math.isclose(float(rows[2][3]), math.exp(cmean), rel_tol=1e-6),
+                     f"clipped {rows[2]}, expected {math.exp(cmean)}")
+            check.ok(rows[1][3] != rows[2][3], "clipping changes the perplexity")
+            with open(report) as f:
+                got = [l.rstrip("\n").split("\t") for l in f]
+            want_rows = [[p, "1", str(c), str(t)] for p, (c, t) in clipper.counts().items()]
+            check.ok(got[0] == ["point", "channels", "clipped", "total", "clip_rate"] and
+                     [r[:4] for r in got[1:]] == want_rows, f"clip report {got} vs {want_rows}")
+
+        # --- --clip without --perplexity records the clipped model
+        check.context = "clipped trace"
+        out = os.path.join(tmp, "clipped.h5")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "-o", out, "--clip",
+                                bounds)
+        check.ok(rc == 0, f"exit {rc}: {stderr}")
+        with h5py.File(out, "r") as f:
+            g = f["points/final_norm.out"]
+            check.ok(g["min"][17] >= -0.25 and g["max"][17] <= 0.25,
+                     f"channel 17 in [{g['min'][17]}, {g['max'][17]}]")
+
+        # --- failures that need the model: exit 1, one line, no trace
+        check.context = "model errors"
+        out = os.path.join(tmp, "bad.h5")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "-o", out,
+                                "--catalogue", "mamba")
+        check.ok(rc == 1 and stderr.startswith("trace-capture: catalogue 'mamba'") and
+                 stderr.count("\n") == 1, f"wrong catalogue: exit {rc}: {stderr!r}")
+        check.ok(not os.path.exists(out), "no trace after a catalogue error")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "-o", out,
+                                "--catalogue", "nope")
+        check.ok(rc == 2 and "unknown catalogue 'nope'" in stderr, f"unknown catalogue: {stderr!r}")
+        check.ok(not os.path.exists(out), "no trace after an unknown catalogue")
+        empty_dir = os.path.join(tmp, "noweights")
+        os.makedirs(empty_dir)
+        shutil.copy(os.path.join(llama_dir, "config.json"), empty_dir)
+        rc, _, stderr = env.run("--model", empty_dir, "--text", files[0], "-o", out)
+        check.ok(rc == 1 and stderr.startswith(f"trace-capture: {empty_dir}: cannot load the model"),
+                 f"no weights: exit {rc}: {stderr!r}")
+        check.ok(not os.path.exists(out), "no trace after a load error")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "-o", out, "--clip",
+                                files[0])
+        check.ok(rc == 1 and stderr.startswith(f"trace-capture: {files[0]}:"),
+                 f"a text as bounds: exit {rc}: {stderr!r}")
+
+        # --- progress on a terminal
+        check.context = "progress"
+        out = os.path.join(tmp, "tty.h5")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", *files, "-o", out, "--seq-len", 8,
+                                tty=True)
+        check.ok(rc == 0 and "tok/s" in stderr and "ETA" in stderr and "capture" in stderr,
+                 f"progress on a terminal: exit {rc}: {stderr[-300:]!r}")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", *files, "-o", out, "--seq-len", 8,
+                                "-q", tty=True)
+        check.ok(rc == 0 and stderr == "", f"-q on a terminal: {stderr[-200:]!r}")
+    check.done("test_python_cli")
+
+
+if __name__ == "__main__":
+    main()
