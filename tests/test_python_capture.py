@@ -35,31 +35,14 @@ from test_python_models import (MODELS, VOCAB, Checker, acttrace, expected_point
 import torch  # noqa: E402
 
 try:
-    import hdf5plugin  # noqa: F401  registers filters with h5py where it has them
     import h5py
     import numpy as np
+    from testlib import HIST_BINS, make_zstd_filter_available
 except ImportError as e:
     print(f"SKIP: {e.name} is not importable (apt-get install python3-h5py python3-hdf5plugin)")
     sys.exit(77)
 
-HIST_BINS = 195
-ZSTD_FILTER_ID = 32015
 check = Checker()
-
-
-def make_zstd_filter_available():
-    """Filter 32015 for h5py: hdf5plugin's, one on HDF5_PLUGIN_PATH (make
-    check points it at the build's plugin), or the build tree's."""
-    if h5py.h5z.filter_avail(ZSTD_FILTER_ID):
-        return True
-    top = os.environ.get("top_builddir", ".")
-    for sub in ("hdf5-plugins", ".libs"):
-        d = os.path.abspath(os.path.join(top, sub))
-        if os.path.isdir(d):
-            h5py.h5pl.prepend(d.encode())
-            if h5py.h5z.filter_avail(ZSTD_FILTER_ID):
-                return True
-    return False
 
 
 # ---------------------------------------------------------------- references
@@ -499,7 +482,7 @@ def clip_rounding_case():
 
 
 def main():
-    if not make_zstd_filter_available():
+    if make_zstd_filter_available() is None:
         print("SKIP: no zstd filter (32015) for h5py: set HDF5_PLUGIN_PATH to the build's hdf5-plugins")
         sys.exit(77)
     start = time.time()
