@@ -158,6 +158,7 @@ def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
     before_hooks = hooks(model)
     with torch.no_grad():
         reference = model(input_ids=inputs[0], use_cache=False).logits
+        deterministic = same_bits(model(input_ids=inputs[0], use_cache=False).logits, reference)
         torch.cuda.synchronize() if device.startswith("cuda") else None
         started = time.time()
         for ids in inputs:
@@ -184,7 +185,10 @@ def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
     ok(not silent, f"{arch}: every point saw data (silent: {silent[:5]})")
     ok(cap.tokens_seen == tokens, f"{arch}: {cap.tokens_seen} tokens recorded, expected {tokens}")
     ok(hooks(model) == before_hooks, f"{arch}: no hook left after the capture")
-    ok(same_bits(after, reference), f"{arch}: logits after the capture are bit-identical")
+    if deterministic:
+        ok(same_bits(after, reference), f"{arch}: logits after the capture are bit-identical")
+    else:
+        note(f"{arch}: two plain forwards differ (nondeterministic kernels): bit-identity not checked")
     return path, tokens
 
 
