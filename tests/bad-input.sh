@@ -14,6 +14,10 @@ run_tools() {
 	expect_one_error trace-stats "$1"
 	expect_one_error trace-stats -p "$point" "$1"
 	expect_one_error trace-stats --info "$1"
+	expect_one_error trace-outliers "$1"
+	expect_one_error trace-outliers -m frequency "$1"
+	expect_one_error trace-layers --by component -m grand-mean "$1"
+	expect_one_error trace-plot layers -o "$tmp/fig.png" "$1"
 }
 
 checked=0
