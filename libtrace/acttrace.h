@@ -197,6 +197,21 @@ int at_writer_add_tokens(struct at_writer *w, const int32_t *seq, const int32_t 
 /* Fold host activations into a point and sample rows by the policy. */
 int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor *t,
                       int64_t token_base, struct at_error *err);
+/* Device path: the same for a tensor in CUDA device memory (t->data is a
+ * device pointer), reduced by one fused kernel queued on cuda_stream (a
+ * cudaStream_t; NULL is the legacy default stream).  Returns once the work is
+ * queued, without waiting for the GPU: t->data must stay valid until the
+ * stream has run it, and one point's calls must be ordered (one stream, or
+ * synchronized).  The point's accumulators live on the device and reach the
+ * host at checkpoints and close (the only waits), where they combine exactly
+ * with the host path's.  Sampled rows are gathered on the device and copied
+ * to the host asynchronously.  At most 256 extremes per point.
+ * AT_ENOSYS ("built without CUDA") when libacttrace has no CUDA support or
+ * no usable device. */
+int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                             int64_t token_base, void *cuda_stream, struct at_error *err);
+/* 1 when libacttrace was built with CUDA and a CUDA device can be used. */
+int at_cuda_available(void);
 /* Weight statistics of a module: for a matrix [rows=out, channels=in], row
  * and column absmax and mean |w|; a vector (rows == 1, e.g. a norm's gamma)
  * is also stored whole. */

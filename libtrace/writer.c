@@ -13,6 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "device.h"
 #include "h5util.h"
 
 /* Sampled rows wait in memory until this much is queued, then are compressed
@@ -37,6 +38,7 @@ struct point {
 	int64_t chunks_queued;    /* full chunks handed to the queue */
 	int64_t samples_taken;    /* rows accepted so far */
 	int64_t samples_dropped;
+	void *device;             /* device.c's accumulators once observed on a GPU, or NULL */
 };
 
 /* A full sample chunk waiting for compression and its write. */
@@ -62,6 +64,7 @@ struct at_writer {
 	struct queued_chunk *queue;
 	size_t queue_len, queue_capacity, queue_bytes;
 	int32_t weights;
+	void *device;             /* device.c's sampled rows in flight, or NULL */
 };
 
 void at_writer_options_init(struct at_writer_options *o)
@@ -183,6 +186,7 @@ static void close_handles(struct at_writer *w)
 
 static void writer_free(struct at_writer *w)
 {
+	device_writer_free(w->device);
 	close_handles(w);
 	if (w->file >= 0)
 		H5Fclose(w->file);
@@ -195,6 +199,7 @@ static void writer_free(struct at_writer *w)
 		free((char *)p->desc.module_class);
 		free((char *)p->desc.direction);
 		at_stats_free(&p->stats);
+		device_point_free(p->device);
 		free(p->pending);
 		free(p->pending_tokens);
 	}
@@ -1083,7 +1088,9 @@ done:
 
 static int checkpoint(struct at_writer *w, struct at_error *err)
 {
-	int status = flush_queue(w, err);
+	int status = device_checkpoint(w, err);
+	if (status == AT_OK)
+		status = flush_queue(w, err);
 	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++)
 		if (w->points[i].samples >= 0)
 			status = write_partial_chunk(w, &w->points[i], err);
@@ -1131,4 +1138,83 @@ void at_writer_abandon(struct at_writer *w)
 	h5_quiet_begin(&q);
 	writer_free(w);
 	h5_quiet_end(&q);
+}
+
+/* ---------------------------------------------------------------- for device.c */
+
+const struct at_writer_options *writer_options(const struct at_writer *w)
+{
+	return &w->opts;
+}
+
+const char *writer_path(const struct at_writer *w)
+{
+	return w->path;
+}
+
+int32_t writer_point_count(const struct at_writer *w)
+{
+	return w->npoints;
+}
+
+const struct at_point_desc *writer_point_desc(const struct at_writer *w, int32_t point)
+{
+	return point >= 0 && point < w->npoints ? &w->points[point].desc : NULL;
+}
+
+struct at_stats *writer_point_stats(struct at_writer *w, int32_t point)
+{
+	return &w->points[point].stats;
+}
+
+void **writer_point_device(struct at_writer *w, int32_t point)
+{
+	return &w->points[point].device;
+}
+
+void **writer_device(struct at_writer *w)
+{
+	return &w->device;
+}
+
+int64_t writer_tokens(const struct at_writer *w)
+{
+	return w->ntokens;
+}
+
+int writer_token_selected(const struct at_writer *w, int64_t token, int *selected,
+                          struct at_error *err)
+{
+	return token_selected(w, token, err, selected);
+}
+
+int64_t writer_sample_room(const struct at_writer *w, int32_t point)
+{
+	int64_t room = w->opts.max_samples - w->points[point].samples_taken;
+	return room > 0 ? room : 0;
+}
+
+int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *rows,
+                            enum at_dtype dtype, const int64_t *tokens, int64_t n,
+                            int64_t n_dropped, struct at_error *err)
+{
+	struct point *p = &w->points[point_id];
+	struct at_tensor t = {rows, dtype, 1, n, p->desc.channels, 0, p->desc.channels, 1};
+	int status = AT_OK;
+	p->samples_dropped += n_dropped;
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	for (int64_t r = 0; r < n && status == AT_OK; r++) {
+		if (p->samples_taken >= w->opts.max_samples) {
+			p->samples_dropped++;
+			continue;
+		}
+		copy_row(p->pending + p->pending_rows * t.channels, &t, 0, r);
+		p->pending_tokens[p->pending_rows++] = tokens[r];
+		p->samples_taken++;
+		if (p->pending_rows == p->chunk_rows)
+			status = queue_push(w, point_id, err);
+	}
+	h5_quiet_end(&q);
+	return status;
 }

@@ -1,0 +1,64 @@
+/* stats.h: the C interface of the CUDA code (stats.cu) for device.c; not
+ * installed.  A cuda_point holds one recording point's device-resident
+ * accumulators; every call that takes a stream only queues work on it. */
+#ifndef AT_CUDA_STATS_H
+#define AT_CUDA_STATS_H
+
+#include <stdint.h>
+
+#include "acttrace.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+struct cuda_point;
+
+/* AT_OK when a CUDA device can be used, else AT_ENOSYS and why. */
+int atc_device_check(struct at_error *err);
+
+/* Device accumulators for `channels` channels, empty; hist and max_extremes
+ * as in at_stats_init (max_extremes <= ATC_MAX_EXTREMES). */
+#define ATC_MAX_EXTREMES 256
+int atc_point_create(struct cuda_point **out, int64_t channels, int hist,
+                     int32_t max_extremes, struct at_error *err);
+void atc_point_free(struct cuda_point *p);
+
+/* Queue the fused reduction of t (t->data in device memory) on stream. */
+int atc_point_observe(struct cuda_point *p, const struct at_tensor *t, int64_t token_base,
+                      void *stream, struct at_error *err);
+
+/* Wait for the point's queued work, fold its accumulators into `into`
+ * (at_stats_merge: exact) and empty them.  Values observed since the last
+ * drain, per channel (what a 32-bit histogram bin must still be able to
+ * count), are in *rows_pending before the call. */
+int atc_point_drain(struct cuda_point *p, struct at_stats *into, struct at_error *err);
+int64_t atc_point_rows_pending(const struct cuda_point *p);
+
+/* Sampled rows: copy rows row_index[0..n) (global rows b*rows+r of t, the
+ * index in device memory) in t's own dtype as [n][channels] into dst, a
+ * device buffer, on stream. */
+int atc_gather_rows(const struct at_tensor *t, const int64_t *row_index_device, int64_t n,
+                    void *dst, void *stream, struct at_error *err);
+
+/* Thin wrappers of the runtime for device.c, which is C and has no CUDA
+ * headers.  Each returns AT_OK or fills err with the CUDA error. */
+int atc_malloc_device(void **p, size_t bytes, struct at_error *err);
+int atc_malloc_pinned(void **p, size_t bytes, struct at_error *err);
+void atc_free_device(void *p);
+void atc_free_pinned(void *p);
+/* dst_host <- src_device on a stream of the library's own that first waits
+ * for the work queued so far on `after`; *done is recorded when it lands. */
+int atc_copy_to_host_after(void *dst_host, const void *src_device, size_t bytes, void *after,
+                           void **done, struct at_error *err);
+int atc_copy_to_device(void *dst_device, const void *src_host, size_t bytes, void *stream,
+                       struct at_error *err);
+/* 1 when the event has completed, 0 when not yet, <0 on error. */
+int atc_event_done(void *event, struct at_error *err);
+int atc_event_wait(void *event, struct at_error *err);
+void atc_event_free(void *event);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* AT_CUDA_STATS_H */

@@ -1,0 +1,493 @@
+/* device.c: the device (CUDA) path of the capture API.  at_writer_observe_device
+ * queues a point's fused reduction (cuda/stats.cu) on the caller's stream and
+ * gathers the rows the sampling policy takes; checkpoints drain both into the
+ * writer.  Always built: without CUDA every entry point says so (AT_ENOSYS). */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "device.h"
+#include "internal.h"
+
+#if defined(HAVE_CUDA) || defined(ATC_EMU)
+#define WITH_CUDA 1
+#include "cuda/stats.h"
+#endif
+
+/* Checks shared by both builds, so that a bad call says what is wrong with it
+ * rather than that CUDA is missing. */
+static int check_observe(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                         int64_t token_base, struct at_error *err)
+{
+	if (!w)
+		return at_fail(err, AT_EINVAL, "observe_device: NULL writer");
+	const struct at_point_desc *d = writer_point_desc(w, point);
+	if (!d)
+		return at_fail(err, AT_EINVAL, "%s: no point with id %d", writer_path(w), (int)point);
+	int status = at_tensor_check(t, err);
+	if (status)
+		return status;
+	if (t->channels != d->channels)
+		return at_fail(err, AT_EINVAL, "%s: point '%s' has %lld channels, tensor has %lld",
+		               writer_path(w), d->name, (long long)d->channels, (long long)t->channels);
+	if (t->rows > 0 && t->batches > INT64_MAX / t->rows)
+		return at_fail(err, AT_EINVAL, "tensor: %lld x %lld rows overflow",
+		               (long long)t->batches, (long long)t->rows);
+	int64_t end = token_base + t->batches * t->rows;
+	if (writer_options(w)->sample_policy == AT_SAMPLE_FIRST &&
+	    (token_base < 0 || end > writer_tokens(w)))
+		return at_fail(err, AT_EINVAL,
+		               "%s: sampling the first tokens of each sequence needs tokens "
+		               "[%lld, %lld) in /tokens (add tokens before observing)",
+		               writer_path(w), (long long)token_base, (long long)end);
+	return AT_OK;
+}
+
+#ifndef WITH_CUDA
+
+int at_cuda_available(void)
+{
+	return 0;
+}
+
+int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                             int64_t token_base, void *cuda_stream, struct at_error *err)
+{
+	(void)cuda_stream;
+	int status = check_observe(w, point, t, token_base, err);
+	if (status)
+		return status;
+	return at_fail(err, AT_ENOSYS,
+	               "%s: built without CUDA: observing device memory needs libacttrace "
+	               "configured --with-cuda",
+	               writer_path(w));
+}
+
+int device_checkpoint(struct at_writer *w, struct at_error *err)
+{
+	(void)w;
+	(void)err;
+	return AT_OK;
+}
+
+void device_point_free(void *device)
+{
+	(void)device;
+}
+
+void device_writer_free(void *device)
+{
+	(void)device;
+}
+
+#else /* WITH_CUDA */
+
+/* Sampled rows on their way to the host may hold this much pinned and device
+ * memory; past it, capture waits for the oldest copy (samples are never lost
+ * to a slow writer, and statistics never wait for samples). */
+#define SAMPLE_BYTES_IN_FLIGHT ((size_t)256 << 20)
+/* Buffers are kept for reuse in sizes of powers of two from 1 MiB. */
+#define SAMPLE_BUFFER_MIN ((size_t)1 << 20)
+
+struct device_point {
+	struct cuda_point *stats;
+	uint64_t host_seen_max; /* most values a channel of the host statistics holds */
+	int64_t samples_in_flight;
+};
+
+/* Pinned and device memory of one size, for one batch of sampled rows. */
+struct sample_buffer {
+	size_t bytes;
+	void *host_rows, *device_rows; /* [n][channels] in the tensor's dtype */
+	int64_t *host_index, *device_index;
+	size_t index_capacity;
+};
+
+/* Rows of one observe call on their way to the host. */
+struct sample_batch {
+	int32_t point;
+	int64_t n, n_dropped;
+	enum at_dtype dtype;
+	int64_t *tokens;
+	struct sample_buffer buffer;
+	void *landed; /* event: host_rows hold the rows */
+};
+
+struct device_writer {
+	struct sample_batch *batches; /* oldest first */
+	size_t n_batches, batches_capacity;
+	struct sample_buffer *spare;
+	size_t n_spare, spare_capacity;
+	size_t bytes_in_flight, bytes_allocated;
+};
+
+int at_cuda_available(void)
+{
+	return atc_device_check(NULL) == AT_OK;
+}
+
+static uint64_t host_seen_max(const struct at_stats *s)
+{
+	uint64_t most = 0;
+	for (int64_t c = 0; c < s->channels; c++) {
+		uint64_t seen = s->count[c] + s->nonfinite[c];
+		most = seen > most ? seen : most;
+	}
+	return most;
+}
+
+static int point_state(struct at_writer *w, int32_t point, struct device_point **out,
+                       struct at_error *err)
+{
+	void **slot = writer_point_device(w, point);
+	if (*slot) {
+		*out = *slot;
+		return AT_OK;
+	}
+	int status = atc_device_check(err);
+	if (status)
+		return status;
+	const struct at_writer_options *o = writer_options(w);
+	struct device_point *dp = calloc(1, sizeof *dp);
+	if (!dp)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	status = atc_point_create(&dp->stats, writer_point_desc(w, point)->channels, o->hist,
+	                          o->extremes, err);
+	if (status) {
+		free(dp);
+		return status;
+	}
+	dp->host_seen_max = host_seen_max(writer_point_stats(w, point));
+	*slot = dp;
+	*out = dp;
+	return AT_OK;
+}
+
+/* Histogram bins are 32-bit: refuse, before queueing anything, a call after
+ * which a channel could hold more values than one bin can count. */
+static int check_hist_room(struct at_writer *w, const struct device_point *dp, int64_t rows,
+                           struct at_error *err)
+{
+	if (!writer_options(w)->hist)
+		return AT_OK;
+	uint64_t seen = dp->host_seen_max + (uint64_t)atc_point_rows_pending(dp->stats);
+	if ((uint64_t)rows <= UINT32_MAX && seen <= UINT32_MAX - (uint64_t)rows)
+		return AT_OK;
+	return at_fail(err, AT_ERANGE,
+	               "%s: a channel would hold %llu values, more than a 32-bit histogram bin "
+	               "can count (checkpoint more often, or use a writer per shard)",
+	               writer_path(w), (unsigned long long)(seen + (uint64_t)rows));
+}
+
+/* ---------------------------------------------------------------- sampling */
+
+static void buffer_free(struct sample_buffer *b)
+{
+	atc_free_pinned(b->host_rows);
+	atc_free_pinned(b->host_index);
+	atc_free_device(b->device_rows);
+	atc_free_device(b->device_index);
+	memset(b, 0, sizeof *b);
+}
+
+static size_t buffer_size(size_t bytes)
+{
+	size_t size = SAMPLE_BUFFER_MIN;
+	while (size < bytes)
+		size *= 2;
+	return size;
+}
+
+/* A buffer for rows_bytes of rows and n row indices: a spare one if one is
+ * large enough, else a new one. */
+static int buffer_take(struct device_writer *dw, size_t rows_bytes, int64_t n,
+                       struct sample_buffer *out, struct at_error *err)
+{
+	size_t index_bytes = (size_t)n * sizeof(int64_t);
+	for (size_t i = 0; i < dw->n_spare; i++) {
+		struct sample_buffer *b = &dw->spare[i];
+		if (b->bytes >= rows_bytes && b->index_capacity >= (size_t)n) {
+			*out = *b;
+			*b = dw->spare[--dw->n_spare];
+			return AT_OK;
+		}
+	}
+	struct sample_buffer b;
+	memset(&b, 0, sizeof b);
+	b.bytes = buffer_size(rows_bytes);
+	b.index_capacity = buffer_size(index_bytes) / sizeof(int64_t);
+	int status = atc_malloc_pinned(&b.host_rows, b.bytes, err);
+	if (!status)
+		status = atc_malloc_device(&b.device_rows, b.bytes, err);
+	if (!status)
+		status = atc_malloc_pinned((void **)&b.host_index, b.index_capacity * sizeof(int64_t), err);
+	if (!status)
+		status = atc_malloc_device((void **)&b.device_index,
+		                           b.index_capacity * sizeof(int64_t), err);
+	if (status) {
+		buffer_free(&b);
+		return status;
+	}
+	dw->bytes_allocated += b.bytes;
+	*out = b;
+	return AT_OK;
+}
+
+/* Keep a buffer for reuse while the pool stays under the in-flight bound. */
+static void buffer_give_back(struct device_writer *dw, struct sample_buffer *b)
+{
+	if (dw->bytes_allocated <= SAMPLE_BYTES_IN_FLIGHT && dw->n_spare == dw->spare_capacity) {
+		size_t cap = dw->spare_capacity ? 2 * dw->spare_capacity : 16;
+		struct sample_buffer *grown = realloc(dw->spare, cap * sizeof *grown);
+		if (grown) {
+			dw->spare = grown;
+			dw->spare_capacity = cap;
+		}
+	}
+	if (dw->bytes_allocated > SAMPLE_BYTES_IN_FLIGHT || dw->n_spare == dw->spare_capacity) {
+		dw->bytes_allocated -= b->bytes;
+		buffer_free(b);
+		return;
+	}
+	dw->spare[dw->n_spare++] = *b;
+}
+
+static int device_writer_get(struct at_writer *w, struct device_writer **out,
+                             struct at_error *err)
+{
+	void **slot = writer_device(w);
+	if (!*slot && !(*slot = calloc(1, sizeof(struct device_writer))))
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	*out = *slot;
+	return AT_OK;
+}
+
+/* Hand the oldest batch's rows to the writer, waiting for them if `wait`;
+ * *moved is 0 when they have not landed yet. */
+static int batch_retire(struct at_writer *w, struct device_writer *dw, int wait, int *moved,
+                        struct at_error *err)
+{
+	struct sample_batch *b = &dw->batches[0];
+	int status = AT_OK;
+	*moved = 0;
+	if (wait)
+		status = atc_event_wait(b->landed, err);
+	else if ((status = atc_event_done(b->landed, err)) == 0)
+		return AT_OK;
+	if (status < 0)
+		return status;
+	status = writer_add_sampled_rows(w, b->point, b->buffer.host_rows, b->dtype, b->tokens,
+	                                 b->n, b->n_dropped, err);
+	struct device_point *dp = *writer_point_device(w, b->point);
+	dp->samples_in_flight -= b->n;
+	dw->bytes_in_flight -= b->buffer.bytes;
+	atc_event_free(b->landed);
+	free(b->tokens);
+	buffer_give_back(dw, &b->buffer);
+	memmove(dw->batches, dw->batches + 1, (dw->n_batches - 1) * sizeof *dw->batches);
+	dw->n_batches--;
+	*moved = 1;
+	return status;
+}
+
+/* Retire every batch that has landed (wait: every batch). */
+static int batches_retire(struct at_writer *w, struct device_writer *dw, int wait,
+                          struct at_error *err)
+{
+	int moved = 1, status = AT_OK;
+	while (status == AT_OK && moved && dw->n_batches > 0)
+		status = batch_retire(w, dw, wait, &moved, err);
+	return status;
+}
+
+/* The rows of t that the policy takes, as global row indices, and their tokens. */
+static int select_rows(struct at_writer *w, const struct at_tensor *t, int64_t token_base,
+                       int64_t *rows, int64_t *tokens, int64_t capacity, int64_t *n_selected,
+                       int64_t *n_beyond, struct at_error *err)
+{
+	int64_t total = t->batches * t->rows, n = 0, beyond = 0;
+	const struct at_writer_options *o = writer_options(w);
+	int64_t first = 0, step = 1;
+	if (o->sample_policy == AT_SAMPLE_EVERY) {
+		int64_t r = token_base % o->sample_n;
+		first = r == 0 ? 0 : o->sample_n - r;
+		if (r < 0)
+			first = -r;
+		step = o->sample_n;
+	}
+	for (int64_t g = first; g < total; g += step) {
+		int selected = 1, status = AT_OK;
+		if (o->sample_policy == AT_SAMPLE_FIRST)
+			status = writer_token_selected(w, token_base + g, &selected, err);
+		if (status)
+			return status;
+		if (!selected)
+			continue;
+		if (n == capacity) {
+			beyond++;
+			continue;
+		}
+		rows[n] = g;
+		tokens[n++] = token_base + g;
+	}
+	*n_selected = n;
+	*n_beyond = beyond;
+	return AT_OK;
+}
+
+/* Wait for old batches until `bytes` more fit in the in-flight bound. */
+static int make_room(struct at_writer *w, struct device_writer *dw, size_t bytes,
+                     struct at_error *err)
+{
+	int status = batches_retire(w, dw, 0, err);
+	while (status == AT_OK && dw->n_batches > 0 &&
+	       dw->bytes_in_flight + bytes > SAMPLE_BYTES_IN_FLIGHT) {
+		int moved;
+		status = batch_retire(w, dw, 1, &moved, err);
+	}
+	if (status == AT_OK && dw->n_batches == dw->batches_capacity) {
+		size_t cap = dw->batches_capacity ? 2 * dw->batches_capacity : 64;
+		struct sample_batch *grown = realloc(dw->batches, cap * sizeof *grown);
+		if (!grown)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+		dw->batches = grown;
+		dw->batches_capacity = cap;
+	}
+	return status;
+}
+
+static int sample_device(struct at_writer *w, int32_t point, struct device_point *dp,
+                         const struct at_tensor *t, int64_t token_base, void *stream,
+                         struct at_error *err)
+{
+	struct device_writer *dw = NULL;
+	int status = device_writer_get(w, &dw, err);
+	if (status)
+		return status;
+	int64_t total = t->batches * t->rows;
+	int64_t room = writer_sample_room(w, point) - dp->samples_in_flight;
+	if (room < 0)
+		room = 0;
+	int64_t capacity = total < room ? total : room;
+	int64_t *rows = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof *rows);
+	int64_t *tokens = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof *tokens);
+	int64_t n = 0, dropped = 0;
+	if (!rows || !tokens)
+		status = at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	if (!status)
+		status = select_rows(w, t, token_base, rows, tokens, capacity, &n, &dropped, err);
+	if (status || n + dropped == 0) {
+		free(rows);
+		free(tokens);
+		if (!status)
+			status = batches_retire(w, dw, 0, err);
+		return status;
+	}
+	size_t bytes = (size_t)n * (size_t)t->channels * at_dtype_size(t->dtype);
+	status = make_room(w, dw, buffer_size(bytes), err);
+	struct sample_batch b;
+	memset(&b, 0, sizeof b);
+	b.point = point;
+	b.n = n;
+	b.n_dropped = dropped;
+	b.dtype = t->dtype;
+	b.tokens = tokens;
+	if (!status && n > 0) {
+		status = buffer_take(dw, bytes, n, &b.buffer, err);
+		if (!status) {
+			memcpy(b.buffer.host_index, rows, (size_t)n * sizeof *rows);
+			status = atc_copy_to_device(b.buffer.device_index, b.buffer.host_index,
+			                            (size_t)n * sizeof *rows, stream, err);
+			if (!status)
+				status = atc_gather_rows(t, b.buffer.device_index, n, b.buffer.device_rows,
+				                         stream, err);
+			if (!status)
+				status = atc_copy_to_host_after(b.buffer.host_rows, b.buffer.device_rows, bytes,
+				                                stream, &b.landed, err);
+			if (status) {
+				/* the buffer may still be in use by the stream: wait before reuse */
+				atc_event_free(b.landed);
+				dw->bytes_allocated -= b.buffer.bytes;
+				buffer_free(&b.buffer);
+			}
+		}
+	}
+	free(rows);
+	if (status) {
+		free(tokens);
+		return status;
+	}
+	if (n == 0) { /* everything beyond max_samples: count it, nothing to copy */
+		free(tokens);
+		return writer_add_sampled_rows(w, point, NULL, t->dtype, NULL, 0, dropped, err);
+	}
+	dw->batches[dw->n_batches++] = b;
+	dw->bytes_in_flight += b.buffer.bytes;
+	dp->samples_in_flight += n;
+	return AT_OK;
+}
+
+/* ---------------------------------------------------------------- entry points */
+
+int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                             int64_t token_base, void *cuda_stream, struct at_error *err)
+{
+	int status = check_observe(w, point, t, token_base, err);
+	struct device_point *dp = NULL;
+	if (!status)
+		status = point_state(w, point, &dp, err);
+	if (!status)
+		status = check_hist_room(w, dp, t->batches * t->rows, err);
+	if (!status)
+		status = atc_point_observe(dp->stats, t, token_base, cuda_stream, err);
+	if (!status && writer_options(w)->sample_policy != AT_SAMPLE_NONE)
+		status = sample_device(w, point, dp, t, token_base, cuda_stream, err);
+	return status;
+}
+
+int device_checkpoint(struct at_writer *w, struct at_error *err)
+{
+	void **dw = writer_device(w);
+	int status = *dw ? batches_retire(w, *dw, 1, err) : AT_OK;
+	for (int32_t i = 0; i < writer_point_count(w) && !status; i++) {
+		struct device_point *dp = *writer_point_device(w, i);
+		if (!dp)
+			continue;
+		struct at_stats *s = writer_point_stats(w, i);
+		status = atc_point_drain(dp->stats, s, err);
+		if (!status)
+			dp->host_seen_max = host_seen_max(s);
+	}
+	return status;
+}
+
+void device_point_free(void *device)
+{
+	struct device_point *dp = device;
+	if (!dp)
+		return;
+	atc_point_free(dp->stats);
+	free(dp);
+}
+
+void device_writer_free(void *device)
+{
+	struct device_writer *dw = device;
+	if (!dw)
+		return;
+	for (size_t i = 0; i < dw->n_batches; i++) {
+		struct sample_batch *b = &dw->batches[i];
+		atc_event_wait(b->landed, NULL); /* the copy may still write into host_rows */
+		atc_event_free(b->landed);
+		free(b->tokens);
+		buffer_free(&b->buffer);
+	}
+	for (size_t i = 0; i < dw->n_spare; i++)
+		buffer_free(&dw->spare[i]);
+	free(dw->batches);
+	free(dw->spare);
+	free(dw);
+}
+
+#endif /* WITH_CUDA */

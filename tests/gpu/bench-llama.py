@@ -1,0 +1,349 @@
+#!/usr/bin/env python3
+"""bench-llama.py: end-to-end cost of capture on a Llama-style model of about
+1B parameters (transformers' LlamaForCausalLM from a config, random weights,
+bf16, SDPA), batch 8 x 2048 tokens, forward hooks at every recording point
+(every Linear but the LM head and every RMSNorm, input and output: 292
+points), in four variants measured in one run:
+
+  none          no hooks: the baseline
+  torch         a pure-PyTorch per-channel hook, the published studies' method:
+                running count, mean and M2 (Chan et al.) and min/max/absmax
+                with torch ops, on the GPU, no host sync
+  acttrace      at_writer_observe_device on the current stream: statistics
+  acttrace-s64  the same with 1-in-64 token sampling (AT_SAMPLE_EVERY 64)
+
+For each: warm-up forwards, then the median over --repeats forwards of the
+time between CUDA events around model(input_ids) (hook work included, since
+it is queued on the same stream; with acttrace, checkpoint and close are
+after the timed forwards and reported apart).  Prints a TSV table and the
+ratios to `none`; --json FILE keeps the raw times.
+
+A minimal ctypes binding of its own (the project's Python package has no
+device path yet): ACTTRACE_LIB names a libacttrace.so built with CUDA.
+Exit 77 without a GPU, torch or transformers."""
+import argparse
+import ctypes
+import json
+import os
+import statistics
+import sys
+import time
+
+
+def skip(why):
+    print(f"SKIP: {why}")
+    sys.exit(77)
+
+
+try:
+    import torch
+except ImportError:
+    skip("torch is not importable")
+try:
+    from transformers import LlamaConfig, LlamaForCausalLM
+except ImportError:
+    skip("transformers is not importable")
+
+AT_BF16, AT_F16, AT_F32 = 2, 1, 0
+DTYPES = {torch.bfloat16: AT_BF16, torch.float16: AT_F16, torch.float32: AT_F32}
+AT_SAMPLE_NONE, AT_SAMPLE_EVERY = 0, 1
+
+
+class at_error(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("message", ctypes.c_char * 512)]
+
+
+class at_tensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("dtype", ctypes.c_int), ("batches", ctypes.c_int64),
+                ("rows", ctypes.c_int64), ("channels", ctypes.c_int64),
+                ("batch_stride", ctypes.c_int64), ("row_stride", ctypes.c_int64),
+                ("channel_stride", ctypes.c_int64)]
+
+
+class at_writer_options(ctypes.Structure):
+    _fields_ = [("model", ctypes.c_char_p), ("source_dtype", ctypes.c_char_p),
+                ("notes", ctypes.c_char_p), ("producer", ctypes.c_char_p),
+                ("hist", ctypes.c_int), ("extremes", ctypes.c_int32),
+                ("sample_policy", ctypes.c_int), ("sample_n", ctypes.c_int64),
+                ("max_samples", ctypes.c_int64), ("compression_level", ctypes.c_int),
+                ("threads", ctypes.c_int)]
+
+
+class at_point_desc(ctypes.Structure):
+    _fields_ = [("name", ctypes.c_char_p), ("layer", ctypes.c_int32),
+                ("component", ctypes.c_char_p), ("site", ctypes.c_char_p),
+                ("module", ctypes.c_char_p), ("module_class", ctypes.c_char_p),
+                ("direction", ctypes.c_char_p), ("channels", ctypes.c_int64)]
+
+
+def load_library(path):
+    lib = ctypes.CDLL(path)
+    P = ctypes.POINTER
+    sigs = {
+        "at_cuda_available": (ctypes.c_int, []),
+        "at_writer_options_init": (None, [P(at_writer_options)]),
+        "at_writer_create": (ctypes.c_int, [P(ctypes.c_void_p), ctypes.c_char_p,
+                                            P(at_writer_options), P(at_error)]),
+        "at_writer_add_point": (ctypes.c_int, [ctypes.c_void_p, P(at_point_desc),
+                                               P(ctypes.c_int32), P(at_error)]),
+        "at_writer_add_tokens": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_void_p,
+                                                ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
+                                                P(ctypes.c_int64), P(at_error)]),
+        "at_writer_observe_device": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int32,
+                                                    P(at_tensor), ctypes.c_int64,
+                                                    ctypes.c_void_p, P(at_error)]),
+        "at_writer_checkpoint": (ctypes.c_int, [ctypes.c_void_p, P(at_error)]),
+        "at_writer_close": (ctypes.c_int, [ctypes.c_void_p, P(at_error)]),
+    }
+    for name, (res, args) in sigs.items():
+        fn = getattr(lib, name)
+        fn.restype = res
+        fn.argtypes = args
+    return lib
+
+
+def check(status, err, what):
+    if status != 0:
+        raise RuntimeError(f"{what}: {err.message.decode(errors='replace')} ({status})")
+
+
+# ---------------------------------------------------------------- the model
+
+def build_model(args):
+    config = LlamaConfig(vocab_size=32000, hidden_size=2048, intermediate_size=8192,
+                         num_hidden_layers=16, num_attention_heads=32, num_key_value_heads=8,
+                         max_position_embeddings=4096, rms_norm_eps=1e-5,
+                         tie_word_embeddings=False, use_cache=False)
+    torch.manual_seed(0)
+    torch.set_default_dtype(torch.bfloat16)
+    try:
+        with torch.device("cuda"):
+            try:
+                model = LlamaForCausalLM._from_config(config, attn_implementation="sdpa")
+            except (TypeError, ValueError):
+                config._attn_implementation = "sdpa"
+                model = LlamaForCausalLM(config)
+    finally:
+        torch.set_default_dtype(torch.float32)
+    model = model.to(device="cuda", dtype=torch.bfloat16).eval()
+    return model
+
+
+def recording_points(model):
+    """(name, module, direction, channels) for every Linear but the LM head and
+    every RMSNorm, input and output."""
+    points = []
+    for name, module in model.named_modules():
+        if name.endswith("lm_head"):
+            continue
+        if isinstance(module, torch.nn.Linear):
+            points.append((name + ".in", module, "in", module.in_features))
+            points.append((name + ".out", module, "out", module.out_features))
+        elif type(module).__name__.endswith("RMSNorm"):
+            width = module.weight.shape[0]
+            points.append((name + ".in", module, "in", width))
+            points.append((name + ".out", module, "out", width))
+    return points
+
+
+# ---------------------------------------------------------------- hooks
+
+class Hooks:
+    def __init__(self):
+        self.handles = []
+
+    def add(self, module, direction, fn):
+        if direction == "in":
+            self.handles.append(module.register_forward_pre_hook(lambda m, a: fn(a[0])))
+        else:
+            self.handles.append(module.register_forward_hook(lambda m, a, out: fn(out)))
+
+    def remove(self):
+        for h in self.handles:
+            h.remove()
+        self.handles = []
+
+
+class TorchStats:
+    """Running per-channel statistics with torch ops (the published method)."""
+
+    def __init__(self, channels):
+        self.n = 0
+        self.mean = torch.zeros(channels, device="cuda", dtype=torch.float32)
+        self.m2 = torch.zeros_like(self.mean)
+        self.min = torch.full_like(self.mean, float("inf"))
+        self.max = torch.full_like(self.mean, float("-inf"))
+        self.absmax = torch.zeros_like(self.mean)
+
+    def add(self, x):
+        x = x.reshape(-1, x.shape[-1]).float()
+        nb = x.shape[0]
+        var, mean = torch.var_mean(x, dim=0, unbiased=False)
+        n = self.n + nb
+        delta = mean - self.mean
+        self.mean += delta * (nb / n)
+        self.m2 += var * nb + delta * delta * (self.n * nb / n)
+        self.n = n
+        lo, hi = torch.aminmax(x, dim=0)
+        torch.minimum(self.min, lo, out=self.min)
+        torch.maximum(self.max, hi, out=self.max)
+        torch.maximum(self.absmax, x.abs().amax(dim=0), out=self.absmax)
+
+
+class Acttrace:
+    """at_writer_observe_device at every point, on the current stream."""
+
+    def __init__(self, lib, path, points, sample_every):
+        self.lib = lib
+        self.err = at_error()
+        opts = at_writer_options()
+        lib.at_writer_options_init(ctypes.byref(opts))
+        opts.model = b"llama-1b-random"
+        opts.source_dtype = b"bfloat16"
+        if sample_every:
+            opts.sample_policy = AT_SAMPLE_EVERY
+            opts.sample_n = sample_every
+        self.writer = ctypes.c_void_p()
+        check(lib.at_writer_create(ctypes.byref(self.writer), path.encode(), ctypes.byref(opts),
+                                   ctypes.byref(self.err)), self.err, "create")
+        self.ids = []
+        for name, _, direction, channels in points:
+            desc = at_point_desc(name.encode(), -1, b"other", name.encode(), name.encode(),
+                                 b"", direction.encode(), channels)
+            pid = ctypes.c_int32()
+            check(lib.at_writer_add_point(self.writer, ctypes.byref(desc), ctypes.byref(pid),
+                                          ctypes.byref(self.err)), self.err, "add_point")
+            self.ids.append(pid.value)
+        self.token_base = 0
+        self.tensor = at_tensor()
+        self.token_columns = None
+
+    def begin_forward(self, batch, seq_len):
+        n = batch * seq_len
+        if self.token_columns is None:
+            self.token_columns = ((ctypes.c_int32 * n)(*[i // seq_len for i in range(n)]),
+                                  (ctypes.c_int32 * n)(*[i % seq_len for i in range(n)]))
+        seq, pos = self.token_columns
+        base = ctypes.c_int64()
+        check(self.lib.at_writer_add_tokens(self.writer, seq, pos, pos, n, ctypes.byref(base),
+                                            ctypes.byref(self.err)), self.err, "add_tokens")
+        self.token_base = base.value
+
+    def observe(self, pid, x):
+        t = self.tensor
+        t.data = x.data_ptr()
+        t.dtype = DTYPES[x.dtype]
+        if x.dim() == 3:
+            t.batches, t.rows, t.channels = x.shape
+            t.batch_stride, t.row_stride, t.channel_stride = x.stride()
+        else:
+            x2 = x.reshape(-1, x.shape[-1])
+            t.batches, t.batch_stride = 1, x2.numel()
+            t.rows, t.channels = x2.shape
+            t.row_stride, t.channel_stride = x2.stride()
+        stream = torch.cuda.current_stream().cuda_stream
+        check(self.lib.at_writer_observe_device(self.writer, pid, ctypes.byref(t),
+                                                self.token_base, stream,
+                                                ctypes.byref(self.err)), self.err, "observe")
+
+    def close(self):
+        check(self.lib.at_writer_close(self.writer, ctypes.byref(self.err)), self.err, "close")
+
+
+# ---------------------------------------------------------------- timing
+
+def time_forwards(model, ids, warmup, repeats, before=None):
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    with torch.inference_mode():
+        for i in range(warmup + repeats):
+            if before:
+                before()
+            start.record()
+            model(input_ids=ids)
+            stop.record()
+            stop.synchronize()
+            if i >= warmup:
+                times.append(start.elapsed_time(stop))
+    return times
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--lib", default=os.environ.get("ACTTRACE_LIB", ".libs/libacttrace.so"))
+    ap.add_argument("--out", default=os.environ.get("OUT", "."), help="directory for traces")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--variants", default="none,torch,acttrace,acttrace-s64,none")
+    ap.add_argument("--json", help="write the raw times here")
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        skip("no CUDA device")
+    lib = load_library(args.lib)
+    if not lib.at_cuda_available():
+        skip(f"{args.lib} has no usable CUDA device path")
+    model = build_model(args)
+    params = sum(p.numel() for p in model.parameters())
+    points = recording_points(model)
+    ids = torch.randint(0, model.config.vocab_size, (args.batch, args.seq_len), device="cuda")
+    tokens = args.batch * args.seq_len
+    info = {"device": torch.cuda.get_device_name(), "torch": torch.__version__,
+            "params": params, "points": len(points), "batch": args.batch,
+            "seq_len": args.seq_len, "attn": getattr(model.config, "_attn_implementation", "?"),
+            "elements_per_forward": tokens * sum(p[3] for p in points), "variants": []}
+    print(f"# {info['device']}, {params / 1e9:.2f}B parameters, {len(points)} points, "
+          f"{args.batch}x{args.seq_len} tokens, attention {info['attn']}, "
+          f"{info['elements_per_forward'] * 2 / 1e9:.1f} GB of bf16 activations observed per "
+          f"forward", flush=True)
+
+    for variant in args.variants.split(","):
+        hooks = Hooks()
+        capture = None
+        before = None
+        extra = {}
+        if variant == "torch":
+            stats = [TorchStats(p[3]) for p in points]
+            for (name, module, direction, _), s in zip(points, stats):
+                hooks.add(module, direction, s.add)
+        elif variant.startswith("acttrace"):
+            every = 64 if variant.endswith("s64") else 0
+            path = os.path.join(args.out, f"bench-llama-{variant}.h5")
+            capture = Acttrace(lib, path, points, every)
+            for pid, (name, module, direction, _) in zip(capture.ids, points):
+                hooks.add(module, direction, lambda x, pid=pid: capture.observe(pid, x))
+            before = lambda: capture.begin_forward(args.batch, args.seq_len)
+        elif variant != "none":
+            raise SystemExit(f"bench-llama: unknown variant {variant}")
+        times = time_forwards(model, ids, args.warmup, args.repeats, before)
+        hooks.remove()
+        if capture:
+            t0 = time.perf_counter()
+            capture.close()
+            extra["close_s"] = time.perf_counter() - t0
+            extra["trace_bytes"] = os.path.getsize(path)
+        if variant == "torch":
+            torch.cuda.synchronize()
+            extra["check_count"] = stats[0].n
+        info["variants"].append({"variant": variant, "ms": times, "median_ms": statistics.median(times),
+                                 **extra})
+        print(f"# {variant}: median {statistics.median(times):.2f} ms of {times}"
+              + (f", close {extra['close_s']:.2f} s" if "close_s" in extra else ""), flush=True)
+        del hooks, capture
+        torch.cuda.empty_cache()
+
+    baselines = [v["median_ms"] for v in info["variants"] if v["variant"] == "none"]
+    base = min(baselines)
+    info["baseline_ms"] = base
+    print("variant\tmedian_ms\tratio_to_none")
+    for v in info["variants"]:
+        v["ratio"] = v["median_ms"] / base
+        print(f"{v['variant']}\t{v['median_ms']:.2f}\t{v['ratio']:.3f}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(info, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()

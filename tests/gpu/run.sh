@@ -1,0 +1,140 @@
+#!/bin/sh
+# run.sh: everything GPU-side in one call, on a machine with a GPU and no
+# autotools: build libacttrace with CUDA by plain gcc and nvcc commands, then
+#   1. test-device: device path = host path = float64 reference (and --big);
+#   2. compute-sanitizer memcheck and racecheck on test-device --quick;
+#   3. bench-kernel: fused kernel vs device-to-device copy bandwidth;
+#   4. bench-llama.py: end-to-end overhead on a ~1B Llama (needs torch and
+#      transformers).
+# Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
+# last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
+# (steps: build test sanitize kernel llama; default all).
+set -u
+OUT=${OUT:-$PWD/gpu-out}
+mkdir -p "$OUT"
+B=${BUILD:-/tmp/acttrace-gpu}
+STEPS=${*:-build test sanitize kernel llama}
+NVCC=${NVCC:-$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)}
+CUDA_HOME=$(dirname "$(dirname "$NVCC")")
+summary="$OUT/summary.txt"
+: >"$summary"
+
+note() {
+	echo "$*" | tee -a "$summary"
+}
+
+step() {
+	case " $STEPS " in *" $1 "*) return 0 ;; esac
+	return 1
+}
+
+# run NAME LIMIT CMD...: CMD with a time limit, output to $OUT/NAME.log
+run() {
+	name=$1 limit=$2
+	shift 2
+	t0=$(date +%s)
+	timeout "$limit" "$@" >"$OUT/$name.log" 2>&1
+	rc=$?
+	note "$name: exit $rc in $(($(date +%s) - t0)) s"
+	return $rc
+}
+
+hdf5_flags() {
+	for pc in hdf5 hdf5-serial; do
+		if pkg-config --exists "$pc" 2>/dev/null; then
+			HDF5_CFLAGS=$(pkg-config --cflags "$pc")
+			HDF5_LIBS=$(pkg-config --libs "$pc")
+			return
+		fi
+	done
+	show=$(h5cc -show 2>/dev/null)
+	HDF5_CFLAGS=$(echo "$show" | tr ' ' '\n' | grep '^-I' | tr '\n' ' ')
+	HDF5_LIBS=$(echo "$show" | tr ' ' '\n' | grep '^-L' | tr '\n' ' ')
+	for lib in $(echo "$show" | tr ' ' '\n' | grep -E 'libhdf5\.(so|a)$'); do
+		HDF5_LIBS="$HDF5_LIBS -L$(dirname "$lib")"
+	done
+	HDF5_LIBS="$HDF5_LIBS -lhdf5"
+}
+
+if step build; then
+	{
+		nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm --format=csv
+		"$NVCC" --version | tail -n 2
+		python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)' 2>&1
+		command -v compute-sanitizer
+	} >"$OUT/env.log" 2>&1
+	head -n 3 "$OUT/env.log" | tee -a "$summary"
+	rm -rf "$B" && mkdir -p "$B/obj"
+	hdf5_flags
+	printf '#define PACKAGE_VERSION "0.1.0-gpu"\n#define HAVE_CUDA 1\n' >"$B/config.h"
+	CFLAGS="-O2 -g -fopenmp -fPIC -Wall -Wextra -I$B -Ilibtrace -Itools $HDF5_CFLAGS"
+	t0=$(date +%s)
+	if (
+		set -ex
+		for f in h5util error accum codec zstd-filter writer reader device; do
+			gcc $CFLAGS -c "libtrace/$f.c" -o "$B/obj/$f.o"
+		done
+		"$NVCC" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 \
+			-gencode arch=compute_75,code=compute_75 -Xptxas -v -Xcompiler -fPIC \
+			-Ilibtrace -Ilibtrace/cuda -c libtrace/cuda/stats.cu -o "$B/obj/stats.o"
+		gcc -shared -fopenmp -o "$B/libacttrace.so" "$B"/obj/*.o $HDF5_LIBS -lzstd \
+			-L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lstdc++ -lm
+		mkdir -p "$B/plugins"
+		gcc $CFLAGS -shared -DAT_PLUGIN libtrace/zstd-filter.c libtrace/h5zstd-plugin.c \
+			-o "$B/plugins/libh5zstd.so" $HDF5_LIBS -lzstd
+		for prog in test-device bench-kernel; do
+			gcc $CFLAGS -I"$CUDA_HOME/include" "tests/gpu/$prog.c" -o "$B/$prog" \
+				-L"$B" -Wl,-rpath,"$B" -lacttrace -L"$CUDA_HOME/lib64" \
+				-Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lm
+		done
+		gcc $CFLAGS tools/trace-stats.c tools/cli.c -o "$B/trace-stats" \
+			-L"$B" -Wl,-rpath,"$B" -lacttrace -lm
+	) >"$OUT/build.log" 2>&1; then
+		note "build: ok in $(($(date +%s) - t0)) s"
+	else
+		note "build: FAILED"
+		tail -n 30 "$OUT/build.log"
+		exit 1
+	fi
+	grep -E 'registers|spill' "$OUT/build.log" | sort | uniq -c | sort -rn | head -n 4 >>"$summary"
+fi
+
+export TMPDIR=${TMPDIR:-/tmp}
+if step test; then
+	run test-device 240 "$B/test-device" || true
+	run test-device-big 300 "$B/test-device" --big || true
+	grep -E '^not ok|^# largest|^1\.\.' "$OUT/test-device.log" "$OUT/test-device-big.log" |
+		tee -a "$summary"
+fi
+
+if step sanitize; then
+	if command -v compute-sanitizer >/dev/null; then
+		run memcheck 240 compute-sanitizer --tool memcheck --leak-check full \
+			--error-exitcode 3 "$B/test-device" --quick || true
+		run racecheck 300 compute-sanitizer --tool racecheck --racecheck-report hazard \
+			--error-exitcode 3 "$B/test-device" --quick || true
+		run synccheck 240 compute-sanitizer --tool synccheck --error-exitcode 3 \
+			"$B/test-device" --quick || true
+		for t in memcheck racecheck synccheck; do
+			grep -E 'ERROR SUMMARY|RACECHECK SUMMARY|^not ok' "$OUT/$t.log" | head -n 3 |
+				sed "s/^/$t: /" | tee -a "$summary"
+		done
+	else
+		note "sanitize: compute-sanitizer not found"
+	fi
+fi
+
+if step kernel; then
+	run bench-kernel 300 "$B/bench-kernel" --json "$OUT/bench-kernel.json" || true
+	cat "$OUT/bench-kernel.log" | tee -a "$summary"
+fi
+
+if step llama; then
+	ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
+		run bench-llama 420 python3 tests/gpu/bench-llama.py --out "$TMPDIR" \
+		--json "$OUT/bench-llama.json" || true
+	grep -E '^#|^variant|^none|^torch|^acttrace|Error|error' "$OUT/bench-llama.log" |
+		tail -n 16 | tee -a "$summary"
+fi
+echo "---- summary ($summary)"
+cat "$summary"

@@ -1,0 +1,651 @@
+/* test-device.c: the device path (at_writer_observe_device) against the host
+ * path and a float64 reference, for every dtype, both layouts ([B, T, C] and
+ * [B, C, T]), NaN/Inf, a large offset, outlier channels and zeros: counts,
+ * histograms, min/max/absmax and extremes must be equal, moments close
+ * (relative error <= 1e-6, the largest seen is printed), sampled rows equal.
+ * Three builds of one source: against CUDA (a GPU; exit 77 "SKIP" when there
+ * is none), against the CPU emulation of the kernels (-DATC_EMU, make check),
+ * and without CUDA, where it checks that the device API says "built without
+ * CUDA" and skips.  --quick: fewer, smaller cases (for compute-sanitizer). */
+#include "config.h"
+
+#include <float.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "acttrace.h"
+#include "internal.h"
+#include "../tap.h"
+
+#if defined(ATC_EMU)
+#include "cuda/stats.h"
+#define HAVE_DEVICE 1
+#elif defined(HAVE_CUDA)
+#include <cuda_runtime.h>
+#define HAVE_DEVICE 1
+#endif
+
+/* ---------------------------------------------------------------- device memory */
+
+#ifdef HAVE_DEVICE
+static void *device_copy_of(const void *host, size_t bytes)
+{
+	void *dev = NULL;
+#ifdef ATC_EMU
+	struct at_error err;
+	if (atc_malloc_device(&dev, bytes, &err) != AT_OK ||
+	    atc_copy_to_device(dev, host, bytes, NULL, &err) != AT_OK) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		exit(99);
+	}
+#else
+	if (cudaMalloc(&dev, bytes) != cudaSuccess ||
+	    cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice) != cudaSuccess) {
+		fprintf(stderr, "test-device: cannot copy %zu bytes to the device\n", bytes);
+		exit(99);
+	}
+#endif
+	return dev;
+}
+
+static void device_free(void *dev)
+{
+#ifdef ATC_EMU
+	atc_free_device(dev);
+#else
+	cudaFree(dev);
+#endif
+}
+#endif
+
+/* ---------------------------------------------------------------- data */
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint64_t rng_next(void)
+{
+	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+	return z ^ (z >> 31);
+}
+
+static double rng_uniform(void)
+{
+	return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
+}
+
+static double rng_gauss(void)
+{
+	return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
+}
+
+enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, N_KINDS };
+static const char *const kind_names[] = {"gauss", "nan-inf", "offset-1e4", "outliers", "zeros"};
+
+static float value_of(enum data_kind kind, int64_t token, int64_t c)
+{
+	double g = rng_gauss();
+	switch (kind) {
+	case NONFINITE: {
+		double u = rng_uniform();
+		if (u < 0.01)
+			return NAN;
+		if (u < 0.015)
+			return u < 0.0125 ? INFINITY : -INFINITY;
+		return (float)g;
+	}
+	case OFFSET:
+		return (float)(1e4 + 0.5 * g);
+	case OUTLIERS:
+		if (c % 37 == 5)
+			return (float)(60.0 + 5 * g);
+		return (float)(token % 97 == 0 && c % 11 == 3 ? 1000.0 * g : g);
+	case ZEROS:
+		return 0.0f;
+	default:
+		return (float)g;
+	}
+}
+
+/* float -> the dtype's bits (round to nearest even) and back. */
+static uint16_t to_bf16(float x)
+{
+	uint32_t b;
+	memcpy(&b, &x, sizeof b);
+	if ((b & 0x7f800000u) == 0x7f800000u)
+		return (uint16_t)((b >> 16) | ((b & 0xffffu) ? 0x40u : 0u));
+	b += 0x7fffu + ((b >> 16) & 1u);
+	return (uint16_t)(b >> 16);
+}
+
+static uint16_t to_f16(float x)
+{
+	uint32_t b;
+	memcpy(&b, &x, sizeof b);
+	uint32_t sign = (b >> 16) & 0x8000u, ab = b & 0x7fffffffu;
+	if (ab >= 0x7f800000u)
+		return (uint16_t)(sign | 0x7c00u | (ab > 0x7f800000u ? 0x200u : 0u));
+	if (ab >= 0x477ff000u) /* rounds to >= 65520: inf */
+		return (uint16_t)(sign | 0x7c00u);
+	if (ab < 0x38800000u) { /* subnormal half */
+		float f;
+		memcpy(&f, &ab, sizeof f);
+		return (uint16_t)(sign | (uint32_t)lrintf(f * 16777216.0f));
+	}
+	uint32_t mant = ab & 0x7fffffu, exp = (ab >> 23) - 112;
+	uint32_t h = (exp << 10) | (mant >> 13);
+	uint32_t rest = mant & 0x1fffu;
+	if (rest > 0x1000u || (rest == 0x1000u && (h & 1u)))
+		h++;
+	return (uint16_t)(sign | h);
+}
+
+/* ---------------------------------------------------------------- cases */
+
+struct test_case {
+	enum at_dtype dtype;
+	int bct; /* [B, C, T] instead of [B, T, C] */
+	int64_t batches, rows, channels;
+	enum data_kind kind;
+	int calls;                 /* observe calls (batches split between them) */
+	enum at_sample_policy policy;
+	int64_t sample_n, max_samples;
+	int32_t extremes;
+};
+
+struct tensor_data {
+	void *raw;      /* in the case's layout and dtype */
+	float *values;  /* [B][T][C], the dtype's values widened */
+	size_t bytes;
+};
+
+static void make_data(const struct test_case *tc, struct tensor_data *d)
+{
+	int64_t B = tc->batches, T = tc->rows, C = tc->channels;
+	size_t n = (size_t)(B * T * C), esize = at_dtype_size(tc->dtype);
+	d->bytes = n * esize;
+	d->raw = malloc(d->bytes);
+	d->values = malloc(n * sizeof(float));
+	if (!d->raw || !d->values)
+		exit(99);
+	for (int64_t b = 0; b < B; b++)
+		for (int64_t t = 0; t < T; t++)
+			for (int64_t c = 0; c < C; c++) {
+				float x = value_of(tc->kind, b * T + t, c);
+				size_t logical = (size_t)((b * T + t) * C + c);
+				size_t at = tc->bct ? (size_t)((b * C + c) * T + t) : logical;
+				if (tc->dtype == AT_F32) {
+					((float *)d->raw)[at] = x;
+				} else {
+					uint16_t h = tc->dtype == AT_BF16 ? to_bf16(x) : to_f16(x);
+					((uint16_t *)d->raw)[at] = h;
+					x = tc->dtype == AT_BF16 ? at_bf16_to_float(h) : at_f16_to_float(h);
+				}
+				d->values[logical] = x;
+			}
+}
+
+/* The view of batches [b0, b0+nb) of the data at `base`. */
+static struct at_tensor view_of(const struct test_case *tc, const void *base, int64_t b0,
+                                int64_t nb)
+{
+	int64_t T = tc->rows, C = tc->channels;
+	size_t esize = at_dtype_size(tc->dtype);
+	struct at_tensor t = {(const char *)base + (size_t)(b0 * T * C) * esize, tc->dtype, nb, T, C,
+	                      T * C, tc->bct ? 1 : C, tc->bct ? T : 1};
+	return t;
+}
+
+/* ---------------------------------------------------------------- float64 reference */
+
+struct reference {
+	struct at_stats s; /* exact counts, orders, hist, extremes; moments two-pass */
+};
+
+static int extreme_cmp(const void *pa, const void *pb)
+{
+	const struct at_extreme *a = pa, *b = pb;
+	double x = fabs(a->value), y = fabs(b->value);
+	if (x != y)
+		return x > y ? -1 : 1;
+	if (a->token != b->token)
+		return a->token < b->token ? -1 : 1;
+	if (a->channel != b->channel)
+		return a->channel < b->channel ? -1 : 1;
+	return a->value > b->value ? -1 : a->value < b->value;
+}
+
+static void make_reference(const struct test_case *tc, const struct tensor_data *d,
+                           struct reference *ref)
+{
+	int64_t N = tc->batches * tc->rows, C = tc->channels;
+	struct at_error err;
+	if (at_stats_init(&ref->s, C, 1, tc->extremes, &err))
+		exit(99);
+	struct at_stats *s = &ref->s;
+	size_t n_all = 0;
+	struct at_extreme *all = malloc((size_t)(N * C) * sizeof *all);
+	if (!all)
+		exit(99);
+	for (int64_t c = 0; c < C; c++) {
+		long double sum = 0, abssum = 0;
+		uint64_t n = 0, bad = 0;
+		double lo = NAN, hi = NAN, am = NAN;
+		for (int64_t g = 0; g < N; g++) {
+			float x = d->values[g * C + c];
+			if (!isfinite(x)) {
+				bad++;
+				continue;
+			}
+			n++;
+			sum += x;
+			abssum += fabsl((long double)x);
+			lo = fmin(lo, x);
+			hi = fmax(hi, x);
+			am = fmax(am, fabs(x));
+			s->hist[c * AT_HIST_BINS + at_hist_bin(fabs(x))]++;
+			all[n_all++] = (struct at_extreme){x, g, (int32_t)c};
+		}
+		long double mean = n ? sum / n : 0, m2 = 0, m3 = 0, m4 = 0;
+		for (int64_t g = 0; g < N; g++) {
+			float x = d->values[g * C + c];
+			if (!isfinite(x))
+				continue;
+			long double e = x - mean;
+			m2 += e * e;
+			m3 += e * e * e;
+			m4 += e * e * e * e;
+		}
+		s->count[c] = n;
+		s->nonfinite[c] = bad;
+		s->mean[c] = (double)mean;
+		s->m2[c] = (double)m2;
+		s->m3[c] = (double)m3;
+		s->m4[c] = (double)m4;
+		s->abssum[c] = (double)abssum;
+		s->min[c] = lo;
+		s->max[c] = hi;
+		s->absmax[c] = am;
+	}
+	qsort(all, n_all, sizeof *all, extreme_cmp);
+	s->n_extremes = (int32_t)(n_all < (size_t)tc->extremes ? n_all : (size_t)tc->extremes);
+	memcpy(s->extremes, all, (size_t)s->n_extremes * sizeof *all);
+	free(all);
+}
+
+/* ---------------------------------------------------------------- traces */
+
+enum path { HOST_PATH, DEVICE_PATH };
+
+static double worst_mean_err, worst_std_err;
+
+/* Write the case through one path; 0 on success.  The device path also
+ * checkpoints between calls, so that drained accumulators merge with later
+ * ones. */
+static int write_trace(const struct test_case *tc, const struct tensor_data *d, enum path path,
+                       const char *file)
+{
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	o.extremes = tc->extremes;
+	o.sample_policy = tc->policy;
+	o.sample_n = tc->sample_n;
+	o.max_samples = tc->max_samples;
+	struct at_error err;
+	struct at_writer *w;
+	if (at_writer_create(&w, file, &o, &err)) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		return -1;
+	}
+	int64_t B = tc->batches, T = tc->rows;
+	struct at_point_desc desc = {"layers.0.x", 0, "mlp", "x", "m", "M", "out", tc->channels};
+	int32_t id;
+	int32_t *seq = malloc((size_t)(B * T) * sizeof *seq), *pos = malloc((size_t)(B * T) * sizeof *pos);
+	int status = at_writer_add_point(w, &desc, &id, &err);
+	for (int64_t g = 0; g < B * T; g++) {
+		seq[g] = (int32_t)(g / T);
+		pos[g] = (int32_t)(g % T);
+	}
+	int64_t base = 0;
+	if (!status)
+		status = at_writer_add_tokens(w, seq, pos, seq, B * T, &base, &err);
+	free(seq);
+	free(pos);
+	void *source = d->raw;
+#ifdef HAVE_DEVICE
+	if (path == DEVICE_PATH)
+		source = device_copy_of(d->raw, d->bytes);
+#endif
+	for (int call = 0; call < tc->calls && !status; call++) {
+		int64_t b0 = B * call / tc->calls, b1 = B * (call + 1) / tc->calls;
+		struct at_tensor t = view_of(tc, source, b0, b1 - b0);
+		if (path == HOST_PATH)
+			status = at_writer_observe(w, id, &t, b0 * T, &err);
+		else
+			status = at_writer_observe_device(w, id, &t, b0 * T, NULL, &err);
+		if (!status && path == DEVICE_PATH && call == 0 && tc->calls > 1)
+			status = at_writer_checkpoint(w, &err);
+	}
+	if (status) {
+		fprintf(stderr, "test-device: %s (%s)\n", err.message, at_status_name(status));
+		at_writer_abandon(w);
+	} else if ((status = at_writer_close(w, &err))) {
+		fprintf(stderr, "test-device: close: %s\n", err.message);
+	}
+#ifdef HAVE_DEVICE
+	if (path == DEVICE_PATH)
+		device_free(source);
+#endif
+	return status ? -1 : 0;
+}
+
+static int load(const char *file, struct at_stats *s, struct at_reader **r)
+{
+	struct at_error err;
+	if (at_reader_open(r, file, &err) || at_reader_load_stats(*r, 0, s, &err)) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		return -1;
+	}
+	return 0;
+}
+
+static int same_double(double a, double b)
+{
+	return (isnan(a) && isnan(b)) || a == b;
+}
+
+/* Exact fields: counts, min/max/absmax, histograms, extremes. */
+static int exact_equal(const struct at_stats *a, const struct at_stats *b, char *why, size_t size)
+{
+	for (int64_t c = 0; c < a->channels; c++) {
+		if (a->count[c] != b->count[c] || a->nonfinite[c] != b->nonfinite[c]) {
+			snprintf(why, size, "channel %lld: count %llu/%llu nonfinite %llu/%llu",
+			         (long long)c, (unsigned long long)a->count[c], (unsigned long long)b->count[c],
+			         (unsigned long long)a->nonfinite[c], (unsigned long long)b->nonfinite[c]);
+			return 0;
+		}
+		if (!same_double(a->min[c], b->min[c]) || !same_double(a->max[c], b->max[c]) ||
+		    !same_double(a->absmax[c], b->absmax[c])) {
+			snprintf(why, size, "channel %lld: min %g/%g max %g/%g absmax %g/%g", (long long)c,
+			         a->min[c], b->min[c], a->max[c], b->max[c], a->absmax[c], b->absmax[c]);
+			return 0;
+		}
+		for (int bin = 0; bin < AT_HIST_BINS; bin++)
+			if (a->hist[c * AT_HIST_BINS + bin] != b->hist[c * AT_HIST_BINS + bin]) {
+				snprintf(why, size, "channel %lld bin %d: %u/%u", (long long)c, bin,
+				         a->hist[c * AT_HIST_BINS + bin], b->hist[c * AT_HIST_BINS + bin]);
+				return 0;
+			}
+	}
+	if (a->n_extremes != b->n_extremes) {
+		snprintf(why, size, "%d/%d extremes", a->n_extremes, b->n_extremes);
+		return 0;
+	}
+	for (int32_t i = 0; i < a->n_extremes; i++) {
+		const struct at_extreme *x = &a->extremes[i], *y = &b->extremes[i];
+		if (x->value != y->value || x->token != y->token || x->channel != y->channel) {
+			snprintf(why, size, "extreme %d: (%g, %lld, %d)/(%g, %lld, %d)", i, x->value,
+			         (long long)x->token, x->channel, y->value, (long long)y->token, y->channel);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static double relative(double got, double want, double scale)
+{
+	if (scale == 0)
+		return got == want ? 0 : INFINITY;
+	return fabs(got - want) / scale;
+}
+
+/* Moments within rel of the reference: mean against max(|mean|, std) (a mean
+ * near 0 has no relative precision of its own), std, mean |x|, skewness and
+ * kurtosis (absolute, scaled by 1 + |value|). */
+static int moments_close(const struct at_stats *got, const struct at_stats *ref, double rel,
+                         int track, char *why, size_t size)
+{
+	for (int64_t c = 0; c < ref->channels; c++) {
+		struct at_moments g, r;
+		at_stats_channel(got, c, &g);
+		at_stats_channel(ref, c, &r);
+		if (r.count < 2)
+			continue;
+		double std_ref = at_moments_std(&r), scale = fmax(fabs(r.mean), std_ref);
+		double e_mean = relative(g.mean, r.mean, scale);
+		double e_std = relative(at_moments_std(&g), std_ref, std_ref);
+		double e_abs = relative(g.abssum, r.abssum, fabs(r.abssum));
+		double e_skew = 0, e_kurt = 0;
+		if (std_ref > 0) {
+			double sk = at_moments_skewness(&r), ku = at_moments_kurtosis(&r);
+			e_skew = fabs(at_moments_skewness(&g) - sk) / (1 + fabs(sk));
+			e_kurt = fabs(at_moments_kurtosis(&g) - ku) / (1 + fabs(ku));
+		}
+		if (track) {
+			worst_mean_err = fmax(worst_mean_err, e_mean);
+			worst_std_err = fmax(worst_std_err, e_std);
+		}
+		if (!(e_mean <= rel && e_std <= rel && e_abs <= rel && e_skew <= rel && e_kurt <= rel)) {
+			snprintf(why, size,
+			         "channel %lld: errors mean %.3g std %.3g abssum %.3g skew %.3g kurt %.3g",
+			         (long long)c, e_mean, e_std, e_abs, e_skew, e_kurt);
+			return 0;
+		}
+	}
+	return 1;
+}
+
+static int same_samples(struct at_reader *a, struct at_reader *b, char *why, size_t size)
+{
+	const struct at_point_info *pa = at_reader_point(a, 0), *pb = at_reader_point(b, 0);
+	if (pa->samples != pb->samples || pa->samples_dropped != pb->samples_dropped) {
+		snprintf(why, size, "samples %lld/%lld dropped %lld/%lld", (long long)pa->samples,
+		         (long long)pb->samples, (long long)pa->samples_dropped,
+		         (long long)pb->samples_dropped);
+		return 0;
+	}
+	int64_t n = pa->samples, c = pa->channels;
+	if (n == 0)
+		return 1;
+	float *ra = malloc((size_t)(n * c) * sizeof *ra), *rb = malloc((size_t)(n * c) * sizeof *rb);
+	int64_t *ta = malloc((size_t)n * sizeof *ta), *tb = malloc((size_t)n * sizeof *tb);
+	struct at_error err;
+	int ok = ra && rb && ta && tb && !at_reader_read_samples(a, 0, 0, n, ra, ta, &err) &&
+	         !at_reader_read_samples(b, 0, 0, n, rb, tb, &err);
+	if (!ok)
+		snprintf(why, size, "cannot read samples");
+	else if (memcmp(ta, tb, (size_t)n * sizeof *ta) || memcmp(ra, rb, (size_t)(n * c) * sizeof *ra)) {
+		snprintf(why, size, "sampled rows or tokens differ");
+		ok = 0;
+	}
+	free(ra);
+	free(rb);
+	free(ta);
+	free(tb);
+	return ok;
+}
+
+static const char *dtype_name(enum at_dtype t)
+{
+	return t == AT_F32 ? "f32" : t == AT_F16 ? "f16" : "bf16";
+}
+
+static void run_case(const struct test_case *tc, const char *dir)
+{
+	char name[160], host_file[512], dev_file[512], why[512] = "";
+	snprintf(name, sizeof name, "%s %s %lldx%lldx%lld %s calls=%d%s", dtype_name(tc->dtype),
+	         tc->bct ? "bct" : "btc", (long long)tc->batches, (long long)tc->rows,
+	         (long long)tc->channels, kind_names[tc->kind], tc->calls,
+	         tc->policy == AT_SAMPLE_EVERY ? " every" : tc->policy == AT_SAMPLE_FIRST ? " first" : "");
+	snprintf(host_file, sizeof host_file, "%s/host.h5", dir);
+	snprintf(dev_file, sizeof dev_file, "%s/device.h5", dir);
+	struct tensor_data d;
+	struct reference ref;
+	make_data(tc, &d);
+	make_reference(tc, &d, &ref);
+	struct at_stats hs, ds;
+	struct at_reader *hr = NULL, *dr = NULL;
+	memset(&hs, 0, sizeof hs);
+	memset(&ds, 0, sizeof ds);
+	int ok = write_trace(tc, &d, HOST_PATH, host_file) == 0 &&
+	         write_trace(tc, &d, DEVICE_PATH, dev_file) == 0 && load(host_file, &hs, &hr) == 0 &&
+	         load(dev_file, &ds, &dr) == 0;
+	TAP_OK(ok, "%s: both paths write and read back", name);
+	if (ok) {
+		TAP_OK(exact_equal(&ds, &ref.s, why, sizeof why), "%s: device = reference exactly %s",
+		       name, why);
+		TAP_OK(exact_equal(&ds, &hs, why, sizeof why), "%s: device = host exactly %s", name, why);
+		TAP_OK(moments_close(&ds, &ref.s, 1e-6, 1, why, sizeof why),
+		       "%s: device moments = float64 reference %s", name, why);
+		TAP_OK(moments_close(&ds, &hs, 1e-6, 0, why, sizeof why), "%s: device moments = host %s",
+		       name, why);
+		if (tc->policy != AT_SAMPLE_NONE)
+			TAP_OK(same_samples(hr, dr, why, sizeof why), "%s: sampled rows = host %s", name, why);
+	}
+	at_stats_free(&hs);
+	at_stats_free(&ds);
+	at_stats_free(&ref.s);
+	at_reader_close(hr);
+	at_reader_close(dr);
+	free(d.raw);
+	free(d.values);
+	remove(host_file);
+	remove(dev_file);
+}
+
+#ifdef HAVE_DEVICE
+/* Calls the device path must refuse before queueing anything. */
+static void bad_calls(const char *dir)
+{
+	char file[512];
+	snprintf(file, sizeof file, "%s/bad.h5", dir);
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	struct at_error err;
+	struct at_writer *w;
+	int32_t id;
+	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
+	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err))
+		exit(99);
+	float host[8] = {0};
+	struct at_tensor t = {host, AT_F32, 1, 2, 4, 8, 4, 1};
+	int rc = at_writer_observe_device(w, id, &t, 0, NULL, &err);
+	TAP_OK(rc == AT_EINVAL && strstr(err.message, "not device memory"),
+	       "a host pointer is refused: %s", err.message);
+	t.channels = 5;
+	rc = at_writer_observe_device(w, id, &t, 0, NULL, &err);
+	TAP_OK(rc == AT_EINVAL, "a channel count that is not the point's is refused: %s", err.message);
+	rc = at_writer_observe_device(w, 7, &t, 0, NULL, &err);
+	TAP_OK(rc == AT_EINVAL, "an unknown point is refused: %s", err.message);
+	at_writer_abandon(w);
+	o.extremes = 1000;
+	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err))
+		exit(99);
+	void *dev = device_copy_of(host, sizeof host);
+	t.data = dev;
+	t.channels = 4;
+	rc = at_writer_observe_device(w, id, &t, 0, NULL, &err);
+	TAP_OK(rc == AT_EINVAL, "1000 extremes are refused on the device: %s", err.message);
+	device_free(dev);
+	at_writer_abandon(w);
+	remove(file);
+}
+#endif
+
+static void add_cases(int quick, int big)
+{
+	static const enum at_dtype dtypes[] = {AT_F32, AT_F16, AT_BF16};
+	for (int di = 0; di < 3; di++) {
+		for (int bct = 0; bct < 2; bct++) {
+			for (int kind = 0; kind < N_KINDS; kind++) {
+				if (quick && kind != NONFINITE && kind != OFFSET)
+					continue;
+				struct test_case tc = {dtypes[di], bct, 2, quick ? 40 : 150, 100, kind, 2,
+				                       AT_SAMPLE_NONE, 1, 1 << 20, 16};
+				if (kind == OUTLIERS) {
+					tc.policy = bct ? AT_SAMPLE_FIRST : AT_SAMPLE_EVERY;
+					tc.sample_n = bct ? 5 : 7;
+					tc.max_samples = 30;
+				}
+				if (kind == GAUSS) { /* odd channels: the scalar path and a partial tile */
+					tc.channels = 101;
+				}
+				run_case(&tc, getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+			}
+		}
+	}
+	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	/* enough rows to split them across blocks with shared-memory histograms */
+	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 3,
+	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
+	run_case(&split, dir);
+	/* one token, many channels: the thin shape */
+	struct test_case thin = {AT_BF16, 0, 1, 1, quick ? 700 : 4100, GAUSS, 1, AT_SAMPLE_NONE, 1,
+	                         1 << 20, 64};
+	run_case(&thin, dir);
+	if (!big)
+		return;
+	struct test_case large[] = {
+		{AT_BF16, 0, 4, 2048, 2048, OUTLIERS, 4, AT_SAMPLE_EVERY, 64, 1 << 20, 64},
+		{AT_F16, 1, 8, 512, 768, NONFINITE, 2, AT_SAMPLE_NONE, 1, 1 << 20, 256},
+		{AT_F32, 0, 2, 4096, 1000, OFFSET, 2, AT_SAMPLE_FIRST, 3, 1 << 20, 64},
+		{AT_BF16, 0, 1, 8192, 520, ZEROS, 1, AT_SAMPLE_NONE, 1, 1 << 20, 64},
+	};
+	for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
+		run_case(&large[i], dir);
+}
+
+int main(int argc, char **argv)
+{
+	int quick = argc > 1 && !strcmp(argv[1], "--quick");
+	int big = argc > 1 && !strcmp(argv[1], "--big");
+#ifndef HAVE_DEVICE
+	/* Built without CUDA: the device API must say so, clearly. */
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	struct at_error err;
+	struct at_writer *w;
+	int32_t id;
+	char file[512];
+	snprintf(file, sizeof file, "%s/nocuda-%ld.h5", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
+	         (long)getpid());
+	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
+	float dummy[8] = {0};
+	struct at_tensor t = {dummy, AT_F32, 1, 2, 4, 8, 4, 1};
+	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err)) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		return 99;
+	}
+	int rc = at_writer_observe_device(w, id, &t, 0, NULL, &err);
+	at_writer_abandon(w);
+	remove(file);
+	if (rc != AT_ENOSYS || !strstr(err.message, "built without CUDA")) {
+		printf("FAIL: observe_device without CUDA returned %s: %s\n", at_status_name(rc),
+		       err.message);
+		return 1;
+	}
+	if (at_cuda_available()) {
+		printf("FAIL: at_cuda_available() is 1 in a build without CUDA\n");
+		return 1;
+	}
+	printf("ok - without CUDA, observe_device says: %s\n", err.message);
+	printf("SKIP: no CUDA device (libacttrace built without CUDA)\n");
+	return 77;
+#else
+	if (!at_cuda_available()) {
+		printf("SKIP: no CUDA device\n");
+		return 77;
+	}
+	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	bad_calls(dir);
+	add_cases(quick, big);
+	printf("# largest relative error against float64: mean %.3g, std %.3g\n", worst_mean_err,
+	       worst_std_err);
+	return tap_done();
+#endif
+}
