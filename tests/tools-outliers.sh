@@ -53,6 +53,12 @@ awk -F'\t' 'NR > 1 && !($8 > $9) { bad = 1 } END { exit bad }' "$tmp/rows.tsv" |
 tail -n +2 "$tmp/rows.tsv" | cut -f 1,5 | sort >"$tmp/found"
 awk -F'\t' 'NR > 1 { print $1 "\t" $2 }' "$tmp/truth.tsv" | sort -u >"$tmp/planted"
 same_file "$tmp/planted" "$tmp/found"
+# --- planted channels are steady (std 0.2 sigma_c): the channel-wise criterion,
+# two-sided since half are shifted down, finds exactly the channel-mean plants
+trace-outliers -H -m tensor-sigma --two-sided "$tmp/tiny.h5" | cut -f 1,5 | sort >"$tmp/found"
+awk -F'\t' 'NR > 1 && $3 < 100 { print $1 "\t" $2 }' "$tmp/truth.tsv" | sort -u >"$tmp/planted"
+same_file "$tmp/planted" "$tmp/found"
+
 # --- the massive activations land on the first token of each sequence
 awk -F'\t' 'NR > 1 && $6 != 0 { bad = 1 } NR > 1 { n++ } END { exit bad || !n }' "$tmp/massive.tsv" ||
 	fail "massive activations off position 0, or none"

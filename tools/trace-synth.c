@@ -98,6 +98,7 @@ static uint64_t name_key(const char *name)
 
 #define MU_SPREAD 0.1        /* mu_c ~ N(0, MU_SPREAD^2) */
 #define LOG_SIGMA_SPREAD 0.2 /* sigma_c = exp(N(0, LOG_SIGMA_SPREAD^2)) */
+#define PLANTED_SPREAD 0.2   /* a planted channel's sigma_c is scaled by this */
 #define SCALE_FIRST 8.0      /* planted scale band at the first layer ... */
 #define SCALE_LAST 24.0      /* ... and at the last; a point's scales lie in [b, 1.5 b) */
 #define MASSIVE_MIN 800.0    /* massive activation magnitudes in [800, 1600) */
@@ -293,9 +294,15 @@ static void channel_constants(const struct synth_point *p, const struct point_pl
 		sigma[c] = exp(LOG_SIGMA_SPREAD *
 		               normal_at(hash4(seed, pp->key, STREAM(S_SIGMA), (uint64_t)c)));
 	}
-	for (int j = 0; j < pp->n_planted; j++)
-		if (!pp->planted[j].massive)
-			mu[pp->planted[j].channel] += pp->planted[j].sign * pp->planted[j].scale;
+	/* Outlier channels are shifted and steady: their values keep a similar
+	 * magnitude (the channel-wise outliers of the outlier-distribution
+	 * study, whose criterion asks std_c < 1/3). */
+	for (int j = 0; j < pp->n_planted; j++) {
+		if (pp->planted[j].massive)
+			continue;
+		mu[pp->planted[j].channel] += pp->planted[j].sign * pp->planted[j].scale;
+		sigma[pp->planted[j].channel] *= PLANTED_SPREAD;
+	}
 }
 
 /* ---------------------------------------------------------------- generation */
