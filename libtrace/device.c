@@ -86,7 +86,7 @@ void device_writer_free(void *device)
 /* Sampled rows on their way to the host may hold this much pinned and device
  * memory; past it, capture waits for the oldest copy (samples are never lost
  * to a slow writer, and statistics never wait for samples). */
-#define SAMPLE_BYTES_IN_FLIGHT ((size_t)256 << 20)
+#define SAMPLE_BYTES_IN_FLIGHT ((size_t)1 << 30)
 /* Buffers are kept for reuse in sizes of powers of two from 1 MiB. */
 #define SAMPLE_BUFFER_MIN ((size_t)1 << 20)
 

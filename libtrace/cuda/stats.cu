@@ -458,6 +458,27 @@ __device__ __forceinline__ void cursor_next(const launch_job &job, row_cursor &r
 	}
 }
 
+/* Up to UNROLL rows (fewer when `left` is smaller) of a lane's channels. */
+template <int D, bool VEC>
+__device__ __forceinline__ void load_rows(const launch_job &job, row_cursor &rc,
+                                          const int64_t *channel, const bool *valid, int64_t left,
+                                          float (&x)[UNROLL][LANE_CHANNELS])
+{
+	for (int u = 0; u < UNROLL; u++) {
+		if (u >= left)
+			break;
+		if (VEC) {
+			if (valid[0])
+				load_pair<D>(job.data, rc.offset + channel[0], x[u][0], x[u][1]);
+		} else {
+			for (int v = 0; v < LANE_CHANNELS; v++)
+				if (valid[v])
+					x[u][v] = load_one<D>(job.data, rc.offset + channel[v] * job.channel_stride);
+		}
+		cursor_next(job, rc);
+	}
+}
+
 /* The shift of a lane's channel: its first finite value in the warp's rows
  * (0 if none), so that the power sums are about a value inside the data. */
 template <int D>
@@ -526,24 +547,15 @@ fold_kernel(point_arrays p, launch_job job)
 			}
 		}
 
+		/* Software pipelining: the next rows are loaded while these are used,
+		 * so that two steps of loads are in flight per lane. */
 		row_cursor rc = cursor_at(job, g_begin < g_end ? g_begin : 0);
+		float x[UNROLL][LANE_CHANNELS] = {}, next[UNROLL][LANE_CHANNELS] = {};
+		load_rows<D, VEC>(job, rc, channel, valid, g_end - g_begin, x);
 		for (int64_t g = g_begin; g < g_end; g += UNROLL) {
 			const int n = g_end - g < UNROLL ? (int)(g_end - g) : UNROLL;
-			float x[UNROLL][LANE_CHANNELS];
-			for (int u = 0; u < UNROLL; u++) {
-				if (u < n) {
-					if (VEC) {
-						if (valid[0])
-							load_pair<D>(job.data, rc.offset + channel[0], x[u][0], x[u][1]);
-					} else {
-						for (int v = 0; v < LANE_CHANNELS; v++)
-							if (valid[v])
-								x[u][v] = load_one<D>(job.data,
-								                      rc.offset + channel[v] * job.channel_stride);
-					}
-					cursor_next(job, rc);
-				}
-			}
+			if (g + UNROLL < g_end)
+				load_rows<D, VEC>(job, rc, channel, valid, g_end - g - UNROLL, next);
 			bool staged = false;
 			for (int u = 0; u < UNROLL; u++) {
 				if (u >= n)
@@ -577,6 +589,9 @@ fold_kernel(point_arrays p, launch_job job)
 				__syncwarp();
 				floor_bits = warp_floor(h, heap, warp, k);
 			}
+			for (int u = 0; u < UNROLL; u++)
+				for (int v = 0; v < LANE_CHANNELS; v++)
+					x[u][v] = next[u][v];
 		}
 
 		/* this warp's partials replace its (empty) staging area */
@@ -702,6 +717,8 @@ struct cuda_point {
 	int32_t k;
 	int grid_cap;       /* most blocks a launch may have (pending is sized for it) */
 	int multiprocessors;
+	int resident_per_sm; /* blocks_per_multiprocessor(), 0 until asked */
+	size_t max_shared;  /* dynamic shared memory a block may have */
 	void *arrays;       /* one allocation: see point_layout */
 	size_t arrays_bytes, drained_bytes;
 	point_arrays dev;
@@ -807,6 +824,13 @@ int atc_point_create(cuda_point **out, int64_t channels, int hist, int32_t max_e
 	CUDA_TRY(cudaGetDevice(&device), "no current device");
 	CUDA_TRY(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device),
 	         "query the device");
+	int max_shared = 48 * 1024;
+#ifndef ATC_EMU
+	CUDA_TRY(cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
+	         "query the device");
+#else
+	max_shared = 1 << 20;
+#endif
 	cuda_point *p = static_cast<cuda_point *>(calloc(1, sizeof *p));
 	if (!p)
 		return at_fail(err, AT_ENOMEM, "CUDA: out of host memory");
@@ -815,6 +839,7 @@ int atc_point_create(cuda_point **out, int64_t channels, int hist, int32_t max_e
 	p->k = max_extremes;
 	p->multiprocessors = sms > 0 ? sms : 1;
 	p->grid_cap = 8 * p->multiprocessors;
+	p->max_shared = (size_t)max_shared;
 	p->dev.channels = channels;
 	p->dev.k = max_extremes;
 	p->arrays_bytes = point_layout(p, nullptr);
@@ -856,11 +881,33 @@ int64_t atc_point_rows_pending(const cuda_point *p)
 	return p ? p->rows_pending : 0;
 }
 
+typedef void (*fold_fn)(point_arrays, launch_job);
+
+template <int D> static fold_fn pick_kernel(bool vec, bool hist)
+{
+	if (vec)
+		return hist ? fold_kernel<D, true, true> : fold_kernel<D, true, false>;
+	return hist ? fold_kernel<D, false, true> : fold_kernel<D, false, false>;
+}
+
+static fold_fn pick_kernel(enum at_dtype dtype, bool vec, bool hist)
+{
+	switch (dtype) {
+	case AT_F16:
+		return pick_kernel<AT_F16>(vec, hist);
+	case AT_BF16:
+		return pick_kernel<AT_BF16>(vec, hist);
+	default:
+		return pick_kernel<AT_F32>(vec, hist);
+	}
+}
+
 /* ---- launch shape */
 
 struct launch_shape {
 	int nwarps, grid;
 	bool vec;
+	size_t shared;
 };
 
 static bool vector_path(const struct at_tensor *t)
@@ -871,10 +918,35 @@ static bool vector_path(const struct at_tensor *t)
 	       reinterpret_cast<uintptr_t>(t->data) % (2 * esize) == 0;
 }
 
-/* Splits of the rows so that tiles x splits fills the device twice over,
- * none thinner than 256 rows; few rows take one-warp blocks and count their
- * histogram straight into device memory. */
-static launch_shape plan(const cuda_point *p, const struct at_tensor *t, launch_job &job)
+/* Blocks of the fold kernel that fit on one multiprocessor at once, for a
+ * typical large call (8 warps, histogram in shared memory); asked once. */
+static int blocks_per_multiprocessor(cuda_point *p)
+{
+	if (p->resident_per_sm)
+		return p->resident_per_sm;
+	int blocks = 2; /* the emulation's guess: splits rows on its 3 "multiprocessors" */
+#ifndef ATC_EMU
+	size_t bytes = shared_bytes(MAX_WARPS, p->k, p->hist != 0);
+	fold_fn kernel = pick_kernel(AT_BF16, true, p->hist != 0);
+	if (bytes > p->max_shared ||
+	    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
+	        cudaSuccess ||
+	    cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, MAX_WARPS * WARP, bytes) !=
+	        cudaSuccess) {
+		cudaGetLastError();
+		blocks = 1;
+	}
+#endif
+	p->resident_per_sm = blocks > 0 ? blocks : 1;
+	return p->resident_per_sm;
+}
+
+/* Splits of the rows so that tiles x splits fill the resident blocks once
+ * (a second, partial wave would leave most of the device idle), none thinner
+ * than 256 rows; few rows take one-warp blocks and count their histogram
+ * straight into device memory.  Blocks shrink (fewer warps, then no shared
+ * histogram) where the device has less shared memory than they want. */
+static launch_shape plan(cuda_point *p, const struct at_tensor *t, launch_job &job)
 {
 	launch_shape s;
 	int64_t tiles = (p->channels + TILE - 1) / TILE, rows = job.total_rows;
@@ -884,7 +956,8 @@ static launch_shape plan(const cuda_point *p, const struct at_tensor *t, launch_
 		s.nwarps = 1;
 	} else {
 		s.nwarps = rows >= 8 * 16 ? MAX_WARPS : (int)((rows + 15) / 16);
-		int64_t want = (2 * p->multiprocessors + tiles - 1) / tiles;
+		int64_t resident = (int64_t)blocks_per_multiprocessor(p) * p->multiprocessors;
+		int64_t want = resident / tiles > 1 ? resident / tiles : 1;
 		int64_t most = rows / 256 > 1 ? rows / 256 : 1;
 		splits = want < most ? want : most;
 		if (splits > MAX_SPLITS)
@@ -893,7 +966,15 @@ static launch_shape plan(const cuda_point *p, const struct at_tensor *t, launch_
 	job.split_rows = (rows + splits - 1) / splits;
 	splits = (rows + job.split_rows - 1) / job.split_rows;
 	job.splits = (int32_t)splits;
-	job.hist_direct = job.split_rows < 256;
+	job.hist_direct = !p->hist || job.split_rows < 256;
+	while ((s.shared = shared_bytes(s.nwarps, p->k, !job.hist_direct)) > p->max_shared) {
+		if (s.nwarps > 1)
+			s.nwarps /= 2;
+		else if (!job.hist_direct)
+			job.hist_direct = 1;
+		else
+			break; /* the launch will say it does not fit */
+	}
 	int64_t items = tiles * splits;
 	job.items = (int32_t)items;
 	s.grid = (int)(items < p->grid_cap ? items : p->grid_cap);
@@ -914,27 +995,6 @@ static int ensure_scratch(cuda_point *p, int32_t splits, struct at_error *err)
 	p->dev.scratch = static_cast<partial *>(scratch);
 	p->scratch_splits = splits;
 	return AT_OK;
-}
-
-typedef void (*fold_fn)(point_arrays, launch_job);
-
-template <int D> static fold_fn pick_kernel(bool vec, bool hist)
-{
-	if (vec)
-		return hist ? fold_kernel<D, true, true> : fold_kernel<D, true, false>;
-	return hist ? fold_kernel<D, false, true> : fold_kernel<D, false, false>;
-}
-
-static fold_fn pick_kernel(enum at_dtype dtype, bool vec, bool hist)
-{
-	switch (dtype) {
-	case AT_F16:
-		return pick_kernel<AT_F16>(vec, hist);
-	case AT_BF16:
-		return pick_kernel<AT_BF16>(vec, hist);
-	default:
-		return pick_kernel<AT_F32>(vec, hist);
-	}
 }
 
 /* Kernels that need more than 48 KiB of shared memory must say so once. */
@@ -1001,7 +1061,7 @@ int atc_point_observe(cuda_point *p, const struct at_tensor *t, int64_t token_ba
 	status = ensure_scratch(p, job.splits, err);
 	if (status != AT_OK)
 		return status;
-	size_t bytes = shared_bytes(s.nwarps, p->k, p->hist && !job.hist_direct);
+	size_t bytes = s.shared;
 	fold_fn kernel = pick_kernel(t->dtype, s.vec, p->hist != 0);
 	status = allow_shared(kernel, bytes, err);
 	if (status != AT_OK)
