@@ -1,11 +1,10 @@
 """writer.py: a trace writer over libacttrace's at_writer_* calls, fed with
 torch tensors by pointer (no copies on the host path).
 
-A tensor reaches the library through a *path*: today only the host path
-exists (CPU tensors by pointer; CUDA tensors copied to the host first, in
-their own dtype).  choose_path() is where a device path (a device pointer
-plus torch.cuda.current_stream(), reduced on the GPU) will plug in once
-libacttrace exports one."""
+A tensor reaches the library through a *path* (choose_path): the host path
+(CPU tensors by pointer; CUDA tensors copied to the host first, in their own
+dtype), or, when libacttrace was built with CUDA, the device path (by device
+pointer on torch.cuda.current_stream(), reduced on the GPU)."""
 import ctypes
 import os
 import threading
@@ -127,11 +126,40 @@ class HostPath:
                                               ctypes.byref(err)), err)
 
 
+class DevicePath:
+    """CUDA memory by pointer, reduced on the GPU by libacttrace's fused kernel
+    on the current stream (at_writer_observe_device): no copy, no wait.  The
+    caching allocator only hands a freed block to work queued after ours on
+    the same stream, so the tensor may die once the hook returns."""
+    name = "device"
+
+    @staticmethod
+    def prepare(t):
+        return _supported(t.detach())
+
+    @staticmethod
+    def observe(handle, point_id, view, token_base):
+        err = _lib.at_error()
+        desc = view.at_tensor()
+        stream = torch.cuda.current_stream(view.tensor.device).cuda_stream
+        _lib.check(_lib.lib.at_writer_observe_device(handle, point_id, ctypes.byref(desc),
+                                                     token_base, ctypes.c_void_p(stream),
+                                                     ctypes.byref(err)), err)
+
+
+_cuda_in_library = None
+
+
 def choose_path(tensor):
-    """The path a tensor takes into the library.  libacttrace has no device
-    entry point yet (AT_ENOSYS), so every tensor takes the host path; a device
-    path would take CUDA tensors as they are, with torch.cuda.current_stream()."""
-    return HostPath
+    """The path a tensor takes into the library: CUDA tensors stay on the GPU
+    when libacttrace was built with CUDA and sees a device, everything else
+    goes through host memory."""
+    global _cuda_in_library
+    if tensor.device.type != "cuda":
+        return HostPath
+    if _cuda_in_library is None:
+        _cuda_in_library = bool(_lib.lib.at_cuda_available())
+    return DevicePath if _cuda_in_library else HostPath
 
 
 class Writer:
