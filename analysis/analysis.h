@@ -74,6 +74,8 @@ struct an_outliers {
 	double center, spread; /* the reference the scores are relative to (e.g. mu_grand, sigma_grand) */
 };
 void an_outliers_free(struct an_outliers *o);
+/* 1 when channel is flagged (flags sorted by channel: binary search). */
+int an_outliers_has(const struct an_outliers *o, int64_t channel);
 
 /* Channel criteria over one point's statistics (all methods; ratio and
  * massive flag the channels whose exact absmax passes, massive against a

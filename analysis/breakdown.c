@@ -3,27 +3,11 @@
  * Figure 4.1 (layers) and Table 4.2 (layer groups) report them. */
 #include "config.h"
 
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "analysis.h"
-
-static int set_error(struct at_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int set_error(struct at_error *err, int code, const char *fmt, ...)
-{
-	if (err) {
-		va_list ap;
-		va_start(ap, fmt);
-		vsnprintf(err->message, sizeof err->message, fmt, ap);
-		va_end(ap);
-		err->code = code;
-	}
-	return code;
-}
+#include "analysis-internal.h"
 
 static const char *point_name(const struct an_point_count *p)
 {
@@ -35,18 +19,18 @@ static int check_points(const struct an_point_count *points, int64_t n, enum an_
                         struct at_error *err)
 {
 	if (n < 0 || (n > 0 && !points))
-		return set_error(err, AT_EINVAL, "breakdown: no points given");
+		return an_fail(err, AT_EINVAL, "breakdown: no points given");
 	for (int64_t i = 0; i < n; i++) {
 		const struct an_point_count *p = &points[i];
 		if (p->channels < 0 || p->outliers < 0 || p->outliers > p->channels)
-			return set_error(err, AT_EINVAL, "breakdown: point %s: %lld outliers among %lld channels",
+			return an_fail(err, AT_EINVAL, "breakdown: point %s: %lld outliers among %lld channels",
 			                 point_name(p), (long long)p->outliers, (long long)p->channels);
 		const char *key = by == AN_BY_COMPONENT ? p->component : by == AN_BY_SITE ? p->site : "";
 		if (!key)
-			return set_error(err, AT_EINVAL, "breakdown: point %s has no %s", point_name(p),
+			return an_fail(err, AT_EINVAL, "breakdown: point %s has no %s", point_name(p),
 			                 by == AN_BY_COMPONENT ? "component" : "site");
 		if (strlen(key) >= sizeof ((struct an_row *)0)->key)
-			return set_error(err, AT_EINVAL, "breakdown: point %s: %s too long", point_name(p),
+			return an_fail(err, AT_EINVAL, "breakdown: point %s: %s too long", point_name(p),
 			                 by == AN_BY_COMPONENT ? "component" : "site");
 	}
 	return AT_OK;
@@ -135,7 +119,7 @@ static void finish_rows(struct an_row *rows, int64_t nrows, int64_t all_outliers
 static int add_counts(struct an_row *row, const struct an_point_count *p, struct at_error *err)
 {
 	if (row->channels > INT64_MAX - p->channels)
-		return set_error(err, AT_ERANGE, "breakdown: more than 2^63 channels");
+		return an_fail(err, AT_ERANGE, "breakdown: more than 2^63 channels");
 	row->channels += p->channels;
 	row->outliers += p->outliers;
 	return AT_OK;
@@ -165,7 +149,7 @@ static int total_row(const struct an_point_count *points, int64_t n, struct an_r
 	snprintf(row->key, sizeof row->key, "total");
 	int32_t *layers = malloc((size_t)(n ? n : 1) * sizeof *layers);
 	if (!layers)
-		return set_error(err, AT_ENOMEM, "breakdown: out of memory");
+		return an_fail(err, AT_ENOMEM, "breakdown: out of memory");
 	for (int64_t i = 0; i < n; i++) {
 		int rc = add_counts(row, &points[i], err);
 		if (rc) {
@@ -210,7 +194,7 @@ int an_breakdown(const struct an_point_count *points, int64_t n, enum an_breakdo
 	*rows = NULL;
 	*nrows = 0;
 	if (by != AN_BY_COMPONENT && by != AN_BY_LAYER && by != AN_BY_SITE)
-		return set_error(err, AT_EINVAL, "breakdown: unknown kind %d", (int)by);
+		return an_fail(err, AT_EINVAL, "breakdown: unknown kind %d", (int)by);
 	int rc = check_points(points, n, by, err);
 	if (rc)
 		return rc;
@@ -219,7 +203,7 @@ int an_breakdown(const struct an_point_count *points, int64_t n, enum an_breakdo
 	if (!sorted || !out) {
 		free(sorted);
 		free(out);
-		return set_error(err, AT_ENOMEM, "breakdown: out of memory");
+		return an_fail(err, AT_ENOMEM, "breakdown: out of memory");
 	}
 	for (int64_t i = 0; i < n; i++)
 		sorted[i] = &points[i];
@@ -280,13 +264,13 @@ static int check_group_order(const struct an_group *groups, int ngroups, const c
 	for (int i = 0; i < ngroups; i++) {
 		char this[32], prev[32];
 		if (groups[i].first < 0 || groups[i].first > groups[i].last)
-			return set_error(err, AT_EINVAL, "%s: range %d-%d runs backwards", where,
+			return an_fail(err, AT_EINVAL, "%s: range %d-%d runs backwards", where,
 			                 (int)groups[i].first, (int)groups[i].last);
 		if (i == 0 || groups[i].first > groups[i - 1].last)
 			continue;
 		group_name(&groups[i], this, sizeof this);
 		group_name(&groups[i - 1], prev, sizeof prev);
-		return set_error(err, AT_EINVAL, "%s: %s %s %s (groups must ascend without overlapping)",
+		return an_fail(err, AT_EINVAL, "%s: %s %s %s (groups must ascend without overlapping)",
 		                 where, this,
 		                 groups[i].last >= groups[i - 1].first ? "overlaps" : "comes before", prev);
 	}
@@ -299,15 +283,15 @@ int an_parse_groups(const char *spec, struct an_group **groups, int *ngroups,
 	*groups = NULL;
 	*ngroups = 0;
 	if (!spec || !*spec)
-		return set_error(err, AT_EINVAL, "layer groups: empty list (expected e.g. 0-8,9-17,18-25)");
+		return an_fail(err, AT_EINVAL, "layer groups: empty list (expected e.g. 0-8,9-17,18-25)");
 	size_t count = 1;
 	for (const char *s = spec; *s; s++)
 		count += *s == ',';
 	if (count > INT32_MAX)
-		return set_error(err, AT_EINVAL, "layer groups: too many groups");
+		return an_fail(err, AT_EINVAL, "layer groups: too many groups");
 	struct an_group *out = malloc(count * sizeof *out);
 	if (!out)
-		return set_error(err, AT_ENOMEM, "layer groups: out of memory");
+		return an_fail(err, AT_ENOMEM, "layer groups: out of memory");
 	const char *item = spec;
 	for (size_t i = 0; i < count; i++) {
 		size_t len = strcspn(item, ",");
@@ -317,7 +301,7 @@ int an_parse_groups(const char *spec, struct an_group **groups, int *ngroups,
 			end = parse_layer(end + 1, &out[i].last);
 		if (!end || end != item + len) {
 			free(out);
-			return set_error(err, AT_EINVAL,
+			return an_fail(err, AT_EINVAL,
 			                 "layer groups '%.100s': '%.*s' is not a layer N or a range A-B", spec,
 			                 (int)(len < 64 ? len : 64), item);
 		}
@@ -340,7 +324,7 @@ int an_breakdown_groups(const struct an_point_count *points, int64_t n,
 	*rows = NULL;
 	*nrows = 0;
 	if (ngroups <= 0 || !groups)
-		return set_error(err, AT_EINVAL, "layer groups: no group given");
+		return an_fail(err, AT_EINVAL, "layer groups: no group given");
 	int rc = check_points(points, n, AN_BY_LAYER, err);
 	if (!rc)
 		rc = check_group_order(groups, ngroups, NULL, err);
@@ -351,7 +335,7 @@ int an_breakdown_groups(const struct an_point_count *points, int64_t n,
 	if (!sorted || !out) {
 		free(sorted);
 		free(out);
-		return set_error(err, AT_ENOMEM, "layer groups: out of memory");
+		return an_fail(err, AT_ENOMEM, "layer groups: out of memory");
 	}
 	int64_t all_outliers = 0;
 	for (int64_t i = 0; i < n; i++) {

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "analysis.h"
+#include "analysis-internal.h"
 
 /* Leys et al. 2013 (after Rousseeuw and Croux 1993): 1.4826 MAD estimates the
  * standard deviation of a normal distribution. */
@@ -27,10 +27,7 @@ static const char *const stat_names[AN_STAT_COUNT] = {
 	[AN_STAT_STD] = "std", [AN_STAT_RMS] = "rms",
 };
 
-static int fail(struct at_error *err, int code, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static int fail(struct at_error *err, int code, const char *fmt, ...)
+int an_fail(struct at_error *err, int code, const char *fmt, ...)
 {
 	if (err) {
 		va_list ap;
@@ -116,14 +113,14 @@ static int check_positive(double v, const char *method, const char *what, struct
 {
 	if (v > 0 && isfinite(v))
 		return AT_OK;
-	return fail(err, AT_EINVAL, "%s: %s must be a positive number, not %g", method, what, v);
+	return an_fail(err, AT_EINVAL, "%s: %s must be a positive number, not %g", method, what, v);
 }
 
 static int check_share(double v, const char *method, const char *what, struct at_error *err)
 {
 	if (v > 0 && v <= 1)
 		return AT_OK;
-	return fail(err, AT_EINVAL, "%s: %s must be in (0, 1], not %g", method, what, v);
+	return an_fail(err, AT_EINVAL, "%s: %s must be in (0, 1], not %g", method, what, v);
 }
 
 static int check_method_params(const struct an_params *p, const char *name,
@@ -138,19 +135,19 @@ static int check_method_params(const struct an_params *p, const char *name,
 	case AN_KURTOSIS:
 		if (isfinite(p->k))
 			return AT_OK;
-		return fail(err, AT_EINVAL, "%s: k must be a finite number, not %g", name, p->k);
+		return an_fail(err, AT_EINVAL, "%s: k must be a finite number, not %g", name, p->k);
 	case AN_TENSOR_SIGMA:
 		if ((rc = check_positive(p->m, name, "m", err)))
 			return rc;
 		if (p->beta > 0) /* +inf drops the spread condition */
 			return AT_OK;
-		return fail(err, AT_EINVAL, "%s: beta must be a positive number or inf, not %g",
+		return an_fail(err, AT_EINVAL, "%s: beta must be a positive number or inf, not %g",
 		            name, p->beta);
 	case AN_RATIO:
 		return check_positive(p->tau, name, "tau", err);
 	case AN_MASSIVE:
 		if (!(p->massive_abs >= 0 && isfinite(p->massive_abs)))
-			return fail(err, AT_EINVAL,
+			return an_fail(err, AT_EINVAL,
 			            "%s: the absolute threshold must be a number >= 0, not %g", name,
 			            p->massive_abs);
 		return check_positive(p->massive_ratio, name, "the ratio to the median", err);
@@ -160,23 +157,23 @@ static int check_method_params(const struct an_params *p, const char *name,
 			return rc;
 		if (p->freq_layers >= 0 && p->freq_layers <= 1)
 			return AT_OK;
-		return fail(err, AT_EINVAL,
+		return an_fail(err, AT_EINVAL,
 		            "%s: the share of layers must be in [0, 1] (0: not required), not %g",
 		            name, p->freq_layers);
 	default:
-		return fail(err, AT_EINVAL, "unknown outlier method %d", (int)p->method);
+		return an_fail(err, AT_EINVAL, "unknown outlier method %d", (int)p->method);
 	}
 }
 
 static int check_params(const struct an_params *p, struct at_error *err)
 {
 	if (!p)
-		return fail(err, AT_EINVAL, "outlier criteria: no parameters");
+		return an_fail(err, AT_EINVAL, "outlier criteria: no parameters");
 	if ((int)p->method < 0 || p->method >= AN_METHOD_COUNT)
-		return fail(err, AT_EINVAL, "unknown outlier method %d", (int)p->method);
+		return an_fail(err, AT_EINVAL, "unknown outlier method %d", (int)p->method);
 	const char *name = method_names[p->method];
 	if (method_uses_stat(p->method) && ((int)p->stat < 0 || p->stat >= AN_STAT_COUNT))
-		return fail(err, AT_EINVAL, "%s: unknown statistic %d", name, (int)p->stat);
+		return an_fail(err, AT_EINVAL, "%s: unknown statistic %d", name, (int)p->stat);
 	return check_method_params(p, name, err);
 }
 
@@ -184,9 +181,9 @@ static int check_stats(const struct at_stats *s, struct at_error *err)
 {
 	if (!s || s->channels <= 0 || !s->count || !s->mean || !s->m2 || !s->m4 || !s->absmax ||
 	    !s->abssum)
-		return fail(err, AT_EINVAL, "outlier criteria: no statistics loaded");
+		return an_fail(err, AT_EINVAL, "outlier criteria: no statistics loaded");
 	if (s->n_extremes < 0 || (s->n_extremes > 0 && !s->extremes))
-		return fail(err, AT_EINVAL, "outlier criteria: bad extremes (%d)", (int)s->n_extremes);
+		return an_fail(err, AT_EINVAL, "outlier criteria: bad extremes (%d)", (int)s->n_extremes);
 	return AT_OK;
 }
 
@@ -194,7 +191,7 @@ static int check_hist(const struct at_stats *s, enum an_method m, struct at_erro
 {
 	if (s->hist || !method_needs_hist(m))
 		return AT_OK;
-	return fail(err, AT_ENOTFOUND,
+	return an_fail(err, AT_ENOTFOUND,
 	            "%s: trace has no histogram; this criterion needs the per-channel |x| "
 	            "histograms (load them with at_reader_load_stats)",
 	            method_names[m]);
@@ -521,12 +518,12 @@ int an_channel_outliers(const struct at_stats *s, const struct an_params *p,
 	out->channels = s->channels;
 	out->flags = malloc((size_t)s->channels * sizeof *out->flags);
 	if (!out->flags)
-		return fail(err, AT_ENOMEM, "%s: out of memory for %lld channels",
+		return an_fail(err, AT_ENOMEM, "%s: out of memory for %lld channels",
 		            method_names[p->method], (long long)s->channels);
 	rc = run_method(s, p, out);
 	if (rc) {
 		an_outliers_free(out);
-		return fail(err, rc, "%s: out of memory for %lld channels", method_names[p->method],
+		return an_fail(err, rc, "%s: out of memory for %lld channels", method_names[p->method],
 		            (long long)s->channels);
 	}
 	if (out->n == 0) {
@@ -560,7 +557,7 @@ static int compare_members(const void *pa, const void *pb)
 	return (a->point > b->point) - (a->point < b->point);
 }
 
-static int has_flag(const struct an_outliers *o, int64_t channel)
+int an_outliers_has(const struct an_outliers *o, int64_t channel)
 {
 	int64_t lo = 0, hi = o->n;
 	while (lo < hi) {
@@ -583,13 +580,13 @@ static int check_share_input(const struct an_point_count *points,
                              struct at_error *err)
 {
 	if (!(share > 0 && share <= 1))
-		return fail(err, AT_EINVAL, "layer share must be in (0, 1], not %g", share);
+		return an_fail(err, AT_EINVAL, "layer share must be in (0, 1], not %g", share);
 	if (n < 0 || (n > 0 && (!points || !per_point)))
-		return fail(err, AT_EINVAL, "layer share: no points");
+		return an_fail(err, AT_EINVAL, "layer share: no points");
 	for (int64_t i = 0; i < n; i++)
 		for (int64_t f = 1; f < per_point[i].n; f++)
 			if (per_point[i].flags[f - 1].channel >= per_point[i].flags[f].channel)
-				return fail(err, AT_EINVAL,
+				return an_fail(err, AT_EINVAL,
 				            "layer share: flags of point '%s' are not sorted by channel",
 				            points[i].point ? points[i].point : "?");
 	return AT_OK;
@@ -616,7 +613,7 @@ static int64_t layers_flagging(const struct site_member *members, int64_t m,
 	for (int64_t j = 0; j < m; j++) {
 		if (layers && members[j].layer == last_counted)
 			continue;
-		if (has_flag(&per_point[members[j].point], channel)) {
+		if (an_outliers_has(&per_point[members[j].point], channel)) {
 			layers++;
 			last_counted = members[j].layer;
 		}
@@ -688,7 +685,7 @@ int an_require_layer_share(const struct an_point_count *points, struct an_outlie
 	if (!members || !keep) {
 		free(members);
 		free_keep(keep, n);
-		return fail(err, AT_ENOMEM, "layer share: out of memory for %lld points", (long long)n);
+		return an_fail(err, AT_ENOMEM, "layer share: out of memory for %lld points", (long long)n);
 	}
 	for (int64_t start = 0, end; start < n; start = end) {
 		for (end = start + 1; end < n && !strcmp(members[end].site, members[start].site); end++)
@@ -869,10 +866,10 @@ static int check_element_input(const struct at_stats *s, const float *samples,
 	if (rc)
 		return rc;
 	if (!an_method_is_elementwise(p->method))
-		return fail(err, AT_EINVAL, "%s is not an element-wise criterion (ratio, massive)",
+		return an_fail(err, AT_EINVAL, "%s is not an element-wise criterion (ratio, massive)",
 		            method_names[p->method]);
 	if (nsamples < 0 || (nsamples > 0 && (!samples || !sample_tokens)))
-		return fail(err, AT_EINVAL, "%s: bad samples (%lld rows)", method_names[p->method],
+		return an_fail(err, AT_EINVAL, "%s: bad samples (%lld rows)", method_names[p->method],
 		            (long long)nsamples);
 	return check_hist(s, p->method, err);
 }
@@ -895,7 +892,7 @@ int an_element_outliers(const struct at_stats *s, const float *samples,
 	struct candidates list = { NULL, 0, 0 };
 	if (gather(s, samples, sample_tokens, nsamples, out->threshold, &list)) {
 		free(list.items);
-		return fail(err, AT_ENOMEM, "%s: out of memory for the flagged elements",
+		return an_fail(err, AT_ENOMEM, "%s: out of memory for the flagged elements",
 		            method_names[p->method]);
 	}
 	dedupe_and_rank(&list, out->reference);

@@ -87,6 +87,17 @@ void cli_warn(const char *file, const char *fmt, ...)
 	va_end(ap);
 }
 
+struct at_reader *cli_open_trace(const char *path)
+{
+	struct at_reader *r;
+	struct at_error err = {0};
+	if (at_reader_open(&r, path, &err))
+		cli_fail_at(&err);
+	if (!at_reader_info(r)->complete && !cli_quiet)
+		cli_warn(path, "warning: incomplete trace (complete=0): read as of its last checkpoint");
+	return r;
+}
+
 int cli_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out)
 {
 	char *end;

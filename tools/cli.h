@@ -27,6 +27,10 @@ _Noreturn void cli_fail(const char *file, const char *fmt, ...) __attribute__((f
 _Noreturn void cli_fail_at(const struct at_error *err);
 void cli_warn(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Open a trace or exit 1 with the reader's message; warn (unless -q) that an
+ * incomplete trace (complete=0) is read as of its last checkpoint. */
+struct at_reader *cli_open_trace(const char *path);
+
 /* Strict parsers: the whole string must be a number in range; 0 on success. */
 int cli_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_parse_double(const char *s, double *out);

@@ -512,12 +512,8 @@ int main(int argc, char **argv)
 	const char *path;
 	cli_init(argv[0]);
 	parse_args(argc, argv, &o, &path);
-	struct at_reader *r;
+	struct at_reader *r = cli_open_trace(path);
 	struct at_error err = {0};
-	if (at_reader_open(&r, path, &err))
-		cli_fail_at(&err);
-	if (!at_reader_info(r)->complete && !cli_quiet)
-		cli_warn(path, "warning: incomplete trace (complete=0): using its last checkpoint");
 	int32_t n = at_reader_info(r)->points;
 	struct an_point_count *points = trace_points(r, n);
 	if (o.input)

@@ -407,20 +407,9 @@ static void free_results(struct point_result *results, int32_t n)
 	free(results);
 }
 
-static struct at_reader *open_trace(const char *path)
-{
-	struct at_reader *r;
-	struct at_error err = {0};
-	if (at_reader_open(&r, path, &err))
-		cli_fail_at(&err);
-	if (!at_reader_info(r)->complete && !cli_quiet)
-		cli_warn(path, "warning: incomplete trace (complete=0): using its last checkpoint");
-	return r;
-}
-
 static void report_trace(const char *path, const struct options *o, struct output *out)
 {
-	struct at_reader *r = open_trace(path);
+	struct at_reader *r = cli_open_trace(path);
 	int32_t n;
 	int32_t *chosen = select_points(o, r, &n);
 	if (n == 0 && !cli_quiet)
@@ -572,7 +561,7 @@ static void sweep_free(struct sweep *sw)
 
 static void sweep_file(const char *path, const struct options *o, struct output *out)
 {
-	struct at_reader *r = open_trace(path);
+	struct at_reader *r = cli_open_trace(path);
 	struct sweep sw;
 	sweep_init(&sw, o);
 	sweep_trace(r, o, &sw);

@@ -295,17 +295,6 @@ static double percent(int64_t part, int64_t whole)
 	return whole > 0 ? 100.0 * (double)part / (double)whole : 0.0;
 }
 
-static struct at_reader *open_trace(const char *path)
-{
-	struct at_reader *r;
-	struct at_error err = {0};
-	if (at_reader_open(&r, path, &err))
-		cli_fail_at(&err);
-	if (!at_reader_info(r)->complete && !cli_quiet)
-		cli_warn(path, "warning: incomplete trace (complete=0): plotting its last checkpoint");
-	return r;
-}
-
 static void *xcalloc(size_t n, size_t size)
 {
 	void *p = calloc(n ? n : 1, size);
@@ -394,18 +383,6 @@ static void flag_points(struct at_reader *r, const struct options *o, const int3
 	free(counts);
 }
 
-static int is_flagged(const struct an_outliers *o, int64_t channel)
-{
-	int64_t lo = 0, hi = o->n;
-	while (lo < hi) {
-		int64_t mid = lo + (hi - lo) / 2;
-		if (o->flags[mid].channel < channel)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return lo < o->n && o->flags[lo].channel == channel;
-}
 
 /* Settings every template reads. */
 static void set_common(struct plot *pl, const struct options *o, const char *title,
@@ -436,7 +413,7 @@ static int write_bars(FILE *f, int32_t layer, const double *values, int64_t chan
 		for (int64_t c = first; c <= last; c++) {
 			if (!isnan(values[c]) && (isnan(height) || fabs(values[c]) > fabs(height)))
 				height = values[c];
-			red |= is_flagged(flags, c);
+			red |= an_outliers_has(flags, c);
 		}
 		if (isnan(height))
 			continue;
@@ -679,7 +656,7 @@ static void plot_channels(struct at_reader *r, const struct options *o, struct p
 		double v = values[mine][c];
 		if (isnan(v))
 			continue;
-		fprintf(f, "%lld\t%.9g\t%d\n", (long long)c, v, is_flagged(&per_point[mine], c));
+		fprintf(f, "%lld\t%.9g\t%d\n", (long long)c, v, an_outliers_has(&per_point[mine], c));
 		defined++;
 	}
 	plot_data_close(pl, f, "channels.dat");
@@ -974,7 +951,7 @@ int main(int argc, char **argv)
 		plot_begin(&pl);
 		plot_sweep(&o, &pl);
 	} else {
-		struct at_reader *r = open_trace(o.input);
+		struct at_reader *r = cli_open_trace(o.input);
 		plot_begin(&pl);
 		switch (o.kind) {
 		case KIND_BARS3D: plot_bars3d(r, &o, &pl); break;

@@ -200,12 +200,7 @@ int main(int argc, char **argv)
 	const char *path;
 	cli_init(argv[0]);
 	parse_args(argc, argv, &o, &path);
-	struct at_reader *r;
-	struct at_error err = {0};
-	if (at_reader_open(&r, path, &err))
-		cli_fail_at(&err);
-	if (!at_reader_info(r)->complete && !cli_quiet)
-		cli_warn(path, "warning: incomplete trace (complete=0): showing its last checkpoint");
+	struct at_reader *r = cli_open_trace(path);
 	if (o.info)
 		print_info(r, &o);
 	else if (o.point)
