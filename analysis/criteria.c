@@ -41,38 +41,41 @@ int an_fail(struct at_error *err, int code, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- names */
 
+/* Index of name in a table of names, or -1. */
+static int name_index(const char *const *names, int n, const char *name)
+{
+	for (int i = 0; name && i < n; i++)
+		if (strcmp(name, names[i]) == 0)
+			return i;
+	return -1;
+}
+
 const char *an_method_name(enum an_method m)
 {
-	if ((int)m < 0 || m >= AN_METHOD_COUNT)
-		return "unknown";
-	return method_names[m];
+	return (int)m < 0 || m >= AN_METHOD_COUNT ? "unknown" : method_names[m];
 }
 
 int an_method_parse(const char *name, enum an_method *out)
 {
-	for (int m = 0; name && m < AN_METHOD_COUNT; m++)
-		if (strcmp(name, method_names[m]) == 0) {
-			*out = (enum an_method)m;
-			return 0;
-		}
-	return AT_EINVAL;
+	int i = name_index(method_names, AN_METHOD_COUNT, name);
+	if (i < 0)
+		return AT_EINVAL;
+	*out = (enum an_method)i;
+	return 0;
 }
 
 const char *an_stat_name(enum an_stat s)
 {
-	if ((int)s < 0 || s >= AN_STAT_COUNT)
-		return "unknown";
-	return stat_names[s];
+	return (int)s < 0 || s >= AN_STAT_COUNT ? "unknown" : stat_names[s];
 }
 
 int an_stat_parse(const char *name, enum an_stat *out)
 {
-	for (int s = 0; name && s < AN_STAT_COUNT; s++)
-		if (strcmp(name, stat_names[s]) == 0) {
-			*out = (enum an_stat)s;
-			return 0;
-		}
-	return AT_EINVAL;
+	int i = name_index(stat_names, AN_STAT_COUNT, name);
+	if (i < 0)
+		return AT_EINVAL;
+	*out = (enum an_stat)i;
+	return 0;
 }
 
 int an_method_is_elementwise(enum an_method m)

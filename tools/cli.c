@@ -135,6 +135,22 @@ int cli_parse_format(const char *s, enum cli_format *out)
 	return -1;
 }
 
+enum cli_format cli_format_option(const char *arg)
+{
+	enum cli_format format;
+	if (cli_parse_format(arg, &format))
+		cli_usage_error("unknown format '%s' (tsv, csv or json)", arg);
+	return format;
+}
+
+int cli_digits_option(const char *arg)
+{
+	int64_t digits;
+	if (cli_parse_int64(arg, 1, 17, &digits))
+		cli_usage_error("--digits must be an integer from 1 to 17, not '%s'", arg);
+	return (int)digits;
+}
+
 /* ---------------------------------------------------------------- tables */
 
 static void put_json_string(FILE *out, const char *s)

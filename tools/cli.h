@@ -38,6 +38,10 @@ int cli_parse_double(const char *s, double *out);
 /* Tables: one header line (unless disabled), one row per thing. */
 enum cli_format { CLI_TSV, CLI_CSV, CLI_JSON };
 int cli_parse_format(const char *s, enum cli_format *out);
+/* The options every table-writing tool takes: -f/--format and -d/--digits;
+ * a bad value is a usage error (exit 2). */
+enum cli_format cli_format_option(const char *arg);
+int cli_digits_option(const char *arg);
 
 struct cli_table {
 	FILE *out;

@@ -128,7 +128,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 	                      .layer_max = INT32_MAX, .elements = -1};
 	copts_init(&o->criteria);
 	int opt, channels_only = 0;
-	int64_t digits;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
 		if (copts_handle(&o->criteria, opt, optarg))
@@ -140,16 +139,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'p': o->point_glob = optarg; break;
 		case OPT_COMPONENT: o->component = optarg; break;
 		case 'l': parse_layers(optarg, o); break;
-		case 'f':
-			if (cli_parse_format(optarg, &o->format))
-				cli_usage_error("unknown format '%s' (tsv, csv or json)", optarg);
-			break;
+		case 'f': o->format = cli_format_option(optarg); break;
 		case 'H': o->header = 0; break;
-		case 'd':
-			if (cli_parse_int64(optarg, 1, 17, &digits))
-				cli_usage_error("--digits must be an integer from 1 to 17, not '%s'", optarg);
-			o->digits = (int)digits;
-			break;
+		case 'd': o->digits = cli_digits_option(optarg); break;
 		case 'q': cli_quiet = 1; break;
 		case 'h': usage();
 		case OPT_VERSION: cli_version();

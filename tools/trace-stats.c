@@ -53,22 +53,14 @@ static void parse_args(int argc, char **argv, struct options *o, const char **pa
 	};
 	*o = (struct options){.format = CLI_TSV, .header = 1, .digits = 9};
 	int opt;
-	int64_t digits;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, "p:if:Hd:qh", longopts, NULL)) != -1) {
 		switch (opt) {
 		case 'p': o->point = optarg; break;
 		case 'i': o->info = 1; break;
-		case 'f':
-			if (cli_parse_format(optarg, &o->format))
-				cli_usage_error("unknown format '%s' (tsv, csv or json)", optarg);
-			break;
+		case 'f': o->format = cli_format_option(optarg); break;
 		case 'H': o->header = 0; break;
-		case 'd':
-			if (cli_parse_int64(optarg, 1, 17, &digits))
-				cli_usage_error("--digits must be an integer from 1 to 17, not '%s'", optarg);
-			o->digits = (int)digits;
-			break;
+		case 'd': o->digits = cli_digits_option(optarg); break;
 		case 'q': cli_quiet = 1; break;
 		case 'h': usage();
 		case OPT_VERSION: cli_version();

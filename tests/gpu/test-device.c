@@ -32,6 +32,35 @@
 /* ---------------------------------------------------------------- device memory */
 
 #ifdef HAVE_DEVICE
+/* A directory of this run's own: parallel test runs must not share files. */
+static char test_dir[512];
+
+static const char *private_dir(void)
+{
+	if (!test_dir[0]) {
+		const char *tmp = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+		snprintf(test_dir, sizeof test_dir, "%s/acttrace-device.XXXXXX", tmp);
+		if (!mkdtemp(test_dir)) {
+			perror("test-device: mkdtemp");
+			exit(99);
+		}
+	}
+	return test_dir;
+}
+
+static void remove_private_dir(void)
+{
+	static const char *const names[] = {"host.h5", "device.h5", "bad.h5"};
+	char path[600];
+	if (!test_dir[0])
+		return;
+	for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+		snprintf(path, sizeof path, "%s/%s", test_dir, names[i]);
+		remove(path);
+	}
+	rmdir(test_dir);
+}
+
 static void *device_copy_of(const void *host, size_t bytes)
 {
 	void *dev = NULL;
@@ -575,11 +604,11 @@ static void add_cases(int quick, int big)
 				if (kind == GAUSS) { /* odd channels: the scalar path and a partial tile */
 					tc.channels = 101;
 				}
-				run_case(&tc, getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
+				run_case(&tc, private_dir());
 			}
 		}
 	}
-	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	const char *dir = private_dir();
 	/* enough rows to split them across blocks with shared-memory histograms */
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 3,
 	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
@@ -641,11 +670,12 @@ int main(int argc, char **argv)
 		printf("SKIP: no CUDA device\n");
 		return 77;
 	}
-	const char *dir = getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp";
+	const char *dir = private_dir();
 	bad_calls(dir);
 	add_cases(quick, big);
 	printf("# largest relative error against float64: mean %.3g, std %.3g\n", worst_mean_err,
 	       worst_std_err);
+	remove_private_dir();
 	return tap_done();
 #endif
 }
