@@ -14,32 +14,11 @@
 #endif
 
 #include "internal.h"
+#define RNG_SEED 0x243f6a8885a308d3ull
+#include "rng.h"
 #include "tap.h"
 
 /* ---------------------------------------------------------------- helpers */
-
-static uint64_t rng_state = 0x243f6a8885a308d3ull;
-
-static uint64_t rng_next(void)
-{
-	/* splitmix64: deterministic, so failures reproduce */
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-/* Uniform in (0, 1), never 0, so logs and powers are safe. */
-static double rng_uniform(void)
-{
-	return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double rng_gauss(void)
-{
-	/* Box-Muller; the second variate is thrown away for simplicity */
-	return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
-}
 
 static void set_threads(int n)
 {

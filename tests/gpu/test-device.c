@@ -19,6 +19,7 @@
 
 #include "acttrace.h"
 #include "internal.h"
+#include "../rng.h"
 #include "../tap.h"
 
 #if defined(ATC_EMU)
@@ -92,26 +93,6 @@ static void device_free(void *dev)
 #endif
 
 /* ---------------------------------------------------------------- data */
-
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint64_t rng_next(void)
-{
-	uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
-	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-	z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-	return z ^ (z >> 31);
-}
-
-static double rng_uniform(void)
-{
-	return ((double)(rng_next() >> 11) + 0.5) / 9007199254740992.0;
-}
-
-static double rng_gauss(void)
-{
-	return sqrt(-2.0 * log(rng_uniform())) * cos(6.283185307179586 * rng_uniform());
-}
 
 enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, N_KINDS };
 static const char *const kind_names[] = {"gauss", "nan-inf", "offset-1e4", "outliers", "zeros"};
