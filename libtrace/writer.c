@@ -978,33 +978,30 @@ struct weight_summary {
 	double *row_absmax, *row_absmean, *col_absmax, *col_absmean;
 };
 
+/* absmax and mean |w| along each of n lines of len elements: element j of
+ * line i is at i * line_step + j * step.  Rows and columns alike. */
+static void summarise_lines(const struct at_tensor *t, int64_t n, int64_t line_step,
+                            int64_t len, int64_t step, double *absmax, double *absmean)
+{
+#pragma omp parallel for schedule(static)
+	for (int64_t i = 0; i < n; i++) {
+		double mx = 0, sum = 0;
+		for (int64_t j = 0; j < len; j++) {
+			double a = fabs((double)at_load(t->data, t->dtype, i * line_step + j * step));
+			mx = a > mx ? a : mx;
+			sum += a;
+		}
+		absmax[i] = mx;
+		absmean[i] = sum / (double)len;
+	}
+}
+
 static void summarise_weight(const struct at_tensor *t, struct weight_summary *s)
 {
-	int64_t rows = t->rows, cols = t->channels;
-#pragma omp parallel for schedule(static)
-	for (int64_t r = 0; r < rows; r++) {
-		double mx = 0, sum = 0;
-		for (int64_t c = 0; c < cols; c++) {
-			double a = fabs((double)at_load(t->data, t->dtype, r * t->row_stride +
-			                                                      c * t->channel_stride));
-			mx = a > mx ? a : mx;
-			sum += a;
-		}
-		s->row_absmax[r] = mx;
-		s->row_absmean[r] = sum / (double)cols;
-	}
-#pragma omp parallel for schedule(static)
-	for (int64_t c = 0; c < cols; c++) {
-		double mx = 0, sum = 0;
-		for (int64_t r = 0; r < rows; r++) {
-			double a = fabs((double)at_load(t->data, t->dtype, r * t->row_stride +
-			                                                      c * t->channel_stride));
-			mx = a > mx ? a : mx;
-			sum += a;
-		}
-		s->col_absmax[c] = mx;
-		s->col_absmean[c] = sum / (double)rows;
-	}
+	summarise_lines(t, t->rows, t->row_stride, t->channels, t->channel_stride, s->row_absmax,
+	                s->row_absmean);
+	summarise_lines(t, t->channels, t->channel_stride, t->rows, t->row_stride, s->col_absmax,
+	                s->col_absmean);
 }
 
 static int write_weight(struct at_writer *w, hid_t g, const struct at_tensor *t,
