@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "tsv.h"
 #include "plot-gnuplot.h"
 
 /* What gnuplot may say before we give up reading it. */
@@ -407,28 +408,6 @@ static void put_quoted(FILE *out, const char *s)
 	fputc('\'', out);
 }
 
-/* LaTeX sets the text of the tex terminal: its special characters, and |,
- * < and > (which text fonts draw as other glyphs), go through math mode. */
-static void put_latex(FILE *out, const char *s)
-{
-	for (; *s; s++) {
-		switch (*s) {
-		case '\\': fputs("\\textbackslash{}", out); break;
-		case '~': fputs("\\textasciitilde{}", out); break;
-		case '^': fputs("\\textasciicircum{}", out); break;
-		case '%': case '_': case '&': case '#': case '$': case '{': case '}':
-			fputc('\\', out);
-			fputc(*s, out);
-			break;
-		case '|': case '<': case '>':
-			fputc('$', out);
-			fputc(*s, out);
-			fputc('$', out);
-			break;
-		default: fputc(*s, out);
-		}
-	}
-}
 
 static void put_text(struct plot *p, FILE *out, const char *text)
 {
@@ -441,7 +420,7 @@ static void put_text(struct plot *p, FILE *out, const char *text)
 	FILE *mem = open_memstream(&escaped, &size);
 	if (!mem)
 		cli_fail(NULL, "out of memory");
-	put_latex(mem, text);
+	doc_put_latex(mem, text);
 	if (fclose(mem) != 0)
 		cli_fail(NULL, "out of memory");
 	put_quoted(out, escaped);

@@ -130,7 +130,7 @@ void tsv_close(struct tsv_reader *t)
 
 /* ---------------------------------------------------------------- papers */
 
-static void put_latex(FILE *out, const char *s)
+void doc_put_latex(FILE *out, const char *s)
 {
 	for (; *s; s++) {
 		switch (*s) {
@@ -140,6 +140,12 @@ static void put_latex(FILE *out, const char *s)
 		case '&': case '%': case '$': case '#': case '_': case '{': case '}':
 			fputc('\\', out);
 			fputc(*s, out);
+			break;
+		/* text fonts draw these as other glyphs: math mode draws them */
+		case '|': case '<': case '>':
+			fputc('$', out);
+			fputc(*s, out);
+			fputc('$', out);
 			break;
 		case '\t': case '\n': case '\r': fputc(' ', out); break;
 		default: fputc(*s, out);
@@ -167,7 +173,7 @@ static void put_markdown(FILE *out, const char *s)
 static void put_text(const struct doc_table *t, const char *s)
 {
 	if (t->style == DOC_LATEX)
-		put_latex(t->out, s);
+		doc_put_latex(t->out, s);
 	else
 		put_markdown(t->out, s);
 }
@@ -184,7 +190,7 @@ void doc_table_begin(struct doc_table *t, FILE *out, enum doc_style style, int h
 		for (int i = 0; i < ncolumns; i++) {
 			if (i)
 				fputs(" & ", out);
-			put_latex(out, columns[i]);
+			doc_put_latex(out, columns[i]);
 		}
 		fputs(" \\\\\n\\midrule\n", out);
 		return;

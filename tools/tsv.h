@@ -64,6 +64,10 @@ void doc_table_rule(struct doc_table *t);
 /* Close the table and check the output for write errors (exit 1 on failure). */
 void doc_table_end(struct doc_table *t);
 
+/* Text escaped for LaTeX: its special characters, and |, < and > in math
+ * mode; tabs and line breaks become spaces. */
+void doc_put_latex(FILE *out, const char *s);
+
 /* An integer with thousands separators, "1,545,216", as papers print counts. */
 void doc_format_count(char *buf, size_t size, int64_t value);
 
