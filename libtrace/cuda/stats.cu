@@ -5,21 +5,41 @@
  * with no host synchronization; they reach the host only when drained (at
  * checkpoints and close), where they merge exactly with the host path's.
  *
- * Work is cut into items: a tile of 64 channels by a split of the rows.  A
- * block takes items in turn (blockIdx.x, + gridDim.x, ...); inside it each
- * warp takes a contiguous share of the item's rows and each lane two of the
- * tile's channels, so a warp reads 64 (vector path: adjacent) channels of a
- * row at once.  A lane keeps power sums of x - shift in double, where the
- * shift is the first finite value it sees, so a large mean costs no digits;
- * the sums become central moments (Chan, Golub & LeVeque 1983) and the warps'
- * and splits' moments combine by Chan et al. 1979 / Pebay 2008, in a fixed
- * order, so a launch's result depends on the data and the launch shape only.
- * The histogram counts in shared memory ([bin][slot]: each lane always hits
- * its own bank) and adds to the device histogram when the item ends.
- * Extremes: each warp keeps a heap of its K best in shared memory; a lane
- * stages an element only when it beats the warp's K-th best (and the point's
- * K-th best from earlier launches), which is rare after the first rows; the
- * last block of a launch merges the blocks' K best into the point's. */
+ * The kernel is built to be bound by memory, not by instructions (see
+ * docs/BENCHMARKS-gpu.md for the budget: about 20 instructions an element at
+ * the H200's bandwidth).
+ *
+ * Work is cut into items: a tile of 128 channels by a split of the rows.  A
+ * block takes items in turn; inside it each warp takes a contiguous share of
+ * the item's rows and each lane four channels (on the vector path four
+ * adjacent ones, read with one 8- or 16-byte load per row), so a warp reads
+ * 128 channels of a row at once.  Rows are read in steps of 8, the next step's
+ * loads in flight while this one is folded.
+ *
+ * Moments: per step, a lane sums (x - F)^k, k = 1..4, and |x| in float, where
+ * F is a shift near the channel's mean (the median of the lane's first 8 rows,
+ * moved to the running mean whenever the mean drifts from it by more than half
+ * a standard deviation), then adds the step's sums to power sums in double.
+ * With |mean - F| small against the spread, the float sums over 8 terms lose
+ * nothing the tests can see (mean and std within 1e-7 of the std against
+ * float64); the double sums become central moments when the lane's rows are
+ * done (Chan, Golub & LeVeque 1983), and the warps' and splits' moments combine
+ * by Chan et al. 1979 / Pebay 2008 in a fixed order.  A step whose float sums
+ * are not finite (NaN/Inf in the data, or |x - F|^4 beyond float) or underflow
+ * is folded again from the registers in double, element by element, with the
+ * non-finite values counted apart; it costs nothing when the data are clean.
+ *
+ * Histogram: the bin of |x| is the exponent of |x|^4 (the bins are quarter
+ * octaves; for bf16 and f16 inputs x^2 is exact and x^4 rounds once, never
+ * across a power of two), so a bin costs two multiplies and a shift; f32
+ * inputs take the exact bit rule of accum.c.  Counts go to 16-bit counters in
+ * shared memory, one row per exponent ([row][lane] words: each lane always
+ * hits its own bank), and reach the device histogram when the item ends.
+ *
+ * Extremes: each warp keeps a heap of its K best in shared memory; an element
+ * is looked at only when |x| reaches the warp's floor (its K-th best, or the
+ * point's from earlier launches), which is rare after the first rows; the last
+ * block of a launch merges the blocks' K best into the point's. */
 #include <float.h>
 #include <math.h>
 #include <stdint.h>
@@ -36,6 +56,11 @@
 	kernel<<<grid, block, shared, stream>>>(__VA_ARGS__)
 #define ATC_NOINLINE __noinline__
 #endif
+#ifdef __CUDACC__
+#define ATC_UNROLL _Pragma("unroll")
+#else
+#define ATC_UNROLL
+#endif
 
 extern "C" {
 #include "internal.h"
@@ -45,15 +70,34 @@ extern "C" {
 namespace atc_kernels {
 
 constexpr int WARP = 32;
-constexpr int LANE_CHANNELS = 2;                  /* channels a lane folds */
+#ifndef ATC_LANE_CHANNELS
+#define ATC_LANE_CHANNELS 2
+#endif
+#ifndef ATC_MIN_BLOCKS
+#define ATC_MIN_BLOCKS 2
+#endif
+constexpr int LANE_CHANNELS = ATC_LANE_CHANNELS;  /* channels a lane folds */
 constexpr int TILE = WARP * LANE_CHANNELS;        /* channels of one work item */
 constexpr int MAX_WARPS = 8;
-constexpr int UNROLL = 4;                         /* rows a lane loads before using them */
-constexpr int STAGE = WARP * LANE_CHANNELS * UNROLL; /* extremes a warp can stage in one step */
-constexpr int MAX_SPLITS = 64;
+constexpr int STEP = 8;                           /* rows a lane loads before using them */
+constexpr int STAGE = WARP * LANE_CHANNELS;       /* extremes a warp can stage at once */
 constexpr int BINS = AT_HIST_BINS;
-constexpr uint32_t NO_EXTREMES = 0xffffffffu;     /* a floor no |x| reaches */
-constexpr uint32_t FINITE_LIMIT = 0x7f800000u;    /* |x| bits of +inf */
+constexpr float NO_FLOOR = INFINITY;              /* no finite |x| reaches it */
+
+/* Shared histogram rows: the biased exponent of |x|^4 (0..255), and a row for
+ * exact zeros.  Row 255 also holds NaN and Inf until a step's second pass takes
+ * them back out. */
+constexpr int HIST_ROWS = 257;
+constexpr int ZERO_ROW = 256;
+constexpr int NONFINITE_ROW = 255;
+constexpr int HIST_WORDS = TILE / 2;              /* two 16-bit counters a word */
+/* exponent of |x|^4 for the first log bin, |x| = 2^AT_HIST_MIN_EXP */
+constexpr int FIRST_LOG_ROW = 127 + AT_HIST_BINS_PER_OCTAVE * AT_HIST_MIN_EXP;
+static_assert(AT_HIST_BINS_PER_OCTAVE == 4, "the |x|^4 exponent gives quarter octaves");
+static_assert(FIRST_LOG_ROW > 0 && FIRST_LOG_ROW + AT_HIST_LOG_BINS < 255,
+              "the histogram's range fits the exponents of |x|^4");
+/* An item's rows per channel: what a 16-bit counter can count. */
+constexpr int64_t MAX_ITEM_ROWS = 65535;
 
 struct dev_extreme {
 	float value;
@@ -69,8 +113,6 @@ struct partial {
 	uint32_t nonfinite;
 };
 static_assert(sizeof(partial) == 64, "partial is 64 bytes");
-static_assert(STAGE * sizeof(dev_extreme) == TILE * sizeof(partial),
-              "a warp's staging area holds its partials once the rows are done");
 
 enum { N_BEST, HAS_FLOOR, N_PENDING, BLOCKS_DONE, N_COUNTERS };
 
@@ -90,10 +132,11 @@ struct point_arrays {
 	int32_t k;
 };
 
-/* One launch: the tensor and how it is cut. */
+/* One launch: rows g = 0 .. total_rows-1 at data + g * row_stride (the host
+ * folds batches into rows, or launches once per batch). */
 struct launch_job {
 	const void *data;
-	int64_t rows, batch_stride, row_stride, channel_stride;
+	int64_t row_stride, channel_stride;
 	int64_t token_base, total_rows, split_rows;
 	int32_t splits, items, hist_direct;
 };
@@ -106,13 +149,35 @@ struct block_header {
 };
 static_assert(sizeof(block_header) % 16 == 0, "block_header keeps 16-byte alignment");
 
-constexpr size_t HIST_SHARED_BYTES = (size_t)BINS * TILE * sizeof(uint32_t);
+constexpr size_t HIST_SHARED_BYTES = (size_t)HIST_ROWS * HIST_WORDS * sizeof(uint32_t);
 constexpr size_t WARP_STAGE_BYTES = STAGE * sizeof(dev_extreme);
 
-__host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared)
+/* The area after the header holds the item's histogram while rows are read,
+ * then the warps' partials while they are combined. */
+__host__ __device__ inline size_t area_bytes(int nwarps, bool hist_shared)
 {
-	return sizeof(block_header) + (hist_shared ? HIST_SHARED_BYTES : 0) +
-	       (size_t)nwarps * WARP_STAGE_BYTES + (size_t)nwarps * (size_t)k * sizeof(dev_extreme);
+	size_t parts = (size_t)nwarps * TILE * sizeof(partial);
+	return hist_shared && HIST_SHARED_BYTES > parts ? HIST_SHARED_BYTES : parts;
+}
+
+/* Rows in flight: on the vector path each warp copies its next steps into a
+ * ring of RING_STEPS steps in shared memory (cp.async), so that the bytes in
+ * flight do not depend on registers. */
+#ifndef ATC_RING_STEPS
+#define ATC_RING_STEPS 4
+#endif
+constexpr int RING_STEPS = ATC_RING_STEPS;
+
+__host__ __device__ inline size_t ring_bytes(int esize)
+{
+	return (size_t)RING_STEPS * STEP * TILE * (size_t)esize;
+}
+
+__host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared, size_t ring)
+{
+	return sizeof(block_header) + area_bytes(nwarps, hist_shared) +
+	       (size_t)nwarps * WARP_STAGE_BYTES + (size_t)nwarps * (size_t)k * sizeof(dev_extreme) +
+	       (size_t)nwarps * ring;
 }
 
 /* ---------------------------------------------------------------- elements */
@@ -139,6 +204,21 @@ __host__ __device__ __forceinline__ float float_of(uint32_t b)
 #endif
 }
 
+__device__ __forceinline__ bool is_finite(float x)
+{
+	return (bits_of(x) & 0x7fffffffu) < 0x7f800000u;
+}
+
+/* A lane's channels of one row, as loaded: words of two 16-bit values, or
+ * floats. */
+static_assert(LANE_CHANNELS % 2 == 0, "16-bit values come in pairs");
+template <int D> struct lane_row {
+	uint32_t w[LANE_CHANNELS / 2];
+};
+template <> struct lane_row<AT_F32> {
+	float f[LANE_CHANNELS];
+};
+
 template <int D> __device__ __forceinline__ float widen(uint32_t half_bits)
 {
 	if (D == AT_BF16)
@@ -150,30 +230,105 @@ template <int D> __device__ __forceinline__ float widen(uint32_t half_bits)
 #endif
 }
 
-template <int D> __device__ __forceinline__ float load_one(const void *data, int64_t i)
+/* Channel v of a loaded row. */
+template <int D> __device__ __forceinline__ float element(const lane_row<D> &r, int v)
 {
-	if (D == AT_F32)
-		return static_cast<const float *>(data)[i];
-	return widen<D>(static_cast<const uint16_t *>(data)[i]);
+	if (D == AT_BF16) /* the high half needs no shift: mask it */
+		return float_of(v & 1 ? r.w[v >> 1] & 0xffff0000u : r.w[v >> 1] << 16);
+	return widen<D>(v & 1 ? r.w[v >> 1] >> 16 : r.w[v >> 1] & 0xffffu);
+}
+template <> __device__ __forceinline__ float element<AT_F32>(const lane_row<AT_F32> &r, int v)
+{
+	return r.f[v];
 }
 
-/* Channels i and i+1 in one load (i even, the address aligned by the host). */
+template <int D> __device__ __forceinline__ void clear_row(lane_row<D> &r)
+{
+	memset(&r, 0, sizeof r);
+}
+
+/* One aligned load of n bytes, through the read-only cache. */
+#ifdef __CUDA_ARCH__
+template <size_t N> struct load_type;
+template <> struct load_type<4> {
+	typedef unsigned int type;
+};
+template <> struct load_type<8> {
+	typedef uint2 type;
+};
+template <> struct load_type<16> {
+	typedef uint4 type;
+};
+#endif
+
+/* A lane's channels of the row at p: adjacent ones in one load (the host
+ * checked the alignment), or one load each, channel_stride * WARP apart. */
+template <int D, bool VEC>
+__device__ __forceinline__ void load_row(const void *p, int64_t channel_stride, int valid,
+                                         lane_row<D> &r)
+{
+	if (VEC) {
+#ifdef __CUDA_ARCH__
+		typedef typename load_type<sizeof(lane_row<D>)>::type word;
+		word v = __ldg(static_cast<const word *>(p));
+		memcpy(&r, &v, sizeof r);
+#else
+		memcpy(&r, p, sizeof r);
+#endif
+		return;
+	}
+	/* scalar path: channel v of the lane is channel_stride * WARP * v away */
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		if (!(valid & (1 << v)))
+			continue;
+		int64_t at = (int64_t)v * WARP * channel_stride;
+		if (D == AT_F32) {
+			reinterpret_cast<float *>(&r)[v] = static_cast<const float *>(p)[at];
+		} else {
+			uint32_t h = static_cast<const uint16_t *>(p)[at];
+			uint32_t &w = reinterpret_cast<uint32_t *>(&r)[v >> 1];
+			w = v & 1 ? (w & 0xffffu) | (h << 16) : (w & 0xffff0000u) | h;
+		}
+	}
+}
+
+/* cp.async: copy `bytes` (0 or sizeof(lane_row<D>)) from global memory to
+ * shared memory without going through registers; zeros where bytes is 0. */
 template <int D>
-__device__ __forceinline__ void load_pair(const void *data, int64_t i, float &a, float &b)
+__device__ __forceinline__ void copy_async(lane_row<D> *dst, const void *src, int bytes)
 {
 #ifdef __CUDA_ARCH__
-	if (D == AT_F32) {
-		float2 v = *reinterpret_cast<const float2 *>(static_cast<const float *>(data) + i);
-		a = v.x;
-		b = v.y;
-	} else {
-		uint32_t w = *reinterpret_cast<const uint32_t *>(static_cast<const uint16_t *>(data) + i);
-		a = widen<D>(w & 0xffffu);
-		b = widen<D>(w >> 16);
-	}
+	unsigned to = (unsigned)__cvta_generic_to_shared(dst);
+	if (sizeof(lane_row<D>) == 4)
+		asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(to), "l"(src),
+		             "r"(bytes));
+	else if (sizeof(lane_row<D>) == 8)
+		asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(to), "l"(src),
+		             "r"(bytes));
+	else
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src),
+		             "r"(bytes));
 #else
-	a = load_one<D>(data, i);
-	b = load_one<D>(data, i + 1);
+	if (bytes)
+		memcpy(dst, src, sizeof *dst);
+	else
+		memset(dst, 0, sizeof *dst);
+#endif
+}
+
+__device__ __forceinline__ void copy_async_commit()
+{
+#ifdef __CUDA_ARCH__
+	asm volatile("cp.async.commit_group;\n" ::);
+#endif
+}
+
+/* Wait until at most `pending` of this thread's committed groups are still
+ * in flight. */
+template <int PENDING> __device__ __forceinline__ void copy_async_wait()
+{
+#ifdef __CUDA_ARCH__
+	asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING));
 #endif
 }
 
@@ -192,49 +347,87 @@ __device__ __forceinline__ int hist_bin(uint32_t abs_bits)
 	return biased == 255 ? BINS : bin;
 }
 
-/* Channel of a tile slot: slot = v * 32 + lane holds channel 2 * lane + v on
- * the vector path (a lane reads two adjacent channels) and the slot itself
+/* The shared-histogram row of x.  For bf16 and f16 values the exponent of
+ * |x|^4 is floor(4 log2 |x|) + 127 exactly: x^2 is exact in float and x^4
+ * rounds once, and no such value is within 2^-24 of a quarter-octave edge
+ * 2^(q/4) (they are irrational but for q = 0, where x^4 is exact).  f32
+ * values could be, so they take the bit rule. */
+template <int D> __device__ __forceinline__ int hist_row(float x)
+{
+	if (D == AT_F32) {
+		int bin = hist_bin(bits_of(x) & 0x7fffffffu);
+		if (bin == 0)
+			return ZERO_ROW;
+		if (bin == BINS)
+			return NONFINITE_ROW;
+		return bin == 1 ? FIRST_LOG_ROW - 1 : bin - 2 + FIRST_LOG_ROW;
+	}
+	float x2 = fabsf(x) * fabsf(x), x4 = x2 * x2;
+	return x == 0.0f ? ZERO_ROW : (int)(bits_of(x4) >> 23);
+}
+
+/* The histogram bin that a shared row counts into. */
+__device__ __forceinline__ int row_bin(int row)
+{
+	if (row == ZERO_ROW)
+		return 0;
+	if (row < FIRST_LOG_ROW)
+		return 1;
+	int bin = row - FIRST_LOG_ROW + 2;
+	return bin < BINS - 1 ? bin : BINS - 1;
+}
+
+/* Where a lane's channel v counts in a shared histogram row, and by how much:
+ * word v/2 * 32 + lane (bank = lane), the low or high half. */
+__device__ __forceinline__ int hist_word(int lane, int v)
+{
+	return (v >> 1) * WARP + lane;
+}
+__device__ __forceinline__ uint32_t hist_one(int v)
+{
+	return 1u << (16 * (v & 1));
+}
+
+/* Channel of a tile slot: slot = v * 32 + lane holds channel 4 * lane + v on
+ * the vector path (a lane reads four adjacent channels) and the slot itself
  * otherwise (a warp reads 32 adjacent channels at a time). */
 __host__ __device__ __forceinline__ int slot_channel(int slot, bool vec)
 {
-	return vec ? 2 * (slot % WARP) + slot / WARP : slot;
+	return vec ? LANE_CHANNELS * (slot % WARP) + slot / WARP : slot;
 }
 
 /* ---------------------------------------------------------------- moments */
 
+/* A lane's running sums for one channel: power sums of x - shift in double
+ * over its finite values, and their order statistics. */
 struct lane_sums {
-	double shift, s1, s2, s3, s4, abssum;
-	float shift_f, min, max, absmax;
+	double s1, s2, s3, s4, abssum;
+	float shift, min, max;
 	uint32_t nonfinite;
 };
 
-__device__ __forceinline__ void sums_init(lane_sums &a)
+__device__ __forceinline__ void sums_init(lane_sums &a, float shift)
 {
-	a.shift = a.s1 = a.s2 = a.s3 = a.s4 = a.abssum = 0.0;
-	a.shift_f = 0.0f;
-	a.min = a.max = a.absmax = float_of(0x7fffffffu);
+	a.s1 = a.s2 = a.s3 = a.s4 = a.abssum = 0.0;
+	a.shift = shift;
+	a.min = a.max = float_of(0x7fffffffu); /* NaN: fminf/fmaxf take the other */
 	a.nonfinite = 0;
 }
 
-/* One element.  A non-finite x is counted and replaced by the shift, which
- * adds nothing to the power sums; its |shift| in abssum is taken back in
- * sums_partial.  min/max/absmax see NaN instead, which fminf/fmaxf skip. */
-__device__ __forceinline__ void sums_add(lane_sums &a, float x, uint32_t abs_bits)
+/* Move the power sums of n values from about the shift to about the running
+ * mean (rounded to float), by the binomial expansion in double: done when the
+ * mean has drifted from the shift, so that the next steps' float sums keep
+ * their digits. */
+__device__ __forceinline__ void sums_recenter(lane_sums &a, double n)
 {
-	bool finite = abs_bits < FINITE_LIMIT;
-	float for_order = finite ? x : float_of(0x7fffffffu);
-	float for_moments = finite ? x : a.shift_f;
-	double d = (double)for_moments - a.shift;
-	double d2 = d * d;
-	a.s1 += d;
-	a.s2 += d2;
-	a.s3 += d2 * d;
-	a.s4 += d2 * d2;
-	a.abssum += fabs((double)for_moments);
-	a.min = fminf(a.min, for_order);
-	a.max = fmaxf(a.max, for_order);
-	a.absmax = fmaxf(a.absmax, fabsf(for_order));
-	a.nonfinite += finite ? 0u : 1u;
+	float shift = (float)((double)a.shift + a.s1 / n);
+	double e = (double)shift - (double)a.shift, e2 = e * e;
+	double s1 = a.s1, s2 = a.s2, s3 = a.s3;
+	a.s4 = a.s4 - 4.0 * e * s3 + 6.0 * e2 * s2 - 4.0 * e2 * e * s1 + n * e2 * e2;
+	a.s3 = s3 - 3.0 * e * s2 + 3.0 * e2 * s1 - n * e2 * e;
+	a.s2 = s2 - 2.0 * e * s1 + n * e2;
+	a.s1 = s1 - n * e;
+	a.shift = shift;
 }
 
 /* Power sums about the shift -> central moments about the mean (the
@@ -245,7 +438,7 @@ __device__ __forceinline__ partial sums_partial(const lane_sums &a, int64_t rows
 	p.nonfinite = a.nonfinite;
 	p.min = a.min;
 	p.max = a.max;
-	p.absmax = a.absmax;
+	p.absmax = fmaxf(fabsf(a.min), fabsf(a.max));
 	double n = (double)(rows - (int64_t)a.nonfinite);
 	p.n = n;
 	if (n <= 0) {
@@ -253,13 +446,15 @@ __device__ __forceinline__ partial sums_partial(const lane_sums &a, int64_t rows
 		return p;
 	}
 	double d = a.s1 / n, d2 = d * d;
-	p.mean = a.shift + d;
+	p.mean = (double)a.shift + d;
 	p.m2 = a.s2 - a.s1 * d;
 	p.m3 = a.s3 - 3.0 * d * a.s2 + 2.0 * n * d2 * d;
 	p.m4 = a.s4 - 4.0 * d * a.s3 + 6.0 * d2 * a.s2 - 3.0 * n * d2 * d2;
 	if (p.m2 < 0)
 		p.m2 = 0;
-	p.abssum = a.abssum - (double)a.nonfinite * fabs((double)a.shift_f);
+	if (p.m4 < 0)
+		p.m4 = 0;
+	p.abssum = a.abssum;
 	return p;
 }
 
@@ -397,118 +592,392 @@ __device__ __forceinline__ dev_extreme load_extreme(const dev_extreme *q)
 	return e;
 }
 
-/* |value| bits an element must reach to be staged by this warp. */
-__device__ __forceinline__ uint32_t warp_floor(const block_header *h, const dev_extreme *heap,
-                                               int warp, int k)
+/* |x| an element must reach to be looked at by this warp: the larger of the
+ * point's K-th best and the warp's, 0 while neither exists. */
+__device__ __forceinline__ float warp_floor(const block_header *h, const dev_extreme *heap,
+                                            int warp, int k)
 {
 	if (k == 0)
-		return NO_EXTREMES;
-	uint32_t floor_bits = h->has_global_floor ? bits_of(h->global_floor.value) & 0x7fffffffu : 0u;
-	if (h->heap_n[warp] == (uint32_t)k) {
-		uint32_t root = bits_of(heap[0].value) & 0x7fffffffu;
-		floor_bits = root > floor_bits ? root : floor_bits;
-	}
-	return floor_bits;
+		return NO_FLOOR;
+	float floor = h->has_global_floor ? fabsf(h->global_floor.value) : 0.0f;
+	if (h->heap_n[warp] == (uint32_t)k)
+		floor = fmaxf(floor, fabsf(heap[0].value));
+	return floor;
 }
 
 /* Rare path: x reached the floor; stage it if it beats the point's and the
  * warp's K-th best. */
-__device__ ATC_NOINLINE bool stage_extreme(block_header *h, dev_extreme *stage,
-                                           const dev_extreme *heap, int warp, int k, float x,
-                                           int64_t channel, int64_t token)
+__device__ __forceinline__ void stage_extreme(block_header *h, dev_extreme *stage,
+                                              const dev_extreme *heap, int warp, int k, float x,
+                                              int64_t channel, int64_t token)
 {
-	if ((bits_of(x) & 0x7fffffffu) >= FINITE_LIMIT)
-		return false;
 	dev_extreme e;
 	e.value = x;
 	e.channel = (int32_t)channel;
 	e.token = token;
 	if (h->has_global_floor && !before(e, h->global_floor))
-		return false;
+		return;
 	if (h->heap_n[warp] == (uint32_t)k && !before(e, heap[0]))
-		return false;
+		return;
 	uint32_t i = atomicAdd(&h->stage_n[warp], 1u);
 	stage[i] = e;
-	return true;
+}
+
+/* Lane 0 moves what the warp staged into its heap; the new floor for all. */
+__device__ __forceinline__ float warp_take_staged(block_header *h, dev_extreme *stage,
+                                                  dev_extreme *heap, int warp, int lane, int k)
+{
+	__syncwarp();
+	if (lane == 0) {
+		for (uint32_t i = 0; i < h->stage_n[warp]; i++)
+			heap_offer(heap, &h->heap_n[warp], k, stage[i]);
+		h->stage_n[warp] = 0;
+	}
+	__syncwarp();
+	return warp_floor(h, heap, warp, k);
 }
 
 /* ---------------------------------------------------------------- the kernel */
 
-/* Element offset of global row g (g = b * rows + r), advanced row by row. */
-struct row_cursor {
-	int64_t b, r, offset;
+enum hist_mode { HIST_NONE, HIST_SHARED, HIST_DIRECT };
+
+/* What a warp needs while it folds its rows of an item. */
+struct warp_ctx {
+	block_header *h;
+	uint32_t *hist;      /* the shared histogram (HIST_SHARED) */
+	dev_extreme *stage, *heap;
+	int warp, lane, k, valid; /* valid: bit v set when the lane's channel v exists */
+	int64_t channel[LANE_CHANNELS];
+	float floor;
 };
 
-__device__ __forceinline__ row_cursor cursor_at(const launch_job &job, int64_t g)
+/* Median of eight values (Batcher's 19-comparator network): a shift that one
+ * outlier among the first rows cannot drag away from the bulk. */
+__device__ __forceinline__ float median8(float (&a)[STEP])
 {
-	row_cursor rc;
-	rc.b = g / job.rows;
-	rc.r = g - rc.b * job.rows;
-	rc.offset = rc.b * job.batch_stride + rc.r * job.row_stride;
-	return rc;
+	static_assert(STEP == 8, "median8 sorts one step");
+#define ATC_CX(i, j)                              \
+	do {                                          \
+		float lo_ = fminf(a[i], a[j]), hi_ = fmaxf(a[i], a[j]); \
+		a[i] = lo_;                               \
+		a[j] = hi_;                               \
+	} while (0)
+	ATC_CX(0, 1); ATC_CX(2, 3); ATC_CX(4, 5); ATC_CX(6, 7);
+	ATC_CX(0, 2); ATC_CX(1, 3); ATC_CX(4, 6); ATC_CX(5, 7);
+	ATC_CX(1, 2); ATC_CX(5, 6); ATC_CX(0, 4); ATC_CX(3, 7);
+	ATC_CX(1, 5); ATC_CX(2, 6);
+	ATC_CX(1, 4); ATC_CX(3, 6);
+	ATC_CX(2, 4); ATC_CX(3, 5);
+	ATC_CX(3, 4);
+#undef ATC_CX
+	return a[4];
 }
 
-__device__ __forceinline__ void cursor_next(const launch_job &job, row_cursor &rc)
-{
-	rc.offset += job.row_stride;
-	if (++rc.r == job.rows) {
-		rc.r = 0;
-		rc.b++;
-		rc.offset = rc.b * job.batch_stride;
-	}
-}
-
-/* Up to UNROLL rows (fewer when `left` is smaller) of a lane's channels. */
-template <int D, bool VEC>
-__device__ __forceinline__ void load_rows(const launch_job &job, row_cursor &rc,
-                                          const int64_t *channel, const bool *valid, int64_t left,
-                                          float (&x)[UNROLL][LANE_CHANNELS])
-{
-	for (int u = 0; u < UNROLL; u++) {
-		if (u >= left)
-			break;
-		if (VEC) {
-			if (valid[0])
-				load_pair<D>(job.data, rc.offset + channel[0], x[u][0], x[u][1]);
-		} else {
-			for (int v = 0; v < LANE_CHANNELS; v++)
-				if (valid[v])
-					x[u][v] = load_one<D>(job.data, rc.offset + channel[v] * job.channel_stride);
-		}
-		cursor_next(job, rc);
-	}
-}
-
-/* The shift of a lane's channel: its first finite value in the warp's rows
- * (0 if none), so that the power sums are about a value inside the data. */
+/* The shift of channel v: the median of the first step's finite values (NaN
+ * and Inf count as 0), or the first row's value when the step is short. */
 template <int D>
-__device__ float first_finite(const launch_job &job, int64_t g, int64_t g_end, int64_t channel)
+__device__ __forceinline__ float first_shift(const lane_row<D> (&rows)[STEP], int n, int v)
 {
-	row_cursor rc = cursor_at(job, g);
-	for (; g < g_end; g++) {
-		float x = load_one<D>(job.data, rc.offset + channel * job.channel_stride);
-		if ((bits_of(x) & 0x7fffffffu) < FINITE_LIMIT)
-			return x;
-		cursor_next(job, rc);
+	float a[STEP];
+	for (int u = 0; u < STEP; u++) {
+		float x = element<D>(rows[u], v);
+		a[u] = is_finite(x) ? x : 0.0f;
 	}
-	return 0.0f;
+	return n == STEP ? median8(a) : a[0];
 }
 
-template <int D, bool VEC, bool HIST>
-__global__ void __launch_bounds__(MAX_WARPS * WARP)
+template <int D, bool VEC>
+__device__ __forceinline__ void load_step(const unsigned char *row0, int64_t row_bytes,
+                                          int64_t channel_stride, int valid, int n,
+                                          lane_row<D> (&rows)[STEP])
+{
+	for (int u = 0; u < STEP; u++) {
+		clear_row<D>(rows[u]);
+		if (u < n && valid)
+			load_row<D, VEC>(row0 + u * row_bytes, channel_stride, valid, rows[u]);
+	}
+}
+
+/* Where channel v of row u is, from the step's first row of the lane's first
+ * channel (the rare paths read the step again: it is in the caches, and the
+ * hot loop's rows stay in registers). */
+template <int D, bool VEC>
+__device__ __forceinline__ float reload(const unsigned char *row0, int64_t row_bytes,
+                                        int64_t channel_stride, int u, int v)
+{
+	int64_t at = VEC ? v : (int64_t)v * WARP * channel_stride;
+	const unsigned char *row = row0 + u * row_bytes;
+	if (D == AT_F32)
+		return reinterpret_cast<const float *>(row)[at];
+	return widen<D>(reinterpret_cast<const uint16_t *>(row)[at]);
+}
+
+/* A step of one channel folded in double, element by element. */
+struct refold_sums {
+	double s1, s2, s3, s4, abssum;
+	float min, max;
+	uint32_t nonfinite;
+};
+
+/* Rare path: a step's float sums of channel v were not finite (NaN or Inf in
+ * the data, or |x - shift|^4 beyond float) or underflowed: fold its values
+ * again in double, counting the non-finite ones apart and taking them back
+ * out of the histogram's row 255 (or last bin), where the fast path counted
+ * them.  Not inlined, so that the hot loop keeps its registers. */
+template <int D, bool VEC, int H>
+__device__ ATC_NOINLINE refold_sums refold_step(uint32_t *hist_word_at, uint32_t *hist_bin_at,
+                                                const unsigned char *row0, int64_t row_bytes,
+                                                int64_t channel_stride, int n, int v, float shift)
+{
+	refold_sums r;
+	r.s1 = r.s2 = r.s3 = r.s4 = r.abssum = 0.0;
+	r.min = r.max = float_of(0x7fffffffu);
+	r.nonfinite = 0;
+	for (int u = 0; u < n; u++) {
+		float x = reload<D, VEC>(row0, row_bytes, channel_stride, u, v);
+		if (!is_finite(x)) {
+			r.nonfinite++;
+			if (H == HIST_SHARED)
+				atomicAdd(hist_word_at, 0u - hist_one(v));
+			else if (H == HIST_DIRECT && hist_bin_at)
+				atomicAdd(hist_bin_at, 0xffffffffu);
+			continue;
+		}
+		double d = (double)x - (double)shift, d2 = d * d;
+		r.s1 += d;
+		r.s2 += d2;
+		r.s3 += d2 * d;
+		r.s4 += d2 * d2;
+		r.abssum += fabs((double)x);
+		r.min = fminf(r.min, x);
+		r.max = fmaxf(r.max, x);
+	}
+	return r;
+}
+
+/* Rare path: some element of the step reached the warp's floor.  Row by row,
+ * lanes stage what beats the K-th bests and lane 0 takes them into the heap
+ * (a row stages at most STAGE elements).  Returns the new floor. */
+template <int D, bool VEC>
+__device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, dev_extreme *heap,
+                                         int warp, int lane, int k, int valid, int64_t channel0,
+                                         int64_t channel_step, const unsigned char *row0,
+                                         int64_t row_bytes, int64_t channel_stride, int n,
+                                         int64_t token, float floor)
+{
+	for (int u = 0; u < n; u++) {
+		for (int v = 0; v < LANE_CHANNELS; v++) {
+			if (!(valid >> v & 1))
+				continue;
+			float x = reload<D, VEC>(row0, row_bytes, channel_stride, u, v);
+			if (is_finite(x) && fabsf(x) >= floor)
+				stage_extreme(h, stage, heap, warp, k, x, channel0 + v * channel_step,
+				              token + u);
+		}
+		floor = warp_take_staged(h, stage, heap, warp, lane, k);
+	}
+	return floor;
+}
+
+/* One step of n rows (FULL: n == STEP, no row checks) into the lane's sums,
+ * histogram and extremes.  This is the loop that must run at memory speed. */
+template <int D, bool VEC, bool FULL, int H>
+__device__ __forceinline__ void fold_step(const point_arrays &p, warp_ctx &w,
+                                          const lane_row<D> (&rows)[STEP], int n,
+                                          lane_sums (&s)[LANE_CHANNELS], int64_t token,
+                                          const unsigned char *row0, int64_t row_bytes,
+                                          int64_t channel_stride)
+{
+	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
+	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
+	bool hit = false;
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
+		tmin[v] = tmax[v] = float_of(0x7fffffffu);
+	}
+ATC_UNROLL
+	for (int u = 0; u < STEP; u++) {
+		if (!FULL && u >= n)
+			break;
+ATC_UNROLL
+		for (int v = 0; v < LANE_CHANNELS; v++) {
+			float x = element<D>(rows[u], v);
+			float d = x - s[v].shift, d2 = d * d;
+			t1[v] += d;
+			t2[v] += d2;
+			t3[v] = fmaf(d2, d, t3[v]);
+			t4[v] = fmaf(d2, d2, t4[v]);
+			ta[v] += fabsf(x);
+			tmin[v] = fminf(tmin[v], x);
+			tmax[v] = fmaxf(tmax[v], x);
+			if (H == HIST_SHARED) {
+				atomicAdd(&w.hist[hist_row<D>(x) * HIST_WORDS + hist_word(w.lane, v)],
+				          hist_one(v));
+			} else if (H == HIST_DIRECT && (w.valid >> v & 1)) {
+				atomicAdd(&p.hist[w.channel[v] * BINS + row_bin(hist_row<D>(x))], 1u);
+			}
+			hit |= fabsf(x) >= w.floor;
+		}
+	}
+	bool bad[LANE_CHANNELS], any_bad = false;
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		bad[v] = !(t4[v] <= FLT_MAX) || (t2[v] > 0.0f && t2[v] < 0x1p-60f);
+		any_bad |= bad[v];
+	}
+	if (__any_sync(0xffffffffu, any_bad)) {
+		for (int v = 0; v < LANE_CHANNELS; v++) {
+			if (!bad[v])
+				continue;
+			uint32_t *word = H == HIST_SHARED
+			                     ? &w.hist[NONFINITE_ROW * HIST_WORDS + hist_word(w.lane, v)]
+			                     : nullptr;
+			uint32_t *bin = H == HIST_DIRECT && (w.valid >> v & 1)
+			                    ? &p.hist[w.channel[v] * BINS + BINS - 1]
+			                    : nullptr;
+			refold_sums r = refold_step<D, VEC, H>(word, bin, row0, row_bytes, channel_stride,
+			                                       FULL ? STEP : n, v, s[v].shift);
+			t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
+			tmin[v] = r.min;
+			tmax[v] = r.max;
+			s[v].s1 += r.s1;
+			s[v].s2 += r.s2;
+			s[v].s3 += r.s3;
+			s[v].s4 += r.s4;
+			s[v].abssum += r.abssum;
+			s[v].nonfinite += r.nonfinite;
+		}
+	}
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		s[v].s1 += (double)t1[v];
+		s[v].s2 += (double)t2[v];
+		s[v].s3 += (double)t3[v];
+		s[v].s4 += (double)t4[v];
+		s[v].abssum += (double)ta[v];
+		s[v].min = fminf(s[v].min, tmin[v]);
+		s[v].max = fmaxf(s[v].max, tmax[v]);
+	}
+	if (w.k > 0 && __any_sync(0xffffffffu, hit))
+		w.floor = stage_step<D, VEC>(w.h, w.stage, w.heap, w.warp, w.lane, w.k, w.valid,
+		                             w.channel[0], w.channel[1] - w.channel[0], row0, row_bytes,
+		                             channel_stride, FULL ? STEP : n, token, w.floor);
+}
+
+/* Step j of a warp's rows into its slot of the ring (rows past the end and
+ * lanes without channels are zero-filled, reading nothing). */
+template <int D>
+__device__ __forceinline__ void ring_fill(lane_row<D> *ring, int lane, const void *fallback,
+                                          const unsigned char *lane_base, int64_t row_bytes,
+                                          int64_t g_begin, int64_t g_end, int64_t j, bool valid)
+{
+	int64_t g = g_begin + j * STEP;
+	lane_row<D> *slot = ring + (j % RING_STEPS) * STEP * WARP + lane;
+	for (int u = 0; u < STEP; u++) {
+		bool real = valid && g + u < g_end;
+		copy_async<D>(slot + u * WARP, real ? lane_base + (g + u) * row_bytes : fallback,
+		              real ? (int)sizeof(lane_row<D>) : 0);
+	}
+}
+
+/* A warp's rows [g_begin, g_end) of the item into its lanes' sums. */
+template <int D, bool VEC, int H>
+__device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_job &job,
+                                          warp_ctx &w, const unsigned char *lane_base,
+                                          int64_t g_begin, int64_t g_end,
+                                          lane_sums (&s)[LANE_CHANNELS], lane_row<D> *ring)
+{
+	const int64_t row_bytes = job.row_stride * (int64_t)(D == AT_F32 ? 4 : 2);
+	const int64_t steps = (g_end - g_begin + STEP - 1) / STEP;
+	if (VEC) {
+		for (int j = 0; j < RING_STEPS; j++) {
+			if (j < steps)
+				ring_fill<D>(ring, w.lane, job.data, lane_base, row_bytes, g_begin, g_end, j,
+				             w.valid != 0);
+			copy_async_commit();
+		}
+	}
+	int64_t rows = 0;
+	for (int64_t i = 0; i < steps; i++) {
+		const int64_t g = g_begin + i * STEP;
+		const int n = g_end - g < STEP ? (int)(g_end - g) : STEP;
+		const unsigned char *row0 = lane_base + g * row_bytes;
+		lane_row<D> cur[STEP];
+		if (VEC) {
+			copy_async_wait<RING_STEPS - 1>();
+			const lane_row<D> *slot = ring + (i % RING_STEPS) * STEP * WARP + w.lane;
+			for (int u = 0; u < STEP; u++)
+				cur[u] = slot[u * WARP];
+		} else {
+			load_step<D, VEC>(row0, row_bytes, job.channel_stride, w.valid, n, cur);
+		}
+		if (i == 0)
+			for (int v = 0; v < LANE_CHANNELS; v++)
+				sums_init(s[v], first_shift<D>(cur, n, v));
+		if (n == STEP)
+			fold_step<D, VEC, true, H>(p, w, cur, n, s, job.token_base + g, row0, row_bytes,
+			                           job.channel_stride);
+		else
+			fold_step<D, VEC, false, H>(p, w, cur, n, s, job.token_base + g, row0, row_bytes,
+			                            job.channel_stride);
+		rows += n;
+		if (i % 4 == 3) {
+			for (int v = 0; v < LANE_CHANNELS; v++) {
+				double nf = (double)(rows - (int64_t)s[v].nonfinite);
+				if (nf > 0 && s[v].s1 * s[v].s1 > 0.25 * nf * s[v].s2)
+					sums_recenter(s[v], nf);
+			}
+		}
+		if (VEC) { /* this step's slot is read: refill it RING_STEPS ahead */
+			if (i + RING_STEPS < steps)
+				ring_fill<D>(ring, w.lane, job.data, lane_base, row_bytes, g_begin, g_end,
+				             i + RING_STEPS, w.valid != 0);
+			copy_async_commit();
+		}
+	}
+	if (VEC)
+		copy_async_wait<0>();
+}
+
+/* The item's shared histogram into the point's: one thread per word. */
+__device__ void flush_hist(const point_arrays &p, const uint32_t *hist, int64_t c0, bool vec)
+{
+	for (int i = (int)threadIdx.x; i < HIST_ROWS * HIST_WORDS; i += (int)blockDim.x) {
+		uint32_t both = hist[i];
+		if (!both)
+			continue;
+		int row = i / HIST_WORDS, word = i % HIST_WORDS, bin = row_bin(row);
+		for (int half = 0; half < 2; half++) {
+			uint32_t seen = half ? both >> 16 : both & 0xffffu;
+			int v = 2 * (word / WARP) + half;
+			int64_t c = c0 + slot_channel(v * WARP + word % WARP, vec);
+			if (seen && c < p.channels)
+				atomicAdd(&p.hist[c * BINS + bin], seen);
+		}
+	}
+}
+
+template <int D, bool VEC, int H>
+__global__ void __launch_bounds__(MAX_WARPS * WARP, ATC_MIN_BLOCKS)
 fold_kernel(point_arrays p, launch_job job)
 {
 	ATC_DYNAMIC_SHARED(shared);
 	block_header *h = reinterpret_cast<block_header *>(shared);
-	const bool hist_shared = HIST && !job.hist_direct;
-	uint32_t *hist = reinterpret_cast<uint32_t *>(shared + sizeof(block_header));
-	unsigned char *warp_areas = shared + sizeof(block_header) + (hist_shared ? HIST_SHARED_BYTES : 0);
+	unsigned char *area = shared + sizeof(block_header);
 	const int nwarps = (int)(blockDim.x / WARP), warp = (int)(threadIdx.x / WARP);
 	const int lane = (int)(threadIdx.x % WARP), k = p.k;
-	dev_extreme *stage = reinterpret_cast<dev_extreme *>(warp_areas + warp * WARP_STAGE_BYTES);
-	partial *parts = reinterpret_cast<partial *>(warp_areas); /* [nwarps][TILE], over the stages */
+	unsigned char *warp_areas = area + area_bytes(nwarps, H == HIST_SHARED);
+	partial *parts = reinterpret_cast<partial *>(area); /* [nwarps][TILE], after the histogram */
 	dev_extreme *heaps = reinterpret_cast<dev_extreme *>(warp_areas + nwarps * WARP_STAGE_BYTES);
-	dev_extreme *heap = heaps + warp * k;
+	lane_row<D> *ring = reinterpret_cast<lane_row<D> *>(
+	                        reinterpret_cast<unsigned char *>(heaps + nwarps * k)) +
+	                    (size_t)warp * RING_STEPS * STEP * WARP;
+	warp_ctx w;
+	w.h = h;
+	w.hist = reinterpret_cast<uint32_t *>(area);
+	w.stage = reinterpret_cast<dev_extreme *>(warp_areas + warp * WARP_STAGE_BYTES);
+	w.heap = heaps + warp * k;
+	w.warp = warp;
+	w.lane = lane;
+	w.k = k;
 
 	if (threadIdx.x == 0) {
 		h->has_global_floor = k > 0 && p.counters[HAS_FLOOR];
@@ -517,11 +986,12 @@ fold_kernel(point_arrays p, launch_job job)
 	}
 	if (threadIdx.x < (unsigned)nwarps)
 		h->heap_n[threadIdx.x] = h->stage_n[threadIdx.x] = 0;
-	if (hist_shared)
-		for (int i = (int)threadIdx.x; i < BINS * TILE; i += (int)blockDim.x)
-			hist[i] = 0;
+	if (H == HIST_SHARED)
+		for (int i = (int)threadIdx.x; i < HIST_ROWS * HIST_WORDS; i += (int)blockDim.x)
+			w.hist[i] = 0;
 	__syncthreads();
-	uint32_t floor_bits = warp_floor(h, heap, warp, k);
+	w.floor = warp_floor(h, w.heap, warp, k);
+	const int esize = D == AT_F32 ? 4 : 2;
 
 	for (int item = (int)blockIdx.x; item < job.items; item += (int)gridDim.x) {
 		const int tile = item / job.splits, split = item % job.splits;
@@ -534,92 +1004,37 @@ fold_kernel(point_arrays p, launch_job job)
 		const int64_t g_begin = item_begin + warp * per_warp;
 		const int64_t g_end = g_begin + per_warp < item_end ? g_begin + per_warp : item_end;
 
-		lane_sums sums[LANE_CHANNELS];
-		int64_t channel[LANE_CHANNELS];
-		bool valid[LANE_CHANNELS];
+		w.valid = 0;
 		for (int v = 0; v < LANE_CHANNELS; v++) {
-			sums_init(sums[v]);
-			channel[v] = c0 + slot_channel(v * WARP + lane, VEC);
-			valid[v] = channel[v] < p.channels;
-			if (valid[v] && g_begin < g_end) {
-				sums[v].shift_f = first_finite<D>(job, g_begin, g_end, channel[v]);
-				sums[v].shift = (double)sums[v].shift_f;
-			}
+			w.channel[v] = c0 + slot_channel(v * WARP + lane, VEC);
+			if (w.channel[v] < p.channels)
+				w.valid |= 1 << v;
 		}
-
-		/* Software pipelining: the next rows are loaded while these are used,
-		 * so that two steps of loads are in flight per lane. */
-		row_cursor rc = cursor_at(job, g_begin < g_end ? g_begin : 0);
-		float x[UNROLL][LANE_CHANNELS] = {}, next[UNROLL][LANE_CHANNELS] = {};
-		load_rows<D, VEC>(job, rc, channel, valid, g_end - g_begin, x);
-		for (int64_t g = g_begin; g < g_end; g += UNROLL) {
-			const int n = g_end - g < UNROLL ? (int)(g_end - g) : UNROLL;
-			if (g + UNROLL < g_end)
-				load_rows<D, VEC>(job, rc, channel, valid, g_end - g - UNROLL, next);
-			bool staged = false;
-			for (int u = 0; u < UNROLL; u++) {
-				if (u >= n)
-					break;
-				for (int v = 0; v < LANE_CHANNELS; v++) {
-					if (!valid[v])
-						continue;
-					uint32_t abs_bits = bits_of(x[u][v]) & 0x7fffffffu;
-					sums_add(sums[v], x[u][v], abs_bits);
-					if (HIST) {
-						int bin = hist_bin(abs_bits);
-						if (bin < BINS) {
-							if (hist_shared)
-								atomicAdd(&hist[bin * TILE + v * WARP + lane], 1u);
-							else
-								atomicAdd(&p.hist[channel[v] * BINS + bin], 1u);
-						}
-					}
-					if (abs_bits >= floor_bits)
-						staged |= stage_extreme(h, stage, heap, warp, k, x[u][v], channel[v],
-						                        job.token_base + g + u);
-				}
-			}
-			if (k > 0 && __any_sync(0xffffffffu, staged)) {
-				__syncwarp();
-				if (lane == 0) {
-					for (uint32_t i = 0; i < h->stage_n[warp]; i++)
-						heap_offer(heap, &h->heap_n[warp], k, stage[i]);
-					h->stage_n[warp] = 0;
-				}
-				__syncwarp();
-				floor_bits = warp_floor(h, heap, warp, k);
-			}
-			for (int u = 0; u < UNROLL; u++)
-				for (int v = 0; v < LANE_CHANNELS; v++)
-					x[u][v] = next[u][v];
-		}
-
-		/* this warp's partials replace its (empty) staging area */
-		int64_t warp_rows = g_end > g_begin ? g_end - g_begin : 0;
-		__syncwarp();
+		const unsigned char *lane_base = static_cast<const unsigned char *>(job.data) +
+		                                 w.channel[0] * job.channel_stride * esize;
+		lane_sums s[LANE_CHANNELS];
 		for (int v = 0; v < LANE_CHANNELS; v++)
-			parts[warp * TILE + v * WARP + lane] = sums_partial(sums[v], warp_rows);
+			sums_init(s[v], 0.0f);
+		if (g_begin < g_end)
+			fold_rows<D, VEC, H>(p, job, w, lane_base, g_begin, g_end, s, ring);
+
+		__syncthreads(); /* every warp's counts are in */
+		if (H == HIST_SHARED)
+			flush_hist(p, w.hist, c0, VEC);
+		__syncthreads(); /* the histogram's area now takes the partials */
+		int64_t warp_rows = g_end > g_begin ? g_end - g_begin : 0;
+		for (int v = 0; v < LANE_CHANNELS; v++)
+			parts[warp * TILE + v * WARP + lane] = sums_partial(s[v], warp_rows);
 		__syncthreads();
 
-		if (hist_shared) {
-			for (int i = (int)threadIdx.x; i < BINS * TILE; i += (int)blockDim.x) {
-				uint32_t seen = hist[i];
-				if (!seen)
-					continue;
-				hist[i] = 0;
-				int64_t c = c0 + slot_channel(i % TILE, VEC);
-				if (c < p.channels)
-					atomicAdd(&p.hist[c * BINS + i / TILE], seen);
-			}
-		}
-		/* a thread per slot (blocks of fewer than 64 threads take several) */
+		/* a thread per slot */
 		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 			int64_t c = c0 + slot_channel(slot, VEC);
 			if (c >= p.channels)
 				continue;
 			partial block = parts[slot];
-			for (int w = 1; w < nwarps; w++)
-				block = combine(block, parts[w * TILE + slot]);
+			for (int i = 1; i < nwarps; i++)
+				block = combine(block, parts[i * TILE + slot]);
 			if (job.splits == 1)
 				fold_into_point(p, c, block);
 			else
@@ -637,24 +1052,29 @@ fold_kernel(point_arrays p, launch_job job)
 					if (c >= p.channels)
 						continue;
 					partial call = load_partial(&p.scratch[c]);
-					for (int s = 1; s < job.splits; s++)
-						call = combine(call, load_partial(&p.scratch[s * p.channels + c]));
+					for (int i = 1; i < job.splits; i++)
+						call = combine(call, load_partial(&p.scratch[i * p.channels + c]));
 					fold_into_point(p, c, call);
 				}
 				if (threadIdx.x == 0)
 					p.tile_done[tile] = 0;
 			}
 		}
-		__syncthreads(); /* parts and hist are the next item's */
+		__syncthreads(); /* the partials are read: the area is the next item's histogram */
+		if (H == HIST_SHARED) {
+			for (int i = (int)threadIdx.x; i < HIST_ROWS * HIST_WORDS; i += (int)blockDim.x)
+				w.hist[i] = 0;
+			__syncthreads();
+		}
 	}
 	if (k == 0)
 		return;
 
 	/* The block's K best, to the launch's pending list. */
 	if (threadIdx.x == 0) {
-		for (int w = 1; w < nwarps; w++)
-			for (uint32_t i = 0; i < h->heap_n[w]; i++)
-				heap_offer(heaps, &h->heap_n[0], k, heaps[w * k + i]);
+		for (int i = 1; i < nwarps; i++)
+			for (uint32_t j = 0; j < h->heap_n[i]; j++)
+				heap_offer(heaps, &h->heap_n[0], k, heaps[i * k + j]);
 		uint32_t n = h->heap_n[0];
 		if (n) {
 			uint32_t first = atomicAdd(&p.counters[N_PENDING], n);
@@ -689,23 +1109,26 @@ fold_kernel(point_arrays p, launch_job job)
 
 /* Sampled rows, in the tensor's own dtype, [n][channels] with channels
  * contiguous: one block per row. */
-__global__ void gather_kernel(launch_job job, int64_t channels, int esize,
-                              const int64_t *row_index, unsigned char *dst)
+__global__ void gather_kernel(const void *data, int64_t rows, int64_t batch_stride,
+                              int64_t row_stride, int64_t channel_stride, int64_t channels,
+                              int esize, const int64_t *row_index, int64_t n, unsigned char *dst)
 {
-	for (int64_t i = blockIdx.x; i < job.total_rows; i += gridDim.x) {
-		row_cursor rc = cursor_at(job, row_index[i]);
+	for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
+		int64_t g = row_index[i], b = g / rows, r = g - b * rows;
+		int64_t offset = b * batch_stride + r * row_stride;
 		unsigned char *out = dst + (size_t)i * (size_t)channels * (size_t)esize;
 		for (int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
-			int64_t at = rc.offset + c * job.channel_stride;
+			int64_t at = offset + c * channel_stride;
 			if (esize == 4)
-				reinterpret_cast<float *>(out)[c] = static_cast<const float *>(job.data)[at];
+				reinterpret_cast<float *>(out)[c] = static_cast<const float *>(data)[at];
 			else
-				reinterpret_cast<uint16_t *>(out)[c] = static_cast<const uint16_t *>(job.data)[at];
+				reinterpret_cast<uint16_t *>(out)[c] = static_cast<const uint16_t *>(data)[at];
 		}
 	}
 }
 
 } // namespace atc_kernels
+
 
 using namespace atc_kernels;
 
@@ -883,14 +1306,19 @@ int64_t atc_point_rows_pending(const cuda_point *p)
 
 typedef void (*fold_fn)(point_arrays, launch_job);
 
-template <int D> static fold_fn pick_kernel(bool vec, bool hist)
+template <int D, bool VEC> static fold_fn pick_kernel(int hist)
 {
-	if (vec)
-		return hist ? fold_kernel<D, true, true> : fold_kernel<D, true, false>;
-	return hist ? fold_kernel<D, false, true> : fold_kernel<D, false, false>;
+	if (hist == HIST_SHARED)
+		return fold_kernel<D, VEC, HIST_SHARED>;
+	return hist == HIST_DIRECT ? fold_kernel<D, VEC, HIST_DIRECT> : fold_kernel<D, VEC, HIST_NONE>;
 }
 
-static fold_fn pick_kernel(enum at_dtype dtype, bool vec, bool hist)
+template <int D> static fold_fn pick_kernel(bool vec, int hist)
+{
+	return vec ? pick_kernel<D, true>(hist) : pick_kernel<D, false>(hist);
+}
+
+static fold_fn pick_kernel(enum at_dtype dtype, bool vec, int hist)
 {
 	switch (dtype) {
 	case AT_F16:
@@ -905,17 +1333,47 @@ static fold_fn pick_kernel(enum at_dtype dtype, bool vec, bool hist)
 /* ---- launch shape */
 
 struct launch_shape {
-	int nwarps, grid;
+	int nwarps, grid, hist;
 	bool vec;
 	size_t shared;
 };
 
-static bool vector_path(const struct at_tensor *t)
+/* A launch reads rows g = 0 .. total_rows-1 at data + g * row_stride.  Batches
+ * fold into rows when they follow each other (or hold one row each);
+ * otherwise each batch is a launch of its own (batches() says how many). */
+static bool batches_fold(const struct at_tensor *t)
 {
+	return t->batches == 1 || t->rows == 1 || t->batch_stride == t->rows * t->row_stride;
+}
+
+static launch_job job_of(const struct at_tensor *t, int64_t batch, int64_t token_base)
+{
+	launch_job job;
+	memset(&job, 0, sizeof job);
 	size_t esize = at_dtype_size(t->dtype);
-	return t->channel_stride == 1 && t->channels % 2 == 0 && t->row_stride % 2 == 0 &&
-	       (t->batches == 1 || t->batch_stride % 2 == 0) &&
-	       reinterpret_cast<uintptr_t>(t->data) % (2 * esize) == 0;
+	job.channel_stride = t->channel_stride;
+	if (batches_fold(t)) {
+		job.data = t->data;
+		job.total_rows = t->batches * t->rows;
+		job.row_stride = t->rows == 1 && t->batches > 1 ? t->batch_stride : t->row_stride;
+		job.token_base = token_base;
+	} else {
+		job.data = static_cast<const unsigned char *>(t->data) + batch * t->batch_stride * esize;
+		job.total_rows = t->rows;
+		job.row_stride = t->row_stride;
+		job.token_base = token_base + batch * t->rows;
+	}
+	return job;
+}
+
+/* A lane reads its four channels in one 8-byte (16-bit types) or 16-byte
+ * (f32) load when they are adjacent and every row's start is aligned. */
+static bool vector_path(const launch_job &job, enum at_dtype dtype, int64_t channels)
+{
+	size_t esize = at_dtype_size(dtype);
+	return job.channel_stride == 1 && channels % LANE_CHANNELS == 0 &&
+	       job.row_stride % LANE_CHANNELS == 0 &&
+	       reinterpret_cast<uintptr_t>(job.data) % (LANE_CHANNELS * esize) == 0;
 }
 
 /* Blocks of the fold kernel that fit on one multiprocessor at once, for a
@@ -926,8 +1384,9 @@ static int blocks_per_multiprocessor(cuda_point *p)
 		return p->resident_per_sm;
 	int blocks = 2; /* the emulation's guess: splits rows on its 3 "multiprocessors" */
 #ifndef ATC_EMU
-	size_t bytes = shared_bytes(MAX_WARPS, p->k, p->hist != 0);
-	fold_fn kernel = pick_kernel(AT_BF16, true, p->hist != 0);
+	int hist = p->hist ? HIST_SHARED : HIST_NONE;
+	size_t bytes = shared_bytes(MAX_WARPS, p->k, hist == HIST_SHARED, ring_bytes(2));
+	fold_fn kernel = pick_kernel(AT_BF16, true, hist);
 	if (bytes > p->max_shared ||
 	    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
 	        cudaSuccess ||
@@ -943,38 +1402,42 @@ static int blocks_per_multiprocessor(cuda_point *p)
 
 /* Splits of the rows so that tiles x splits fill the resident blocks once
  * (a second, partial wave would leave most of the device idle), none thinner
- * than 256 rows; few rows take one-warp blocks and count their histogram
- * straight into device memory.  Blocks shrink (fewer warps, then no shared
- * histogram) where the device has less shared memory than they want. */
-static launch_shape plan(cuda_point *p, const struct at_tensor *t, launch_job &job)
+ * than 256 rows and none thicker than a 16-bit counter counts; few rows take
+ * one-warp blocks and count their histogram straight into device memory.
+ * Blocks shrink (fewer warps, then no shared histogram) where the device has
+ * less shared memory than they want. */
+static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 {
 	launch_shape s;
 	int64_t tiles = (p->channels + TILE - 1) / TILE, rows = job.total_rows;
-	s.vec = vector_path(t);
+	s.vec = vector_path(job, dtype, p->channels);
 	int64_t splits = 1;
 	if (rows <= 32) {
 		s.nwarps = 1;
 	} else {
-		s.nwarps = rows >= 8 * 16 ? MAX_WARPS : (int)((rows + 15) / 16);
+		s.nwarps = rows >= MAX_WARPS * 16 ? MAX_WARPS : (int)((rows + 15) / 16);
 		int64_t resident = (int64_t)blocks_per_multiprocessor(p) * p->multiprocessors;
 		int64_t want = resident / tiles > 1 ? resident / tiles : 1;
 		int64_t most = rows / 256 > 1 ? rows / 256 : 1;
 		splits = want < most ? want : most;
-		if (splits > MAX_SPLITS)
-			splits = MAX_SPLITS;
 	}
+	int64_t fewest = (rows + MAX_ITEM_ROWS - 1) / MAX_ITEM_ROWS;
+	if (splits < fewest)
+		splits = fewest;
 	job.split_rows = (rows + splits - 1) / splits;
 	splits = (rows + job.split_rows - 1) / job.split_rows;
 	job.splits = (int32_t)splits;
-	job.hist_direct = !p->hist || job.split_rows < 256;
-	while ((s.shared = shared_bytes(s.nwarps, p->k, !job.hist_direct)) > p->max_shared) {
+	s.hist = !p->hist ? HIST_NONE : job.split_rows < 256 ? HIST_DIRECT : HIST_SHARED;
+	size_t ring = s.vec ? ring_bytes((int)at_dtype_size(dtype)) : 0;
+	while ((s.shared = shared_bytes(s.nwarps, p->k, s.hist == HIST_SHARED, ring)) > p->max_shared) {
 		if (s.nwarps > 1)
 			s.nwarps /= 2;
-		else if (!job.hist_direct)
-			job.hist_direct = 1;
+		else if (s.hist == HIST_SHARED)
+			s.hist = HIST_DIRECT;
 		else
 			break; /* the launch will say it does not fit */
 	}
+	job.hist_direct = s.hist == HIST_DIRECT;
 	int64_t items = tiles * splits;
 	job.items = (int32_t)items;
 	s.grid = (int)(items < p->grid_cap ? items : p->grid_cap);
@@ -1013,20 +1476,6 @@ static int allow_shared(fold_fn kernel, size_t bytes, struct at_error *err)
 	return AT_OK;
 }
 
-static launch_job job_of(const struct at_tensor *t, int64_t token_base)
-{
-	launch_job job;
-	memset(&job, 0, sizeof job);
-	job.data = t->data;
-	job.rows = t->rows;
-	job.batch_stride = t->batch_stride;
-	job.row_stride = t->row_stride;
-	job.channel_stride = t->channel_stride;
-	job.token_base = token_base;
-	job.total_rows = t->batches * t->rows;
-	return job;
-}
-
 static int check_device_pointer(const void *data, struct at_error *err)
 {
 	cudaPointerAttributes a;
@@ -1048,30 +1497,61 @@ static int check_device_pointer(const void *data, struct at_error *err)
 	return AT_OK;
 }
 
+/* CUDA graphs: a kernel captured into a graph would fold the same tokens at
+ * every replay, with the token coordinates of the capture; refuse instead. */
+static int check_not_capturing(cudaStream_t st, struct at_error *err)
+{
+#ifndef ATC_EMU
+	cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+	CUDA_TRY(cudaStreamIsCapturing(st, &capture), "query the stream's capture status");
+	if (capture != cudaStreamCaptureStatusNone)
+		return at_fail(err, AT_EINVAL,
+		               "CUDA: the stream is being captured into a CUDA graph: acttrace records "
+		               "each forward as it runs and cannot record graph replays (capture "
+		               "without CUDA graphs, e.g. torch.compile mode other than "
+		               "\"reduce-overhead\")");
+#else
+	(void)st;
+	(void)err;
+#endif
+	return AT_OK;
+}
+
+static int launch_fold(cuda_point *p, launch_job &job, enum at_dtype dtype, cudaStream_t st,
+                       struct at_error *err)
+{
+	launch_shape s = plan(p, job, dtype);
+	int status = ensure_scratch(p, job.splits, err);
+	if (status != AT_OK)
+		return status;
+	fold_fn kernel = pick_kernel(dtype, s.vec, s.hist);
+	status = allow_shared(kernel, s.shared, err);
+	if (status != AT_OK)
+		return status;
+	ATC_LAUNCH(kernel, dim3((unsigned)s.grid), dim3((unsigned)(s.nwarps * WARP)), s.shared, st,
+	           p->dev, job);
+	CUDA_TRY(cudaGetLastError(), "launch the statistics kernel");
+	return AT_OK;
+}
+
 int atc_point_observe(cuda_point *p, const struct at_tensor *t, int64_t token_base, void *stream,
                       struct at_error *err)
 {
-	launch_job job = job_of(t, token_base);
-	if (job.total_rows == 0)
+	if (t->batches * t->rows == 0)
 		return AT_OK;
-	int status = check_device_pointer(t->data, err);
-	if (status != AT_OK)
-		return status;
-	launch_shape s = plan(p, t, job);
-	status = ensure_scratch(p, job.splits, err);
-	if (status != AT_OK)
-		return status;
-	size_t bytes = s.shared;
-	fold_fn kernel = pick_kernel(t->dtype, s.vec, p->hist != 0);
-	status = allow_shared(kernel, bytes, err);
-	if (status != AT_OK)
-		return status;
 	cudaStream_t st = static_cast<cudaStream_t>(stream);
-	ATC_LAUNCH(kernel, dim3((unsigned)s.grid), dim3((unsigned)(s.nwarps * WARP)), bytes, st, p->dev,
-	           job);
-	CUDA_TRY(cudaGetLastError(), "launch the statistics kernel");
+	int status = check_not_capturing(st, err);
+	if (status == AT_OK)
+		status = check_device_pointer(t->data, err);
+	int64_t launches = batches_fold(t) ? 1 : t->batches;
+	for (int64_t b = 0; status == AT_OK && b < launches; b++) {
+		launch_job job = job_of(t, b, token_base);
+		status = launch_fold(p, job, t->dtype, st, err);
+	}
+	if (status != AT_OK)
+		return status;
 	p->last_stream = st;
-	p->rows_pending += job.total_rows;
+	p->rows_pending += t->batches * t->rows;
 	return AT_OK;
 }
 
@@ -1168,13 +1648,12 @@ int atc_gather_rows(const struct at_tensor *t, const int64_t *row_index_device, 
 {
 	if (n <= 0)
 		return AT_OK;
-	launch_job job = job_of(t, 0);
-	job.total_rows = n;
 	int esize = (int)at_dtype_size(t->dtype);
 	unsigned grid = (unsigned)(n < 4096 ? n : 4096);
 	cudaStream_t st = static_cast<cudaStream_t>(stream);
-	ATC_LAUNCH(gather_kernel, dim3(grid), dim3(256), 0, st, job, t->channels, esize,
-	           row_index_device, static_cast<unsigned char *>(dst));
+	ATC_LAUNCH(gather_kernel, dim3(grid), dim3(256), 0, st, t->data, t->rows, t->batch_stride,
+	           t->row_stride, t->channel_stride, t->channels, esize, row_index_device, n,
+	           static_cast<unsigned char *>(dst));
 	CUDA_TRY(cudaGetLastError(), "launch the sampling kernel");
 	return AT_OK;
 }

@@ -8,7 +8,8 @@
 #      transformers).
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
-# (steps: build test sanitize kernel llama; default all).
+# (steps: build test sanitize kernel profile llama; default all but profile).
+# NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -74,7 +75,7 @@ if step build; then
 		for f in h5util error accum codec zstd-filter writer reader device; do
 			gcc $CFLAGS -c "libtrace/$f.c" -o "$B/obj/$f.o"
 		done
-		"$NVCC" -std=c++17 -O3 -gencode arch=compute_90,code=sm_90 \
+		"$NVCC" -std=c++17 -O3 ${NVCC_EXTRA:-} -gencode arch=compute_90,code=sm_90 \
 			-gencode arch=compute_75,code=compute_75 -Xptxas -v -Xcompiler -fPIC \
 			-Ilibtrace -Ilibtrace/cuda -c libtrace/cuda/stats.cu -o "$B/obj/stats.o"
 		gcc -shared -fopenmp -o "$B/libacttrace.so" "$B"/obj/*.o $HDF5_LIBS -lzstd \
@@ -127,6 +128,26 @@ fi
 if step kernel; then
 	run bench-kernel 300 "$B/bench-kernel" --json "$OUT/bench-kernel.json" || true
 	cat "$OUT/bench-kernel.log" | tee -a "$summary"
+	ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
+		run bench-kernel-py 300 python3 tests/gpu/bench-kernel.py \
+		--json "$OUT/bench-kernel-py.json" || true
+	cat "$OUT/bench-kernel-py.log" | tee -a "$summary"
+fi
+
+# ncu: the fold kernel of one large bf16 call, and its machine code
+if step profile; then
+	CUOBJDUMP=$(dirname "$NVCC")/cuobjdump
+	"$CUOBJDUMP" -sass "$B/obj/stats.o" >"$OUT/stats.sass" 2>&1 || true
+	run ncu 300 ncu --kernel-name regex:fold_kernel --launch-skip 3 --launch-count 1 \
+		--section SpeedOfLight --section Occupancy --section WarpStateStats \
+		--section InstructionStats --section MemoryWorkloadAnalysis --section LaunchStats \
+		--section SourceCounters --import-source no -f -o "$OUT/fold" \
+		"$B/bench-kernel" || true
+	ncu --import "$OUT/fold.ncu-rep" >"$OUT/ncu.log" 2>&1 || true
+	ncu --import "$OUT/fold.ncu-rep" --page source --csv --print-source sass \
+		>"$OUT/ncu-source.csv" 2>&1 || true
+	grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Ipc|Stall|Block Limit|Executed Ipc|Local|Executed Instructions " \
+		"$OUT/ncu.log" | head -n 40 | tee -a "$summary"
 fi
 
 if step llama; then

@@ -2,7 +2,9 @@
  * path and a float64 reference, for every dtype, both layouts ([B, T, C] and
  * [B, C, T]), NaN/Inf, a large offset, outlier channels and zeros: counts,
  * histograms, min/max/absmax and extremes must be equal, moments close
- * (relative error <= 1e-6, the largest seen is printed), sampled rows equal.
+ * (mean and std within 1e-7 of the std, the rest within 1e-6 relative; the
+ * largest errors seen are printed), sampled rows equal; a stream captured into
+ * a CUDA graph is refused.
  * Three builds of one source: against CUDA (a GPU; exit 77 "SKIP" when there
  * is none), against the CPU emulation of the kernels (-DATC_EMU, make check),
  * and without CUDA, where it checks that the device API says "built without
@@ -418,7 +420,7 @@ static double relative(double got, double want, double scale)
  * near 0 has no relative precision of its own), std, mean |x|, skewness and
  * kurtosis (absolute, scaled by 1 + |value|). */
 static int moments_close(const struct at_stats *got, const struct at_stats *ref, double rel,
-                         int track, char *why, size_t size)
+                         double rel_mean_std, int track, char *why, size_t size)
 {
 	for (int64_t c = 0; c < ref->channels; c++) {
 		struct at_moments g, r;
@@ -440,7 +442,8 @@ static int moments_close(const struct at_stats *got, const struct at_stats *ref,
 			worst_mean_err = fmax(worst_mean_err, e_mean);
 			worst_std_err = fmax(worst_std_err, e_std);
 		}
-		if (!(e_mean <= rel && e_std <= rel && e_abs <= rel && e_skew <= rel && e_kurt <= rel)) {
+		if (!(e_mean <= rel_mean_std && e_std <= rel_mean_std && e_abs <= rel &&
+		      e_skew <= rel && e_kurt <= rel)) {
 			snprintf(why, size,
 			         "channel %lld: errors mean %.3g std %.3g abssum %.3g skew %.3g kurt %.3g",
 			         (long long)c, e_mean, e_std, e_abs, e_skew, e_kurt);
@@ -510,9 +513,10 @@ static void run_case(const struct test_case *tc, const char *dir)
 		TAP_OK(exact_equal(&ds, &ref.s, why, sizeof why), "%s: device = reference exactly %s",
 		       name, why);
 		TAP_OK(exact_equal(&ds, &hs, why, sizeof why), "%s: device = host exactly %s", name, why);
-		TAP_OK(moments_close(&ds, &ref.s, 1e-6, 1, why, sizeof why),
+		/* mean and std within 1e-7 of the std (the issue's bar), the rest 1e-6 */
+		TAP_OK(moments_close(&ds, &ref.s, 1e-6, 1e-7, 1, why, sizeof why),
 		       "%s: device moments = float64 reference %s", name, why);
-		TAP_OK(moments_close(&ds, &hs, 1e-6, 0, why, sizeof why), "%s: device moments = host %s",
+		TAP_OK(moments_close(&ds, &hs, 1e-6, 2e-7, 0, why, sizeof why), "%s: device moments = host %s",
 		       name, why);
 		if (tc->policy != AT_SAMPLE_NONE)
 			TAP_OK(same_samples(hr, dr, why, sizeof why), "%s: sampled rows = host %s", name, why);
@@ -565,6 +569,57 @@ static void bad_calls(const char *dir)
 	at_writer_abandon(w);
 	remove(file);
 }
+
+#ifndef ATC_EMU
+/* A forward captured into a CUDA graph would replay our kernel with the
+ * tokens of the capture: the library refuses while the stream captures, and
+ * the trace stays as it was (the statistics of the calls before). */
+static void graph_capture(const char *dir)
+{
+	char file[512];
+	snprintf(file, sizeof file, "%s/graph.h5", dir);
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	struct at_error err;
+	struct at_writer *w;
+	int32_t id;
+	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
+	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err))
+		exit(99);
+	float host[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+	void *dev = device_copy_of(host, sizeof host);
+	struct at_tensor t = {dev, AT_F32, 1, 2, 4, 8, 4, 1};
+	cudaStream_t stream;
+	if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess)
+		exit(99);
+	int before = at_writer_observe_device(w, id, &t, 0, stream, &err);
+	cudaGraph_t graph = NULL;
+	int rc = AT_OK;
+	if (cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal) == cudaSuccess) {
+		rc = at_writer_observe_device(w, id, &t, 2, stream, &err);
+		cudaStreamEndCapture(stream, &graph);
+	}
+	TAP_OK(before == AT_OK && rc == AT_EINVAL && strstr(err.message, "CUDA graph"),
+	       "observing while the stream is captured into a CUDA graph is refused: %s",
+	       err.message);
+	if (graph)
+		cudaGraphDestroy(graph);
+	int closed = at_writer_close(w, &err);
+	struct at_reader *r = NULL;
+	struct at_stats s;
+	int ok = closed == AT_OK && at_reader_open(&r, file, &err) == AT_OK &&
+	         at_reader_load_stats(r, 0, &s, &err) == AT_OK;
+	TAP_OK(ok && s.count[0] == 2 && s.count[3] == 2 && s.max[3] == 8,
+	       "the refused call left the trace as the call before made it");
+	if (ok)
+		at_stats_free(&s);
+	if (r)
+		at_reader_close(r);
+	cudaStreamDestroy(stream);
+	device_free(dev);
+	remove(file);
+}
+#endif
 #endif
 
 static void add_cases(int quick, int big)
@@ -653,6 +708,9 @@ int main(int argc, char **argv)
 	}
 	const char *dir = private_dir();
 	bad_calls(dir);
+#ifndef ATC_EMU
+	graph_capture(dir);
+#endif
 	add_cases(quick, big);
 	printf("# largest relative error against float64: mean %.3g, std %.3g\n", worst_mean_err,
 	       worst_std_err);
