@@ -292,42 +292,18 @@ __device__ __forceinline__ void load_row(const void *p, int64_t channel_stride, 
 	}
 }
 
-/* cp.async: copy `bytes` (0 or sizeof(lane_row<D>)) from global memory to
- * shared memory without going through registers; zeros where bytes is 0. */
-template <int D>
-__device__ __forceinline__ void copy_async(lane_row<D> *dst, const void *src, int bytes)
-{
-#ifdef __CUDA_ARCH__
-	unsigned to = (unsigned)__cvta_generic_to_shared(dst);
-	if (sizeof(lane_row<D>) == 4)
-		asm volatile("cp.async.ca.shared.global [%0], [%1], 4, %2;\n" ::"r"(to), "l"(src),
-		             "r"(bytes));
-	else if (sizeof(lane_row<D>) == 8)
-		asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(to), "l"(src),
-		             "r"(bytes));
-	else
-		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(src),
-		             "r"(bytes));
-#else
-	if (bytes)
-		memcpy(dst, src, sizeof *dst);
-	else
-		memset(dst, 0, sizeof *dst);
-#endif
-}
-
+/* cp.async groups: commit what this thread issued, wait for all but the
+ * latest PENDING groups. */
 __device__ __forceinline__ void copy_async_commit()
 {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	asm volatile("cp.async.commit_group;\n" ::);
 #endif
 }
 
-/* Wait until at most `pending` of this thread's committed groups are still
- * in flight. */
 template <int PENDING> __device__ __forceinline__ void copy_async_wait()
 {
-#ifdef __CUDA_ARCH__
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
 	asm volatile("cp.async.wait_group %0;\n" ::"n"(PENDING));
 #endif
 }
@@ -637,6 +613,57 @@ __device__ __forceinline__ float warp_take_staged(block_header *h, dev_extreme *
 	return warp_floor(h, heap, warp, k);
 }
 
+/* Add to a 32-bit word of shared memory by its shared-space address: one
+ * reduction instruction, no 64-bit address arithmetic. */
+__device__ __forceinline__ void shared_add(unsigned addr, uint32_t value)
+{
+#if defined(__CUDA_ARCH__)
+	asm volatile("red.shared.add.u32 [%0], %1;\n" ::"r"(addr), "r"(value) : "memory");
+#elif defined(ATC_EMU)
+	*reinterpret_cast<uint32_t *>(emu::dynamic_shared.data() + addr) += value;
+#else
+	(void)addr, (void)value;
+#endif
+}
+
+__device__ __forceinline__ unsigned shared_address(const void *p)
+{
+#if defined(__CUDA_ARCH__)
+	return (unsigned)__cvta_generic_to_shared(p);
+#elif defined(ATC_EMU)
+	return (unsigned)(static_cast<const unsigned char *>(p) - emu::dynamic_shared.data());
+#else
+	(void)p;
+	return 0;
+#endif
+}
+
+/* Two 16-bit values at once: the smaller (larger) of each pair, NaN losing
+ * to a number as with fminf. */
+template <int D, bool MAX> __device__ __forceinline__ uint32_t pair_order(uint32_t a, uint32_t b)
+{
+	uint32_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	if (D == AT_BF16 && MAX)
+		asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+	else if (D == AT_BF16)
+		asm("min.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+	else if (MAX)
+		asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+	else
+		asm("min.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+#else
+	r = 0;
+	for (int half = 0; half < 2; half++) {
+		uint32_t ha = a >> (16 * half) & 0xffffu, hb = b >> (16 * half) & 0xffffu;
+		float fa = widen<D>(ha), fb = widen<D>(hb);
+		uint32_t pick = fa != fa ? hb : fb != fb ? ha : (MAX ? fb > fa : fb < fa) ? hb : ha;
+		r |= pick << (16 * half);
+	}
+#endif
+	return r;
+}
+
 /* ---------------------------------------------------------------- the kernel */
 
 enum hist_mode { HIST_NONE, HIST_SHARED, HIST_DIRECT };
@@ -648,6 +675,7 @@ struct warp_ctx {
 	dev_extreme *stage, *heap;
 	int warp, lane, k, valid; /* valid: bit v set when the lane's channel v exists */
 	int64_t channel[LANE_CHANNELS];
+	unsigned hist_at[LANE_CHANNELS]; /* shared address of the lane's counter of v in row 0 */
 	float floor;
 };
 
@@ -788,17 +816,29 @@ __device__ __forceinline__ void fold_step(const point_arrays &p, warp_ctx &w,
                                           const unsigned char *row0, int64_t row_bytes,
                                           int64_t channel_stride)
 {
+	constexpr bool PACKED = D != AT_F32; /* min/max on pairs of 16-bit values */
+	constexpr int PAIRS = LANE_CHANNELS / 2;
 	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
 	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
+	uint32_t pmin[PAIRS], pmax[PAIRS];
 	bool hit = false;
 	for (int v = 0; v < LANE_CHANNELS; v++) {
 		t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
 		tmin[v] = tmax[v] = float_of(0x7fffffffu);
 	}
+	for (int q = 0; q < PAIRS; q++)
+		pmin[q] = pmax[q] = 0x7fff7fffu; /* NaN pairs */
 ATC_UNROLL
 	for (int u = 0; u < STEP; u++) {
 		if (!FULL && u >= n)
 			break;
+		if (PACKED) {
+			const uint32_t *words = reinterpret_cast<const uint32_t *>(&rows[u]);
+			for (int q = 0; q < PAIRS; q++) {
+				pmin[q] = pair_order<D, false>(pmin[q], words[q]);
+				pmax[q] = pair_order<D, true>(pmax[q], words[q]);
+			}
+		}
 ATC_UNROLL
 		for (int v = 0; v < LANE_CHANNELS; v++) {
 			float x = element<D>(rows[u], v);
@@ -808,20 +848,38 @@ ATC_UNROLL
 			t3[v] = fmaf(d2, d, t3[v]);
 			t4[v] = fmaf(d2, d2, t4[v]);
 			ta[v] += fabsf(x);
-			tmin[v] = fminf(tmin[v], x);
-			tmax[v] = fmaxf(tmax[v], x);
+			if (!PACKED) {
+				tmin[v] = fminf(tmin[v], x);
+				tmax[v] = fmaxf(tmax[v], x);
+			}
 			if (H == HIST_SHARED) {
-				atomicAdd(&w.hist[hist_row<D>(x) * HIST_WORDS + hist_word(w.lane, v)],
-				          hist_one(v));
+				unsigned row;
+				if (D == AT_F32) {
+					row = (unsigned)hist_row<D>(x);
+				} else { /* the exponent of |x|^4 (see hist_row) */
+					float x2 = fabsf(x) * fabsf(x), x4 = x2 * x2;
+					row = x == 0.0f ? (unsigned)ZERO_ROW : bits_of(x4) >> 23;
+				}
+				shared_add(w.hist_at[v] + row * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
+				           hist_one(v));
 			} else if (H == HIST_DIRECT && (w.valid >> v & 1)) {
 				atomicAdd(&p.hist[w.channel[v] * BINS + row_bin(hist_row<D>(x))], 1u);
 			}
 			hit |= fabsf(x) >= w.floor;
 		}
 	}
+	if (PACKED) {
+		for (int q = 0; q < PAIRS; q++) {
+			tmin[2 * q] = widen<D>(pmin[q] & 0xffffu);
+			tmin[2 * q + 1] = widen<D>(pmin[q] >> 16);
+			tmax[2 * q] = widen<D>(pmax[q] & 0xffffu);
+			tmax[2 * q + 1] = widen<D>(pmax[q] >> 16);
+		}
+	}
+	/* not finite (NaN/Inf, or beyond float), or underflowing: fold again */
 	bool bad[LANE_CHANNELS], any_bad = false;
 	for (int v = 0; v < LANE_CHANNELS; v++) {
-		bad[v] = !(t4[v] <= FLT_MAX) || (t2[v] > 0.0f && t2[v] < 0x1p-60f);
+		bad[v] = (!(t4[v] <= FLT_MAX)) | ((t2[v] > 0.0f) & (t2[v] < 0x1p-60f));
 		any_bad |= bad[v];
 	}
 	if (__any_sync(0xffffffffu, any_bad)) {
@@ -862,19 +920,94 @@ ATC_UNROLL
 		                             channel_stride, FULL ? STEP : n, token, w.floor);
 }
 
-/* Step j of a warp's rows into its slot of the ring (rows past the end and
- * lanes without channels are zero-filled, reading nothing). */
+/* The ring is filled with 16-byte copies: a row of the tile (TILE channels)
+ * is ROW_CHUNKS chunks, so each copy instruction of the warp moves
+ * WARP / ROW_CHUNKS rows and a step takes STEP_COPIES of them per lane. */
+template <int D> struct ring_shape {
+	static constexpr int ROW_BYTES = TILE * (D == AT_F32 ? 4 : 2);
+	static constexpr int ROW_CHUNKS = ROW_BYTES / 16;
+	static constexpr int ROWS_PER_COPY = WARP / ROW_CHUNKS;
+	static constexpr int STEP_COPIES = STEP / ROWS_PER_COPY;
+};
+static_assert(ring_shape<AT_BF16>::STEP_COPIES * ring_shape<AT_BF16>::ROWS_PER_COPY == STEP &&
+                  ring_shape<AT_F32>::STEP_COPIES * ring_shape<AT_F32>::ROWS_PER_COPY == STEP,
+              "a step of the tile is whole 16-byte chunks");
+
+/* What a lane copies into the ring: chunk (lane % ROW_CHUNKS) of rows
+ * lane / ROW_CHUNKS + k * ROWS_PER_COPY of each step. */
+struct ring_lane {
+	const unsigned char *src; /* the chunk in the warp's first row */
+	const void *safe;         /* an address to name when nothing is copied */
+	int64_t row_bytes;
+	int64_t first_row;        /* g of the warp's first row + this lane's row offset */
+	int64_t g_end;
+	int chunk_bytes;          /* 16, fewer in the tile's last chunk, 0 past the channels */
+	unsigned dst;             /* the chunk in slot 0, row offset 0, as a shared offset */
+};
+
 template <int D>
-__device__ __forceinline__ void ring_fill(lane_row<D> *ring, int lane, const void *fallback,
-                                          const unsigned char *lane_base, int64_t row_bytes,
-                                          int64_t g_begin, int64_t g_end, int64_t j, bool valid)
+__device__ __forceinline__ ring_lane ring_lane_of(const launch_job &job, int64_t c0,
+                                                  int64_t channels, int64_t g_begin,
+                                                  int64_t g_end, lane_row<D> *ring, int lane)
 {
-	int64_t g = g_begin + j * STEP;
-	lane_row<D> *slot = ring + (j % RING_STEPS) * STEP * WARP + lane;
-	for (int u = 0; u < STEP; u++) {
-		bool real = valid && g + u < g_end;
-		copy_async<D>(slot + u * WARP, real ? lane_base + (g + u) * row_bytes : fallback,
-		              real ? (int)sizeof(lane_row<D>) : 0);
+	typedef ring_shape<D> R;
+	const int esize = D == AT_F32 ? 4 : 2, chunk = lane % R::ROW_CHUNKS;
+	const int row = lane / R::ROW_CHUNKS;
+	ring_lane r;
+	r.row_bytes = job.row_stride * esize;
+	r.first_row = g_begin + row;
+	r.g_end = g_end;
+	r.src = static_cast<const unsigned char *>(job.data) + c0 * esize + r.first_row * r.row_bytes +
+	        chunk * 16;
+	r.safe = job.data;
+	int64_t left = (channels - c0) * esize - chunk * 16;
+	r.chunk_bytes = left >= 16 ? 16 : left > 0 ? (int)left : 0;
+	unsigned char *dst = reinterpret_cast<unsigned char *>(ring) + row * R::ROW_BYTES + chunk * 16;
+#if defined(__CUDA_ARCH__)
+	r.dst = (unsigned)__cvta_generic_to_shared(dst);
+#elif defined(ATC_EMU)
+	r.dst = (unsigned)(dst - emu::dynamic_shared.data());
+#else
+	r.dst = 0; /* nvcc's host pass: never runs */
+#endif
+	return r;
+}
+
+/* Step j of the warp's rows into its slot of the ring (rows past the end are
+ * zero-filled, reading nothing). */
+template <int D>
+__device__ __forceinline__ void ring_fill(const ring_lane &r, int64_t j)
+{
+	typedef ring_shape<D> R;
+	const int64_t g = r.first_row + j * STEP;
+	const unsigned char *src = r.src + j * STEP * r.row_bytes;
+	unsigned dst = r.dst + (unsigned)((j % RING_STEPS) * STEP * R::ROW_BYTES);
+	for (int k = 0; k < R::STEP_COPIES; k++) {
+		const int u = k * R::ROWS_PER_COPY;
+		bool real = g + u < r.g_end && r.chunk_bytes > 0;
+		const void *from = real ? static_cast<const void *>(src + u * r.row_bytes) : r.safe;
+		int bytes = real ? r.chunk_bytes : 0;
+		unsigned to = dst + (unsigned)(u * R::ROW_BYTES);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+		asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(to), "l"(from),
+		             "r"(bytes));
+#elif defined(__CUDA_ARCH__) /* before Ampere: a plain copy, in order */
+		uint4 chunk = make_uint4(0, 0, 0, 0);
+		if (bytes == 16)
+			chunk = *static_cast<const uint4 *>(from);
+		else
+			for (int b = 0; b < bytes; b++)
+				reinterpret_cast<unsigned char *>(&chunk)[b] = static_cast<const unsigned char *>(from)[b];
+		asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(to), "r"(chunk.x),
+		             "r"(chunk.y), "r"(chunk.z), "r"(chunk.w)
+		             : "memory");
+#elif defined(ATC_EMU)
+		unsigned char *at = emu::dynamic_shared.data() + to;
+		memset(at, 0, 16);
+		memcpy(at, from, (size_t)bytes);
+#else
+		(void)to, (void)from, (void)bytes;
+#endif
 	}
 }
 
@@ -887,11 +1020,13 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 {
 	const int64_t row_bytes = job.row_stride * (int64_t)(D == AT_F32 ? 4 : 2);
 	const int64_t steps = (g_end - g_begin + STEP - 1) / STEP;
+	ring_lane rl;
 	if (VEC) {
+		rl = ring_lane_of<D>(job, w.channel[0] - slot_channel(w.lane, true), p.channels, g_begin,
+		                     g_end, ring, w.lane);
 		for (int j = 0; j < RING_STEPS; j++) {
 			if (j < steps)
-				ring_fill<D>(ring, w.lane, job.data, lane_base, row_bytes, g_begin, g_end, j,
-				             w.valid != 0);
+				ring_fill<D>(rl, j);
 			copy_async_commit();
 		}
 	}
@@ -903,6 +1038,7 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		lane_row<D> cur[STEP];
 		if (VEC) {
 			copy_async_wait<RING_STEPS - 1>();
+			__syncwarp(); /* lanes read rows that other lanes copied */
 			const lane_row<D> *slot = ring + (i % RING_STEPS) * STEP * WARP + w.lane;
 			for (int u = 0; u < STEP; u++)
 				cur[u] = slot[u * WARP];
@@ -927,9 +1063,9 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 			}
 		}
 		if (VEC) { /* this step's slot is read: refill it RING_STEPS ahead */
+			__syncwarp();
 			if (i + RING_STEPS < steps)
-				ring_fill<D>(ring, w.lane, job.data, lane_base, row_bytes, g_begin, g_end,
-				             i + RING_STEPS, w.valid != 0);
+				ring_fill<D>(rl, i + RING_STEPS);
 			copy_async_commit();
 		}
 	}
@@ -991,6 +1127,8 @@ fold_kernel(point_arrays p, launch_job job)
 			w.hist[i] = 0;
 	__syncthreads();
 	w.floor = warp_floor(h, w.heap, warp, k);
+	for (int v = 0; v < LANE_CHANNELS; v++)
+		w.hist_at[v] = shared_address(&w.hist[hist_word(lane, v)]);
 	const int esize = D == AT_F32 ? 4 : 2;
 
 	for (int item = (int)blockIdx.x; item < job.items; item += (int)gridDim.x) {
@@ -1366,14 +1504,15 @@ static launch_job job_of(const struct at_tensor *t, int64_t batch, int64_t token
 	return job;
 }
 
-/* A lane reads its four channels in one 8-byte (16-bit types) or 16-byte
- * (f32) load when they are adjacent and every row's start is aligned. */
+/* The vector path copies rows into shared memory in 16-byte chunks and gives
+ * each lane two adjacent channels: channels adjacent, pairs whole, every
+ * row's start 16-byte aligned.  Other layouts load element by element. */
 static bool vector_path(const launch_job &job, enum at_dtype dtype, int64_t channels)
 {
 	size_t esize = at_dtype_size(dtype);
 	return job.channel_stride == 1 && channels % LANE_CHANNELS == 0 &&
-	       job.row_stride % LANE_CHANNELS == 0 &&
-	       reinterpret_cast<uintptr_t>(job.data) % (LANE_CHANNELS * esize) == 0;
+	       (job.row_stride * (int64_t)esize) % 16 == 0 &&
+	       reinterpret_cast<uintptr_t>(job.data) % 16 == 0;
 }
 
 /* Blocks of the fold kernel that fit on one multiprocessor at once, for a
