@@ -613,6 +613,17 @@ __device__ __forceinline__ float warp_take_staged(block_header *h, dev_extreme *
 	return warp_floor(h, heap, warp, k);
 }
 
+/* The biased exponent of a non-negative float (bits >> 23) as a multiply-high,
+ * which runs on the FMA pipe rather than the busier integer one. */
+__device__ __forceinline__ unsigned exponent_of(float nonnegative)
+{
+#if defined(__CUDA_ARCH__)
+	return __umulhi(bits_of(nonnegative), 512u);
+#else
+	return bits_of(nonnegative) >> 23;
+#endif
+}
+
 /* Add to a 32-bit word of shared memory by its shared-space address: one
  * reduction instruction, no 64-bit address arithmetic. */
 __device__ __forceinline__ void shared_add(unsigned addr, uint32_t value)
@@ -812,16 +823,15 @@ __device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, de
 template <int D, bool VEC, bool FULL, int H>
 __device__ __forceinline__ void fold_step(const point_arrays &p, warp_ctx &w,
                                           const lane_row<D> (&rows)[STEP], int n,
-                                          lane_sums (&s)[LANE_CHANNELS], int64_t token,
-                                          const unsigned char *row0, int64_t row_bytes,
-                                          int64_t channel_stride)
+                                          lane_sums (&s)[LANE_CHANNELS], int64_t g,
+                                          const unsigned char *lane_base, int64_t token_base,
+                                          int64_t row_bytes, int64_t channel_stride)
 {
 	constexpr bool PACKED = D != AT_F32; /* min/max on pairs of 16-bit values */
 	constexpr int PAIRS = LANE_CHANNELS / 2;
 	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
 	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
 	uint32_t pmin[PAIRS], pmax[PAIRS];
-	bool hit = false;
 	for (int v = 0; v < LANE_CHANNELS; v++) {
 		t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
 		tmin[v] = tmax[v] = float_of(0x7fffffffu);
@@ -858,14 +868,13 @@ ATC_UNROLL
 					row = (unsigned)hist_row<D>(x);
 				} else { /* the exponent of |x|^4 (see hist_row) */
 					float x2 = fabsf(x) * fabsf(x), x4 = x2 * x2;
-					row = x == 0.0f ? (unsigned)ZERO_ROW : bits_of(x4) >> 23;
+					row = x == 0.0f ? (unsigned)ZERO_ROW : exponent_of(x4);
 				}
 				shared_add(w.hist_at[v] + row * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
 				           hist_one(v));
 			} else if (H == HIST_DIRECT && (w.valid >> v & 1)) {
 				atomicAdd(&p.hist[w.channel[v] * BINS + row_bin(hist_row<D>(x))], 1u);
 			}
-			hit |= fabsf(x) >= w.floor;
 		}
 	}
 	if (PACKED) {
@@ -892,8 +901,9 @@ ATC_UNROLL
 			uint32_t *bin = H == HIST_DIRECT && (w.valid >> v & 1)
 			                    ? &p.hist[w.channel[v] * BINS + BINS - 1]
 			                    : nullptr;
-			refold_sums r = refold_step<D, VEC, H>(word, bin, row0, row_bytes, channel_stride,
-			                                       FULL ? STEP : n, v, s[v].shift);
+			refold_sums r = refold_step<D, VEC, H>(word, bin, lane_base + g * row_bytes, row_bytes,
+			                                       channel_stride, FULL ? STEP : n, v,
+			                                       s[v].shift);
 			t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
 			tmin[v] = r.min;
 			tmax[v] = r.max;
@@ -914,10 +924,15 @@ ATC_UNROLL
 		s[v].min = fminf(s[v].min, tmin[v]);
 		s[v].max = fmaxf(s[v].max, tmax[v]);
 	}
+	/* an element reached the floor exactly when the step's min or max did */
+	bool hit = false;
+	for (int v = 0; v < LANE_CHANNELS; v++)
+		hit |= fmaxf(fabsf(tmin[v]), fabsf(tmax[v])) >= w.floor;
 	if (w.k > 0 && __any_sync(0xffffffffu, hit))
 		w.floor = stage_step<D, VEC>(w.h, w.stage, w.heap, w.warp, w.lane, w.k, w.valid,
-		                             w.channel[0], w.channel[1] - w.channel[0], row0, row_bytes,
-		                             channel_stride, FULL ? STEP : n, token, w.floor);
+		                             w.channel[0], w.channel[1] - w.channel[0],
+		                             lane_base + g * row_bytes, row_bytes, channel_stride,
+		                             FULL ? STEP : n, token_base + g, w.floor);
 }
 
 /* The ring is filled with 16-byte copies: a row of the tile (TILE channels)
@@ -934,15 +949,16 @@ static_assert(ring_shape<AT_BF16>::STEP_COPIES * ring_shape<AT_BF16>::ROWS_PER_C
               "a step of the tile is whole 16-byte chunks");
 
 /* What a lane copies into the ring: chunk (lane % ROW_CHUNKS) of rows
- * lane / ROW_CHUNKS + k * ROWS_PER_COPY of each step. */
+ * lane / ROW_CHUNKS + k * ROWS_PER_COPY of each step, advanced step by step. */
 struct ring_lane {
-	const unsigned char *src; /* the chunk in the warp's first row */
+	const unsigned char *src; /* the chunk in the next step's first row of this lane */
 	const void *safe;         /* an address to name when nothing is copied */
-	int64_t row_bytes;
-	int64_t first_row;        /* g of the warp's first row + this lane's row offset */
-	int64_t g_end;
+	int64_t copy_bytes;       /* ROWS_PER_COPY rows apart */
+	int64_t step_bytes;       /* STEP rows apart */
+	int rows_left;            /* rows from src to the warp's end (an item has < 2^16) */
 	int chunk_bytes;          /* 16, fewer in the tile's last chunk, 0 past the channels */
-	unsigned dst;             /* the chunk in slot 0, row offset 0, as a shared offset */
+	unsigned dst;             /* the chunk in slot 0, as a shared-space address */
+	int next;                 /* the step the next fill copies */
 };
 
 template <int D>
@@ -953,39 +969,31 @@ __device__ __forceinline__ ring_lane ring_lane_of(const launch_job &job, int64_t
 	typedef ring_shape<D> R;
 	const int esize = D == AT_F32 ? 4 : 2, chunk = lane % R::ROW_CHUNKS;
 	const int row = lane / R::ROW_CHUNKS;
+	const int64_t row_bytes = job.row_stride * esize;
 	ring_lane r;
-	r.row_bytes = job.row_stride * esize;
-	r.first_row = g_begin + row;
-	r.g_end = g_end;
-	r.src = static_cast<const unsigned char *>(job.data) + c0 * esize + r.first_row * r.row_bytes +
+	r.src = static_cast<const unsigned char *>(job.data) + c0 * esize + (g_begin + row) * row_bytes +
 	        chunk * 16;
 	r.safe = job.data;
+	r.copy_bytes = R::ROWS_PER_COPY * row_bytes;
+	r.step_bytes = STEP * row_bytes;
+	r.rows_left = (int)(g_end - g_begin) - row;
 	int64_t left = (channels - c0) * esize - chunk * 16;
 	r.chunk_bytes = left >= 16 ? 16 : left > 0 ? (int)left : 0;
-	unsigned char *dst = reinterpret_cast<unsigned char *>(ring) + row * R::ROW_BYTES + chunk * 16;
-#if defined(__CUDA_ARCH__)
-	r.dst = (unsigned)__cvta_generic_to_shared(dst);
-#elif defined(ATC_EMU)
-	r.dst = (unsigned)(dst - emu::dynamic_shared.data());
-#else
-	r.dst = 0; /* nvcc's host pass: never runs */
-#endif
+	r.dst = shared_address(reinterpret_cast<unsigned char *>(ring) + row * R::ROW_BYTES + chunk * 16);
+	r.next = 0;
 	return r;
 }
 
-/* Step j of the warp's rows into its slot of the ring (rows past the end are
- * zero-filled, reading nothing). */
-template <int D>
-__device__ __forceinline__ void ring_fill(const ring_lane &r, int64_t j)
+/* The next step of the warp's rows into its slot of the ring (rows past the
+ * end are zero-filled, reading nothing). */
+template <int D> __device__ __forceinline__ void ring_fill(ring_lane &r)
 {
 	typedef ring_shape<D> R;
-	const int64_t g = r.first_row + j * STEP;
-	const unsigned char *src = r.src + j * STEP * r.row_bytes;
-	unsigned dst = r.dst + (unsigned)((j % RING_STEPS) * STEP * R::ROW_BYTES);
+	unsigned dst = r.dst + (unsigned)((r.next % RING_STEPS) * STEP * R::ROW_BYTES);
 	for (int k = 0; k < R::STEP_COPIES; k++) {
 		const int u = k * R::ROWS_PER_COPY;
-		bool real = g + u < r.g_end && r.chunk_bytes > 0;
-		const void *from = real ? static_cast<const void *>(src + u * r.row_bytes) : r.safe;
+		bool real = u < r.rows_left && r.chunk_bytes > 0;
+		const void *from = real ? static_cast<const void *>(r.src + k * r.copy_bytes) : r.safe;
 		int bytes = real ? r.chunk_bytes : 0;
 		unsigned to = dst + (unsigned)(u * R::ROW_BYTES);
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
@@ -1009,6 +1017,9 @@ __device__ __forceinline__ void ring_fill(const ring_lane &r, int64_t j)
 		(void)to, (void)from, (void)bytes;
 #endif
 	}
+	r.src += r.step_bytes;
+	r.rows_left -= STEP;
+	r.next++;
 }
 
 /* A warp's rows [g_begin, g_end) of the item into its lanes' sums. */
@@ -1019,22 +1030,21 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
                                           lane_sums (&s)[LANE_CHANNELS], lane_row<D> *ring)
 {
 	const int64_t row_bytes = job.row_stride * (int64_t)(D == AT_F32 ? 4 : 2);
-	const int64_t steps = (g_end - g_begin + STEP - 1) / STEP;
+	const int steps = (int)((g_end - g_begin + STEP - 1) / STEP); /* an item has < 2^16 rows */
 	ring_lane rl;
 	if (VEC) {
 		rl = ring_lane_of<D>(job, w.channel[0] - slot_channel(w.lane, true), p.channels, g_begin,
 		                     g_end, ring, w.lane);
 		for (int j = 0; j < RING_STEPS; j++) {
 			if (j < steps)
-				ring_fill<D>(rl, j);
+				ring_fill<D>(rl);
 			copy_async_commit();
 		}
 	}
 	int64_t rows = 0;
-	for (int64_t i = 0; i < steps; i++) {
+	for (int i = 0; i < steps; i++) {
 		const int64_t g = g_begin + i * STEP;
 		const int n = g_end - g < STEP ? (int)(g_end - g) : STEP;
-		const unsigned char *row0 = lane_base + g * row_bytes;
 		lane_row<D> cur[STEP];
 		if (VEC) {
 			copy_async_wait<RING_STEPS - 1>();
@@ -1043,16 +1053,17 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 			for (int u = 0; u < STEP; u++)
 				cur[u] = slot[u * WARP];
 		} else {
-			load_step<D, VEC>(row0, row_bytes, job.channel_stride, w.valid, n, cur);
+			load_step<D, VEC>(lane_base + g * row_bytes, row_bytes, job.channel_stride, w.valid,
+			                  n, cur);
 		}
 		if (i == 0)
 			for (int v = 0; v < LANE_CHANNELS; v++)
 				sums_init(s[v], first_shift<D>(cur, n, v));
 		if (n == STEP)
-			fold_step<D, VEC, true, H>(p, w, cur, n, s, job.token_base + g, row0, row_bytes,
+			fold_step<D, VEC, true, H>(p, w, cur, n, s, g, lane_base, job.token_base, row_bytes,
 			                           job.channel_stride);
 		else
-			fold_step<D, VEC, false, H>(p, w, cur, n, s, job.token_base + g, row0, row_bytes,
+			fold_step<D, VEC, false, H>(p, w, cur, n, s, g, lane_base, job.token_base, row_bytes,
 			                            job.channel_stride);
 		rows += n;
 		if (i % 4 == 3) {
@@ -1065,7 +1076,7 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		if (VEC) { /* this step's slot is read: refill it RING_STEPS ahead */
 			__syncwarp();
 			if (i + RING_STEPS < steps)
-				ring_fill<D>(rl, i + RING_STEPS);
+				ring_fill<D>(rl);
 			copy_async_commit();
 		}
 	}
