@@ -990,6 +990,18 @@ template <int D> __device__ __forceinline__ void ring_fill(ring_lane &r)
 {
 	typedef ring_shape<D> R;
 	unsigned dst = r.dst + (unsigned)((r.next % RING_STEPS) * STEP * R::ROW_BYTES);
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+	if (r.rows_left >= STEP && r.chunk_bytes == 16) { /* the usual case: whole chunks */
+		for (int k = 0; k < R::STEP_COPIES; k++)
+			asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(
+			                 dst + (unsigned)(k * R::ROWS_PER_COPY * R::ROW_BYTES)),
+			             "l"(r.src + k * r.copy_bytes));
+		r.src += r.step_bytes;
+		r.rows_left -= STEP;
+		r.next++;
+		return;
+	}
+#endif
 	for (int k = 0; k < R::STEP_COPIES; k++) {
 		const int u = k * R::ROWS_PER_COPY;
 		bool real = u < r.rows_left && r.chunk_bytes > 0;
