@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "device.h"
+#include "extension.h"
 #include "internal.h"
 
 #if defined(HAVE_CUDA) || defined(ATC_EMU)
@@ -64,24 +64,18 @@ int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at
 	               writer_path(w));
 }
 
-int device_checkpoint(struct at_writer *w, struct at_error *err)
-{
-	(void)w;
-	(void)err;
-	return AT_OK;
-}
-
-void device_point_free(void *device)
-{
-	(void)device;
-}
-
-void device_writer_free(void *device)
-{
-	(void)device;
-}
-
 #else /* WITH_CUDA */
+
+/* The writer calls these back (extension.h) once the device path has state. */
+static int device_checkpoint(struct at_writer *w, struct at_error *err);
+static void device_point_free(void *device);
+static void device_writer_free(void *device);
+
+static const struct writer_extension device_extension = {
+	.flush = device_checkpoint,
+	.free_point = device_point_free,
+	.free_writer = device_writer_free,
+};
 
 /* Sampled rows on their way to the host may hold this much pinned and device
  * memory; past it, capture waits for the oldest copy (samples are never lost
@@ -140,12 +134,14 @@ static uint64_t host_seen_max(const struct at_stats *s)
 static int point_state(struct at_writer *w, int32_t point, struct device_point **out,
                        struct at_error *err)
 {
-	void **slot = writer_point_device(w, point);
+	void **slot = writer_point_state(w, point);
 	if (*slot) {
 		*out = *slot;
 		return AT_OK;
 	}
-	int status = atc_device_check(err);
+	int status = writer_attach(w, &device_extension, err);
+	if (status == AT_OK)
+		status = atc_device_check(err);
 	if (status)
 		return status;
 	const struct at_writer_options *o = writer_options(w);
@@ -256,7 +252,10 @@ static void buffer_give_back(struct device_writer *dw, struct sample_buffer *b)
 static int device_writer_get(struct at_writer *w, struct device_writer **out,
                              struct at_error *err)
 {
-	void **slot = writer_device(w);
+	int status = writer_attach(w, &device_extension, err);
+	if (status)
+		return status;
+	void **slot = writer_extension_state(w);
 	if (!*slot && !(*slot = calloc(1, sizeof(struct device_writer))))
 		return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
 	*out = *slot;
@@ -279,7 +278,7 @@ static int batch_retire(struct at_writer *w, struct device_writer *dw, int wait,
 		return status;
 	status = writer_add_sampled_rows(w, b->point, b->buffer.host_rows, b->dtype, b->tokens,
 	                                 b->n, b->n_dropped, err);
-	struct device_point *dp = *writer_point_device(w, b->point);
+	struct device_point *dp = *writer_point_state(w, b->point);
 	dp->samples_in_flight -= b->n;
 	dw->bytes_in_flight -= b->buffer.bytes;
 	atc_event_free(b->landed);
@@ -446,12 +445,12 @@ int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at
 	return status;
 }
 
-int device_checkpoint(struct at_writer *w, struct at_error *err)
+static int device_checkpoint(struct at_writer *w, struct at_error *err)
 {
-	void **dw = writer_device(w);
+	void **dw = writer_extension_state(w);
 	int status = *dw ? batches_retire(w, *dw, 1, err) : AT_OK;
 	for (int32_t i = 0; i < writer_point_count(w) && !status; i++) {
-		struct device_point *dp = *writer_point_device(w, i);
+		struct device_point *dp = *writer_point_state(w, i);
 		if (!dp)
 			continue;
 		struct at_stats *s = writer_point_stats(w, i);
@@ -462,7 +461,7 @@ int device_checkpoint(struct at_writer *w, struct at_error *err)
 	return status;
 }
 
-void device_point_free(void *device)
+static void device_point_free(void *device)
 {
 	struct device_point *dp = device;
 	if (!dp)
@@ -471,7 +470,7 @@ void device_point_free(void *device)
 	free(dp);
 }
 
-void device_writer_free(void *device)
+static void device_writer_free(void *device)
 {
 	struct device_writer *dw = device;
 	if (!dw)

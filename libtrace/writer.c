@@ -13,7 +13,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "device.h"
+#include "extension.h"
 #include "h5util.h"
 
 /* Sampled rows wait in memory until this much is queued, then are compressed
@@ -38,7 +38,7 @@ struct point {
 	int64_t chunks_queued;    /* full chunks handed to the queue */
 	int64_t samples_taken;    /* rows accepted so far */
 	int64_t samples_dropped;
-	void *device;             /* device.c's accumulators once observed on a GPU, or NULL */
+	void *ext_state;          /* the extension's state of this point, or NULL */
 };
 
 /* A full sample chunk waiting for compression and its write. */
@@ -64,7 +64,8 @@ struct at_writer {
 	struct queued_chunk *queue;
 	size_t queue_len, queue_capacity, queue_bytes;
 	int32_t weights;
-	void *device;             /* device.c's sampled rows in flight, or NULL */
+	const struct writer_extension *ext; /* accumulates elsewhere (the GPU), or NULL */
+	void *ext_state;          /* its state, or NULL */
 };
 
 void at_writer_options_init(struct at_writer_options *o)
@@ -186,7 +187,10 @@ static void close_handles(struct at_writer *w)
 
 static void writer_free(struct at_writer *w)
 {
-	device_writer_free(w->device);
+	for (int32_t i = 0; w->ext && i < w->npoints; i++)
+		w->ext->free_point(w->points[i].ext_state);
+	if (w->ext)
+		w->ext->free_writer(w->ext_state);
 	close_handles(w);
 	if (w->file >= 0)
 		H5Fclose(w->file);
@@ -199,7 +203,6 @@ static void writer_free(struct at_writer *w)
 		free((char *)p->desc.module_class);
 		free((char *)p->desc.direction);
 		at_stats_free(&p->stats);
-		device_point_free(p->device);
 		free(p->pending);
 		free(p->pending_tokens);
 	}
@@ -1085,7 +1088,7 @@ done:
 
 static int checkpoint(struct at_writer *w, struct at_error *err)
 {
-	int status = device_checkpoint(w, err);
+	int status = w->ext ? w->ext->flush(w, err) : AT_OK;
 	if (status == AT_OK)
 		status = flush_queue(w, err);
 	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++)
@@ -1164,14 +1167,22 @@ struct at_stats *writer_point_stats(struct at_writer *w, int32_t point)
 	return &w->points[point].stats;
 }
 
-void **writer_point_device(struct at_writer *w, int32_t point)
+int writer_attach(struct at_writer *w, const struct writer_extension *ext, struct at_error *err)
 {
-	return &w->points[point].device;
+	if (w->ext && w->ext != ext)
+		return at_fail(err, AT_EINVAL, "%s: the writer already has another extension", w->path);
+	w->ext = ext;
+	return AT_OK;
 }
 
-void **writer_device(struct at_writer *w)
+void **writer_point_state(struct at_writer *w, int32_t point)
 {
-	return &w->device;
+	return &w->points[point].ext_state;
+}
+
+void **writer_extension_state(struct at_writer *w)
+{
+	return &w->ext_state;
 }
 
 int64_t writer_tokens(const struct at_writer *w)
