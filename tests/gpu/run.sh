@@ -8,7 +8,8 @@
 #      transformers).
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
-# (steps: build test sanitize kernel profile llama; default all but profile).
+# (steps: build test sanitize kernel profile hf llama; default all but profile
+# and hf).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -148,6 +149,14 @@ if step profile; then
 		>"$OUT/ncu-source.csv" 2>&1 || true
 	grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Ipc|Stall|Block Limit|Executed Ipc|Local|Executed Instructions " \
 		"$OUT/ncu.log" | head -n 40 | tee -a "$summary"
+fi
+
+# acttrace.capture on RecurrentGemma-2B's and Mamba-130m's configurations
+if step hf; then
+	PATH="$B:$PATH" ACTTRACE_LIB="$B/libacttrace.so" HDF5_PLUGIN_PATH="$B/plugins" \
+		PYTHONUNBUFFERED=1 run capture-hf 420 python3 tests/gpu/capture-hf.py --skip-cli \
+		--out "$OUT/hf" || true
+	grep -E "^(not ok|FAIL|#)|passed|failed" "$OUT/capture-hf.log" | tail -n 20 | tee -a "$summary"
 fi
 
 if step llama; then
