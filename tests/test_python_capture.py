@@ -395,6 +395,51 @@ def no_trace_case(tmp, name, build):
              "parameters and buffers unchanged")
 
 
+# ---------------------------------------------------------------- fused paths
+
+def fused_path_case(tmp):
+    """A mixer with a fused path that skips its submodules (transformers'
+    Mamba with mamba-ssm installed: cuda_kernels_forward never calls conv1d
+    or dt_proj) runs its reference path (slow_forward) under capture and
+    clip, so that every point sees data; its own forward is back after."""
+    check.context = "fused path"
+    model, fused = tiny_mamba(), tiny_mamba()
+    for layer in fused.backbone.layers:
+        mixer = layer.mixer
+        own = type(mixer)
+
+        def skipping(self, *args, **kwargs):
+            raise AssertionError("the fused path ran under capture")
+        mixer.__class__ = type("FusedMixer", (own,), {
+            "cuda_kernels_forward": skipping, "slow_forward": own.forward,
+            "forward": lambda self, *a, **k: self.cuda_kernels_forward(*a, **k)})
+    ids = torch.randint(0, VOCAB, (2, 6), generator=torch.Generator().manual_seed(5))
+    plain, patched = os.path.join(tmp, "fused-plain.h5"), os.path.join(tmp, "fused.h5")
+    with torch.no_grad():
+        with acttrace.capture(model, plain) as cap_plain:
+            want = model(ids)
+        try:
+            with acttrace.capture(fused, patched) as cap:
+                got = fused(ids)
+        except AssertionError as e:
+            check.ok(False, f"capture ran the fused path: {e}")
+            return
+        check.ok(same_bits(got, want), "the reference path under capture gives the plain output")
+        check.ok(all(n > 0 for n in cap.observations), "every point saw data")
+        check.ok(list(cap.observations) == list(cap_plain.observations),
+                 "as many observations as without a fused path")
+        name = "layers.0.mixer.conv1d.out"
+        with acttrace.clip(fused, {name: {0: (-1e-3, 1e-3)}}) as clipper:
+            fused(ids)
+        check.ok(clipper.counts()[name][0] > 0, "clipping applies to a point the fused path skips")
+        failed = False
+        try:
+            fused(ids)
+        except AssertionError:
+            failed = True
+        check.ok(failed, "the mixer's own (fused) forward is back after capture and clip")
+
+
 # ---------------------------------------------------------------- clipping
 
 def clip_case(tmp, name, build, bounds):
@@ -509,6 +554,7 @@ def main():
             "layers.0.mlp.in": {9: (-0.5, 0.5)},
         })
         clip_rounding_case()
+        fused_path_case(tmp)
     print(f"# {time.time() - start:.1f} s")
     check.done("test_python_capture")
 

@@ -179,7 +179,7 @@ def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
         after = model(input_ids=inputs[0], use_cache=False).logits
     tokens = batches * batch * seq_len
     note(f"{arch}: {tokens} tokens: {tokens / plain:,.0f} tok/s plain, {tokens / forwards:,.0f} "
-         f"tok/s under capture (host path); points and weights {setup:.1f} s, close "
+         f"tok/s under capture; points and weights {setup:.1f} s, close "
          f"{closed:.1f} s; trace {os.path.getsize(path) / 2**20:.1f} MiB")
     silent = [p.name for p, n in zip(cap.points, cap.observations) if n == 0]
     ok(not silent, f"{arch}: every point saw data (silent: {silent[:5]})")

@@ -91,3 +91,35 @@ def remove_all(handles):
             error = error or e
     if error is not None:
         raise error
+
+
+class _ReferencePath:
+    """A module that runs its reference forward (slow_forward) instead of its
+    fused CUDA one while hooks are attached.  transformers' Mamba mixers take
+    cuda_kernels_forward when mamba-ssm and causal-conv1d are installed, and
+    that path never calls their conv1d and dt_proj modules, whose hooks would
+    then never fire (nor would a clip on them apply).  remove() puts the
+    module's own forward back, like a hook handle."""
+
+    def __init__(self, module):
+        self.module = module
+
+        def reference(*args, **kwargs):
+            if "hidden_states" in kwargs:  # forward's name for slow_forward's first argument
+                args = (kwargs.pop("hidden_states"),) + args
+            return module.slow_forward(*args, **kwargs)
+        self.forward = reference
+        module.forward = reference
+
+    def remove(self):
+        if vars(self.module).get("forward") is self.forward:
+            del self.module.forward
+
+
+def force_reference_paths(model):
+    """Handles (with remove()) for every submodule of model that has a fused
+    path skipping submodules; see _ReferencePath."""
+    return [_ReferencePath(m) for m in model.modules()
+            if callable(getattr(m, "slow_forward", None))
+            and callable(getattr(m, "cuda_kernels_forward", None))
+            and "forward" not in vars(m)]

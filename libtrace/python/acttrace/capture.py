@@ -171,6 +171,7 @@ class Capture:
 
     # ------------------------------------------------------------ hooks
     def _attach(self):
+        self._handles.extend(_hooks.force_reference_paths(self.model))
         self._handles.append(_hooks.register_pre(self.model, self._root_pre))
         self._handles.append(_hooks.register_post(self.model, self._root_post))
         embedding = embedding_module(self.model, self.catalogue)

@@ -174,6 +174,7 @@ class Clip:
 
     def __enter__(self):
         try:
+            self._handles.extend(_hooks.force_reference_paths(self.model))
             for cp in self.points:
                 module = module_at(self.model, cp.module)
                 if cp.direction == "in":
