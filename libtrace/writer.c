@@ -2,11 +2,19 @@
  * folds host activations into per-point accumulators, samples rows, and
  * writes everything at checkpoints.  Sampled rows go to HDF5 as chunks that
  * were shuffled and zstd-compressed in parallel beforehand (direct chunk
- * write), so HDF5's single-threaded filter pipeline is never the bottleneck. */
+ * write), so HDF5's single-threaded filter pipeline is never the bottleneck.
+ *
+ * The compression and writing of full sample chunks happen on a background
+ * thread, off the caller's (the model's hooks') critical path.  HDF5 is not
+ * thread-safe, so the caller's thread drains that thread (waits until it is
+ * idle) before every HDF5 call of its own: adding a point or a weight, a
+ * checkpoint, close and abandon.  Between those, only the background thread
+ * calls HDF5. */
 #include "config.h"
 
 #include <errno.h>
 #include <math.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -16,9 +24,13 @@
 #include "extension.h"
 #include "h5util.h"
 
-/* Sampled rows wait in memory until this much is queued, then are compressed
- * together so that every thread has chunks to work on. */
-#define QUEUE_FLUSH_BYTES ((size_t)64 << 20)
+/* Full sample chunks may wait for the background writer up to this much;
+ * past it, sampling waits for the writer (samples are never lost to a slow
+ * disk).  The writer takes every chunk queued when it wakes, so that all the
+ * compression threads have chunks to work on. */
+#define QUEUE_WAIT_BYTES ((size_t)512 << 20)
+/* Statistics are compressed and written in batches of about this much. */
+#define STATS_BATCH_BYTES ((size_t)64 << 20)
 /* Target size of one sample chunk (uncompressed). */
 #define SAMPLE_CHUNK_BYTES ((int64_t)1 << 20)
 #define VECTOR_CHUNK 65536
@@ -61,9 +73,18 @@ struct at_writer {
 	int32_t *token_seq, *token_pos, *token_id;
 	int64_t ntokens, tokens_capacity, tokens_written;
 	hid_t tokens_group;
-	struct queued_chunk *queue;
-	size_t queue_len, queue_capacity, queue_bytes;
 	int32_t weights;
+	/* the background sample writer; everything below mu is guarded by it */
+	pthread_t bg_thread;
+	int bg_started;
+	pthread_mutex_t mu;
+	pthread_cond_t work, idle; /* work: chunks queued or stop; idle: the writer caught up */
+	struct queued_chunk *queue;
+	size_t queue_len, queue_capacity, queue_bytes; /* queued, not yet taken */
+	size_t bytes_in_flight;   /* queued or being written */
+	int bg_busy, bg_stop;
+	int bg_status;            /* the first error of the writer thread */
+	struct at_error bg_err;
 	const struct writer_extension *ext; /* accumulates elsewhere (the GPU), or NULL */
 	void *ext_state;          /* its state, or NULL */
 };
@@ -185,8 +206,13 @@ static void close_handles(struct at_writer *w)
 	w->tokens_group = -1;
 }
 
+static void stop_background(struct at_writer *w, int write_queued);
+static void free_chunks(struct queued_chunk *q, size_t n);
+static int drain(struct at_writer *w, struct at_error *err);
+
 static void writer_free(struct at_writer *w)
 {
+	stop_background(w, 0);
 	for (int32_t i = 0; w->ext && i < w->npoints; i++)
 		w->ext->free_point(w->points[i].ext_state);
 	if (w->ext)
@@ -206,12 +232,11 @@ static void writer_free(struct at_writer *w)
 		free(p->pending);
 		free(p->pending_tokens);
 	}
-	for (size_t i = 0; i < w->queue_len; i++) {
-		free(w->queue[i].chunk.raw);
-		free(w->queue[i].chunk.packed);
-		free(w->queue[i].tokens);
-	}
+	free_chunks(w->queue, w->queue_len);
 	free(w->queue);
+	pthread_mutex_destroy(&w->mu);
+	pthread_cond_destroy(&w->work);
+	pthread_cond_destroy(&w->idle);
 	free(w->points);
 	free(w->token_seq);
 	free(w->token_pos);
@@ -266,6 +291,9 @@ int at_writer_create(struct at_writer **out, const char *path,
 		return at_fail(err, AT_ENOMEM, "%s: out of memory", path);
 	w->file = w->tokens_group = -1;
 	w->opts = *opts;
+	pthread_mutex_init(&w->mu, NULL);
+	pthread_cond_init(&w->work, NULL);
+	pthread_cond_init(&w->idle, NULL);
 	char producer[64];
 	snprintf(producer, sizeof producer, "acttrace %s", at_version());
 	w->path = strdup(path);
@@ -380,6 +408,10 @@ int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
                         int32_t *point_id, struct at_error *err)
 {
 	int status = check_point_desc(w, desc, err);
+	if (status)
+		return status;
+	/* the writer thread reads w->points and calls HDF5: it must be idle */
+	status = drain(w, err);
 	if (status)
 		return status;
 	if (w->npoints == w->points_capacity) {
@@ -508,20 +540,79 @@ static int write_tokens(struct at_writer *w)
 
 /* ---------------------------------------------------------------- samples */
 
-/* Compress every queued chunk in parallel, then hand each to HDF5 as is. */
-static int flush_queue(struct at_writer *w, struct at_error *err);
+static void *background_writer(void *arg);
+static int write_batch(struct at_writer *w, struct queued_chunk *batch, size_t n,
+                       struct at_error *err);
 
+static void free_chunks(struct queued_chunk *q, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		free(q[i].chunk.raw);
+		free(q[i].chunk.packed);
+		free(q[i].tokens);
+	}
+}
+
+/* The writer thread's first error, reported once by the caller's next call. */
+static int take_background_error(struct at_writer *w, struct at_error *err)
+{
+	int status = w->bg_status;
+	if (status != AT_OK) {
+		*err = w->bg_err;
+		w->bg_status = AT_OK;
+	}
+	return status;
+}
+
+/* Wait until the writer thread has written everything queued; its error if
+ * it had one.  After this the caller's thread may call HDF5. */
+static int drain(struct at_writer *w, struct at_error *err)
+{
+	if (!w->bg_started)
+		return AT_OK;
+	pthread_mutex_lock(&w->mu);
+	while (w->queue_len > 0 || w->bg_busy)
+		pthread_cond_wait(&w->idle, &w->mu);
+	int status = take_background_error(w, err);
+	pthread_mutex_unlock(&w->mu);
+	return status;
+}
+
+static int start_background(struct at_writer *w, struct at_error *err)
+{
+	int e = pthread_create(&w->bg_thread, NULL, background_writer, w);
+	if (e)
+		return at_fail(err, AT_ENOMEM, "%s: cannot start the sample writer: %s", w->path,
+		               strerror(e));
+	w->bg_started = 1;
+	return AT_OK;
+}
+
+/* Stop the writer thread once it has written what is queued (abandon: what
+ * is queued is freed unwritten). */
+static void stop_background(struct at_writer *w, int write_queued)
+{
+	if (!w->bg_started)
+		return;
+	pthread_mutex_lock(&w->mu);
+	if (!write_queued) {
+		free_chunks(w->queue, w->queue_len);
+		w->bytes_in_flight -= w->queue_bytes;
+		w->queue_len = 0;
+		w->queue_bytes = 0;
+	}
+	w->bg_stop = 1;
+	pthread_cond_broadcast(&w->work);
+	pthread_mutex_unlock(&w->mu);
+	pthread_join(w->bg_thread, NULL);
+	w->bg_started = 0;
+}
+
+/* The full chunk of p to the writer thread, and a fresh one to fill; waits
+ * while QUEUE_WAIT_BYTES are in flight.  No HDF5 here: hooks call this. */
 static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *err)
 {
 	struct point *p = &w->points[point_id];
-	if (w->queue_len == w->queue_capacity) {
-		size_t cap = w->queue_capacity ? 2 * w->queue_capacity : 64;
-		struct queued_chunk *grown = realloc(w->queue, cap * sizeof *grown);
-		if (!grown)
-			return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
-		w->queue = grown;
-		w->queue_capacity = cap;
-	}
 	size_t raw_bytes = (size_t)(p->chunk_rows * p->desc.channels) * sizeof(float);
 	float *fresh = malloc(raw_bytes);
 	int64_t *fresh_tokens = malloc((size_t)p->chunk_rows * sizeof *fresh_tokens);
@@ -530,19 +621,83 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 		free(fresh_tokens);
 		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
 	}
-	w->queue[w->queue_len++] = (struct queued_chunk){
-		.point = point_id,
-		.index = p->chunks_queued++,
-		.chunk = {.raw = p->pending, .raw_bytes = raw_bytes},
-		.tokens = p->pending_tokens,
-	};
-	w->queue_bytes += raw_bytes;
+	int status = w->bg_started ? AT_OK : start_background(w, err);
+	if (status) {
+		free(fresh);
+		free(fresh_tokens);
+		return status;
+	}
+	pthread_mutex_lock(&w->mu);
+	while (w->bytes_in_flight >= QUEUE_WAIT_BYTES && w->bg_status == AT_OK)
+		pthread_cond_wait(&w->idle, &w->mu);
+	status = take_background_error(w, err);
+	if (status == AT_OK && w->queue_len == w->queue_capacity) {
+		size_t cap = w->queue_capacity ? 2 * w->queue_capacity : 64;
+		struct queued_chunk *grown = realloc(w->queue, cap * sizeof *grown);
+		if (grown) {
+			w->queue = grown;
+			w->queue_capacity = cap;
+		} else {
+			status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		}
+	}
+	if (status == AT_OK) {
+		w->queue[w->queue_len++] = (struct queued_chunk){
+			.point = point_id,
+			.index = p->chunks_queued++,
+			.chunk = {.raw = p->pending, .raw_bytes = raw_bytes},
+			.tokens = p->pending_tokens,
+		};
+		w->queue_bytes += raw_bytes;
+		w->bytes_in_flight += raw_bytes;
+		pthread_cond_signal(&w->work);
+	}
+	pthread_mutex_unlock(&w->mu);
+	if (status) {
+		free(fresh);
+		free(fresh_tokens);
+		return status;
+	}
 	p->pending = fresh;
 	p->pending_tokens = fresh_tokens;
 	p->pending_rows = 0;
-	if (w->queue_bytes >= QUEUE_FLUSH_BYTES)
-		return flush_queue(w, err);
 	return AT_OK;
+}
+
+/* The writer thread: take everything queued, compress it in parallel, write
+ * it, report the first error, until stopped. */
+static void *background_writer(void *arg)
+{
+	struct at_writer *w = arg;
+	pthread_mutex_lock(&w->mu);
+	for (;;) {
+		while (w->queue_len == 0 && !w->bg_stop)
+			pthread_cond_wait(&w->work, &w->mu);
+		if (w->queue_len == 0)
+			break; /* stopped, and nothing left */
+		struct queued_chunk *batch = w->queue;
+		size_t n = w->queue_len, bytes = w->queue_bytes;
+		w->queue = NULL;
+		w->queue_len = w->queue_capacity = w->queue_bytes = 0;
+		w->bg_busy = 1;
+		pthread_mutex_unlock(&w->mu);
+
+		struct at_error err;
+		int status = write_batch(w, batch, n, &err);
+		free_chunks(batch, n);
+		free(batch);
+
+		pthread_mutex_lock(&w->mu);
+		if (status != AT_OK && w->bg_status == AT_OK) {
+			w->bg_status = status;
+			w->bg_err = err;
+		}
+		w->bytes_in_flight -= bytes;
+		w->bg_busy = 0;
+		pthread_cond_broadcast(&w->idle);
+	}
+	pthread_mutex_unlock(&w->mu);
+	return NULL;
 }
 
 /* Rows [row0, row0+n) of the samples of p, and their tokens; grows the extent. */
@@ -578,35 +733,32 @@ static int write_sample_rows(struct point *p, int64_t row0, int64_t n, const str
 	return status;
 }
 
-static int flush_queue(struct at_writer *w, struct at_error *err)
+/* Compress a batch of full chunks in parallel, then hand each to HDF5 as is
+ * (the writer thread; the caller's thread is kept out of HDF5 meanwhile). */
+static int write_batch(struct at_writer *w, struct queued_chunk *batch, size_t n,
+                       struct at_error *err)
 {
-	if (w->queue_len == 0)
-		return AT_OK;
-	struct at_chunk *chunks = malloc(w->queue_len * sizeof *chunks);
+	struct at_chunk *chunks = malloc(n * sizeof *chunks);
 	if (!chunks)
 		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
-	for (size_t i = 0; i < w->queue_len; i++)
-		chunks[i] = w->queue[i].chunk;
-	int status = at_codec_compress(chunks, w->queue_len, sizeof(float),
-	                               w->opts.compression_level, w->opts.threads, err);
-	for (size_t i = 0; i < w->queue_len; i++)
-		w->queue[i].chunk = chunks[i]; /* packed buffers now belong to the queue */
+	for (size_t i = 0; i < n; i++)
+		chunks[i] = batch[i].chunk;
+	int status = at_codec_compress(chunks, n, sizeof(float), w->opts.compression_level,
+	                               w->opts.threads, err);
+	for (size_t i = 0; i < n; i++)
+		batch[i].chunk = chunks[i]; /* packed buffers now belong to the batch */
 	free(chunks);
-	for (size_t i = 0; i < w->queue_len && status == AT_OK; i++) {
-		struct queued_chunk *q = &w->queue[i];
-		struct point *p = &w->points[q->point];
-		if (write_sample_rows(p, q->index * p->chunk_rows, p->chunk_rows, &q->chunk,
-		                      q->tokens) < 0)
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
+	for (size_t i = 0; i < n && status == AT_OK; i++) {
+		struct queued_chunk *c = &batch[i];
+		struct point *p = &w->points[c->point];
+		if (write_sample_rows(p, c->index * p->chunk_rows, p->chunk_rows, &c->chunk,
+		                      c->tokens) < 0)
 			status = at_fail(err, AT_EIO, "%s: cannot write samples of '%s'", w->path,
 			                 p->desc.name);
 	}
-	for (size_t i = 0; i < w->queue_len; i++) {
-		free(w->queue[i].chunk.raw);
-		free(w->queue[i].chunk.packed);
-		free(w->queue[i].tokens);
-	}
-	w->queue_len = 0;
-	w->queue_bytes = 0;
+	h5_quiet_end(&q);
 	return status;
 }
 
@@ -707,12 +859,8 @@ int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor
 		               w->path, (long long)token_base,
 		               (long long)(token_base + t->batches * t->rows));
 	status = at_stats_add(&p->stats, t, token_base, err);
-	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE) {
-		struct h5_quiet q;
-		h5_quiet_begin(&q);
-		status = sample_rows(w, point, t, token_base, err);
-		h5_quiet_end(&q);
-	}
+	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE)
+		status = sample_rows(w, point, t, token_base, err); /* no HDF5: the writer thread's */
 	return status;
 }
 
@@ -942,7 +1090,7 @@ static int batch_write(struct at_writer *w, struct stat_batch *b, struct at_erro
 }
 
 /* Every point's statistics, as chunks compressed in parallel and written
- * directly, in batches of about QUEUE_FLUSH_BYTES. */
+ * directly, in batches of about STATS_BATCH_BYTES. */
 static int write_all_stats(struct at_writer *w, struct at_error *err)
 {
 	struct stat_batch batch = {0};
@@ -965,7 +1113,7 @@ static int write_all_stats(struct at_writer *w, struct at_error *err)
 		                                p->samples_dropped) < 0))
 			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
 			                 p->desc.name);
-		if (!status && (batch_bytes >= QUEUE_FLUSH_BYTES || i == w->npoints - 1)) {
+		if (!status && (batch_bytes >= STATS_BATCH_BYTES || i == w->npoints - 1)) {
 			status = batch_write(w, &batch, err);
 			batch_bytes = 0;
 		}
@@ -1056,6 +1204,9 @@ int at_writer_add_weight(struct at_writer *w, const char *module, const char *mo
 		goto done;
 	}
 	summarise_weight(t, &s);
+	status = drain(w, err); /* HDF5 below: the writer thread must be idle */
+	if (status)
+		goto done;
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	hid_t weights = H5Gopen2(w->file, "weights", H5P_DEFAULT);
@@ -1086,11 +1237,19 @@ done:
 
 /* ---------------------------------------------------------------- checkpoint, close */
 
+/* Called without h5_quiet: the extension's flush may queue sample chunks,
+ * and the writer thread must be drained before this thread calls HDF5. */
 static int checkpoint(struct at_writer *w, struct at_error *err)
 {
 	int status = w->ext ? w->ext->flush(w, err) : AT_OK;
-	if (status == AT_OK)
-		status = flush_queue(w, err);
+	struct at_error drain_err;
+	int drained = drain(w, &drain_err);
+	if (status == AT_OK && drained != AT_OK) {
+		status = drained;
+		*err = drain_err;
+	}
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
 	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++)
 		if (w->points[i].samples >= 0)
 			status = write_partial_chunk(w, &w->points[i], err);
@@ -1100,25 +1259,23 @@ static int checkpoint(struct at_writer *w, struct at_error *err)
 		status = io_fail(w, err, "write /tokens");
 	if (status == AT_OK && H5Fflush(w->file, H5F_SCOPE_GLOBAL) < 0)
 		status = io_fail(w, err, "flush the file");
+	h5_quiet_end(&q);
 	return status;
 }
 
 int at_writer_checkpoint(struct at_writer *w, struct at_error *err)
 {
-	struct h5_quiet q;
-	h5_quiet_begin(&q);
-	int status = checkpoint(w, err);
-	h5_quiet_end(&q);
-	return status;
+	return checkpoint(w, err);
 }
 
 int at_writer_close(struct at_writer *w, struct at_error *err)
 {
 	if (!w)
 		return AT_OK;
+	int status = checkpoint(w, err);
+	stop_background(w, 1); /* idle since the checkpoint: HDF5 is this thread's now */
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
-	int status = checkpoint(w, err);
 	if (status == AT_OK && h5_attr_put_int(w->file, "complete", H5T_STD_I32LE, 1) < 0)
 		status = io_fail(w, err, "mark the trace complete");
 	close_handles(w);
@@ -1134,6 +1291,7 @@ void at_writer_abandon(struct at_writer *w)
 {
 	if (!w)
 		return;
+	stop_background(w, 0); /* what was queued is lost, as with a crash */
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	writer_free(w);
@@ -1210,8 +1368,6 @@ int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *r
 	struct at_tensor t = {rows, dtype, 1, n, p->desc.channels, 0, p->desc.channels, 1};
 	int status = AT_OK;
 	p->samples_dropped += n_dropped;
-	struct h5_quiet q;
-	h5_quiet_begin(&q);
 	for (int64_t r = 0; r < n && status == AT_OK; r++) {
 		if (p->samples_taken >= w->opts.max_samples) {
 			p->samples_dropped++;
@@ -1223,6 +1379,5 @@ int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *r
 		if (p->pending_rows == p->chunk_rows)
 			status = queue_push(w, point_id, err);
 	}
-	h5_quiet_end(&q);
 	return status;
 }
