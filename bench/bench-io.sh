@@ -19,7 +19,7 @@ echo "# command: OMP_NUM_THREADS=T $bench --case CASE $*"
 
 results=$(mktemp "${TMPDIR:-/tmp}/bench-io.XXXXXX.tsv")
 trap 'rm -f "$results"' EXIT INT TERM
-printf 'case\tthreads\tmib\twrite_gbps\tread_gbps\tratio\n'
+printf 'case\tthreads\tmib\twrite_gbps\tread_gbps\tratio\tobserve_gbps\n'
 for data_case in realistic random; do
 	for threads in 1 2; do
 		OMP_NUM_THREADS=$threads "$bench" --case "$data_case" --no-header "$@" | tee -a "$results"
