@@ -395,30 +395,6 @@ static void tile_offsets(struct tile *tile, const struct at_tensor *t, int64_t g
 	tile->rows = n;
 }
 
-/* n elements data[first + i*stride] -> out[i]; the dtype switch sits outside
- * the loops so each one is a plain conversion loop. */
-static void load_run(const void *data, enum at_dtype dtype, int64_t first, int64_t stride,
-                     int n, float *out)
-{
-	const uint16_t *half = (const uint16_t *)data + first;
-	const float *single = (const float *)data + first;
-	switch (dtype) {
-	case AT_F16:
-		for (int i = 0; i < n; i++)
-			out[i] = at_f16_to_float(half[i * stride]);
-		break;
-	case AT_BF16:
-		for (int i = 0; i < n; i++)
-			out[i] = at_bf16_to_float(half[i * stride]);
-		break;
-	default:
-		if (stride == 1)
-			memcpy(out, single, (size_t)n * sizeof *out);
-		else
-			for (int i = 0; i < n; i++)
-				out[i] = single[i * stride];
-	}
-}
 
 static void tile_gather(struct tile *tile, const struct at_tensor *t, int64_t c0, int nb)
 {
@@ -427,7 +403,7 @@ static void tile_gather(struct tile *tile, const struct at_tensor *t, int64_t c0
 	if (llabs(cs) <= llabs(t->row_stride) || nb == 1) {
 		/* channels are the shorter stride ([T, C], [B, T, C]): read along rows */
 		for (int r = 0; r < tile->rows; r++)
-			load_run(t->data, t->dtype, tile->row_offset[r] + c0 * cs, cs, nb,
+			at_load_run(t->data, t->dtype, tile->row_offset[r] + c0 * cs, cs, nb,
 			         tile->x + r * nb);
 		return;
 	}

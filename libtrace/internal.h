@@ -67,6 +67,32 @@ static inline float at_load(const void *data, enum at_dtype t, int64_t index)
 	}
 }
 
+/* n elements data[first + i*stride] -> out[i] as float; the dtype switch
+ * sits outside the loops so each one is a plain conversion loop (the
+ * accumulators' tiles and the writer's sampled rows). */
+static inline void at_load_run(const void *data, enum at_dtype dtype, int64_t first,
+                               int64_t stride, int64_t n, float *out)
+{
+	const uint16_t *half = (const uint16_t *)data + first;
+	const float *single = (const float *)data + first;
+	switch (dtype) {
+	case AT_F16:
+		for (int64_t i = 0; i < n; i++)
+			out[i] = at_f16_to_float(half[i * stride]);
+		break;
+	case AT_BF16:
+		for (int64_t i = 0; i < n; i++)
+			out[i] = at_bf16_to_float(half[i * stride]);
+		break;
+	default:
+		if (stride == 1)
+			memcpy(out, single, (size_t)n * sizeof *out);
+		else
+			for (int64_t i = 0; i < n; i++)
+				out[i] = single[i * stride];
+	}
+}
+
 /* Validate a tensor descriptor (dtype, positive sizes, data present). */
 int at_tensor_check(const struct at_tensor *t, struct at_error *err);
 

@@ -802,13 +802,8 @@ static int token_selected(const struct at_writer *w, int64_t token, struct at_er
 
 static void copy_row(float *dst, const struct at_tensor *t, int64_t b, int64_t r)
 {
-	int64_t base = b * t->batch_stride + r * t->row_stride;
-	if (t->dtype == AT_F32 && t->channel_stride == 1) {
-		memcpy(dst, (const float *)t->data + base, (size_t)t->channels * sizeof *dst);
-		return;
-	}
-	for (int64_t c = 0; c < t->channels; c++)
-		dst[c] = at_load(t->data, t->dtype, base + c * t->channel_stride);
+	at_load_run(t->data, t->dtype, b * t->batch_stride + r * t->row_stride, t->channel_stride,
+	            t->channels, dst);
 }
 
 static int sample_rows(struct at_writer *w, int32_t point_id, const struct at_tensor *t,

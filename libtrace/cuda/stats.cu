@@ -5,16 +5,18 @@
  * with no host synchronization; they reach the host only when drained (at
  * checkpoints and close), where they merge exactly with the host path's.
  *
- * The kernel is built to be bound by memory, not by instructions (see
- * docs/BENCHMARKS-gpu.md for the budget: about 20 instructions an element at
- * the H200's bandwidth).
+ * The kernel's cost is instructions, not bytes: about 31 an element, issued
+ * by 16 warps an SM (128 registers a thread); see docs/BENCHMARKS-gpu.md.
  *
- * Work is cut into items: a tile of 128 channels by a split of the rows.  A
- * block takes items in turn; inside it each warp takes a contiguous share of
- * the item's rows and each lane four channels (on the vector path four
- * adjacent ones, read with one 8- or 16-byte load per row), so a warp reads
- * 128 channels of a row at once.  Rows are read in steps of 8, the next step's
- * loads in flight while this one is folded.
+ * Work is cut into items: a tile of 64 channels by a split of the rows.  A
+ * block (8 warps) takes items in turn; inside it each warp takes a contiguous
+ * share of the item's rows and each lane two adjacent channels, so a warp
+ * folds a 128-byte row of bf16 at once.  On the vector path (adjacent
+ * channels, rows 16-byte aligned) each warp copies its next RING_STEPS steps
+ * of 8 rows into a ring in shared memory with 16-byte cp.async chunks, so
+ * that the bytes in flight do not depend on registers; other layouts load
+ * element by element.  (docs/BENCHMARKS-gpu.md has the versions tried, and
+ * what each one measured.)
  *
  * Moments: per step, a lane sums (x - F)^k, k = 1..4, and |x| in float, where
  * F is a shift near the channel's mean (the median of the lane's first 8 rows,
@@ -26,19 +28,22 @@
  * done (Chan, Golub & LeVeque 1983), and the warps' and splits' moments combine
  * by Chan et al. 1979 / Pebay 2008 in a fixed order.  A step whose float sums
  * are not finite (NaN/Inf in the data, or |x - F|^4 beyond float) or underflow
- * is folded again from the registers in double, element by element, with the
- * non-finite values counted apart; it costs nothing when the data are clean.
+ * is folded again in double, element by element, reading the step again, with
+ * the non-finite values counted apart; it costs nothing when the data are
+ * clean.
  *
  * Histogram: the bin of |x| is the exponent of |x|^4 (the bins are quarter
  * octaves; for bf16 and f16 inputs x^2 is exact and x^4 rounds once, never
- * across a power of two), so a bin costs two multiplies and a shift; f32
+ * across a power of two), so a bin costs two multiplies and a multiply-high;
+ * exact zeros have a row of their own; f32
  * inputs take the exact bit rule of accum.c.  Counts go to 16-bit counters in
  * shared memory, one row per exponent ([row][lane] words: each lane always
  * hits its own bank), and reach the device histogram when the item ends.
  *
- * Extremes: each warp keeps a heap of its K best in shared memory; an element
- * is looked at only when |x| reaches the warp's floor (its K-th best, or the
- * point's from earlier launches), which is rare after the first rows; the last
+ * Extremes: each warp keeps a heap of its K best in shared memory; a step is
+ * looked at again only when its min or max reaches the warp's floor (its K-th
+ * best, or the point's from earlier launches), which is rare after the first
+ * rows; the last
  * block of a launch merges the blocks' K best into the point's. */
 #include <float.h>
 #include <math.h>
@@ -247,37 +252,14 @@ template <int D> __device__ __forceinline__ void clear_row(lane_row<D> &r)
 	memset(&r, 0, sizeof r);
 }
 
-/* One aligned load of n bytes, through the read-only cache. */
-#ifdef __CUDA_ARCH__
-template <size_t N> struct load_type;
-template <> struct load_type<4> {
-	typedef unsigned int type;
-};
-template <> struct load_type<8> {
-	typedef uint2 type;
-};
-template <> struct load_type<16> {
-	typedef uint4 type;
-};
-#endif
 
-/* A lane's channels of the row at p: adjacent ones in one load (the host
- * checked the alignment), or one load each, channel_stride * WARP apart. */
-template <int D, bool VEC>
+/* A lane's channels of the row at p on the scalar path (the vector path
+ * reads rows through the ring): channel v of the lane is channel_stride *
+ * WARP * v away. */
+template <int D>
 __device__ __forceinline__ void load_row(const void *p, int64_t channel_stride, int valid,
                                          lane_row<D> &r)
 {
-	if (VEC) {
-#ifdef __CUDA_ARCH__
-		typedef typename load_type<sizeof(lane_row<D>)>::type word;
-		word v = __ldg(static_cast<const word *>(p));
-		memcpy(&r, &v, sizeof r);
-#else
-		memcpy(&r, p, sizeof r);
-#endif
-		return;
-	}
-	/* scalar path: channel v of the lane is channel_stride * WARP * v away */
 	for (int v = 0; v < LANE_CHANNELS; v++) {
 		if (!(valid & (1 << v)))
 			continue;
@@ -725,7 +707,7 @@ __device__ __forceinline__ float first_shift(const lane_row<D> (&rows)[STEP], in
 	return n == STEP ? median8(a) : a[0];
 }
 
-template <int D, bool VEC>
+template <int D>
 __device__ __forceinline__ void load_step(const unsigned char *row0, int64_t row_bytes,
                                           int64_t channel_stride, int valid, int n,
                                           lane_row<D> (&rows)[STEP])
@@ -733,7 +715,7 @@ __device__ __forceinline__ void load_step(const unsigned char *row0, int64_t row
 	for (int u = 0; u < STEP; u++) {
 		clear_row<D>(rows[u]);
 		if (u < n && valid)
-			load_row<D, VEC>(row0 + u * row_bytes, channel_stride, valid, rows[u]);
+			load_row<D>(row0 + u * row_bytes, channel_stride, valid, rows[u]);
 	}
 }
 
@@ -1065,7 +1047,7 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 			for (int u = 0; u < STEP; u++)
 				cur[u] = slot[u * WARP];
 		} else {
-			load_step<D, VEC>(lane_base + g * row_bytes, row_bytes, job.channel_stride, w.valid,
+			load_step<D>(lane_base + g * row_bytes, row_bytes, job.channel_stride, w.valid,
 			                  n, cur);
 		}
 		if (i == 0)
