@@ -533,6 +533,20 @@ static void run_case(const struct test_case *tc, const char *dir)
 }
 
 #ifdef HAVE_DEVICE
+/* A trace at file with one point of 4 channels (exit 99 if it cannot be made). */
+static struct at_writer *one_point_writer(const char *file, const struct at_writer_options *o,
+                                          int32_t *id)
+{
+	struct at_writer *w;
+	struct at_error err;
+	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
+	if (at_writer_create(&w, file, o, &err) || at_writer_add_point(w, &desc, id, &err)) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		exit(99);
+	}
+	return w;
+}
+
 /* Calls the device path must refuse before queueing anything. */
 static void bad_calls(const char *dir)
 {
@@ -541,11 +555,8 @@ static void bad_calls(const char *dir)
 	struct at_writer_options o;
 	at_writer_options_init(&o);
 	struct at_error err;
-	struct at_writer *w;
 	int32_t id;
-	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
-	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err))
-		exit(99);
+	struct at_writer *w = one_point_writer(file, &o, &id);
 	float host[8] = {0};
 	struct at_tensor t = {host, AT_F32, 1, 2, 4, 8, 4, 1};
 	int rc = at_writer_observe_device(w, id, &t, 0, NULL, &err);
@@ -558,8 +569,7 @@ static void bad_calls(const char *dir)
 	TAP_OK(rc == AT_EINVAL, "an unknown point is refused: %s", err.message);
 	at_writer_abandon(w);
 	o.extremes = 1000;
-	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err))
-		exit(99);
+	w = one_point_writer(file, &o, &id);
 	void *dev = device_copy_of(host, sizeof host);
 	t.data = dev;
 	t.channels = 4;
@@ -581,11 +591,8 @@ static void graph_capture(const char *dir)
 	struct at_writer_options o;
 	at_writer_options_init(&o);
 	struct at_error err;
-	struct at_writer *w;
 	int32_t id;
-	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
-	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err))
-		exit(99);
+	struct at_writer *w = one_point_writer(file, &o, &id);
 	float host[8] = {1, 2, 3, 4, 5, 6, 7, 8};
 	void *dev = device_copy_of(host, sizeof host);
 	struct at_tensor t = {dev, AT_F32, 1, 2, 4, 8, 4, 1};
