@@ -44,7 +44,10 @@ struct point {
 	/* sampling */
 	hid_t samples, sample_tokens;
 	int64_t chunk_rows;
-	float *pending;           /* the chunk being filled: chunk_rows x channels */
+	/* the chunk being filled: chunk_rows x channels in pending_dtype, as the rows
+	 * came (room for float32); the writer thread widens it to float32 */
+	unsigned char *pending;
+	enum at_dtype pending_dtype;
 	int64_t *pending_tokens;  /* its tokens */
 	int64_t pending_rows;
 	int64_t chunks_queued;    /* full chunks handed to the queue */
@@ -56,6 +59,7 @@ struct point {
 /* A full sample chunk waiting for compression and its write. */
 struct queued_chunk {
 	int32_t point;
+	enum at_dtype dtype; /* of chunk.raw, widened to float32 before compression */
 	int64_t index; /* chunk number along the rows */
 	struct at_chunk chunk;
 	int64_t *tokens;
@@ -387,7 +391,7 @@ static int create_sample_datasets(struct at_writer *w, struct point *p)
 	int64_t c = p->desc.channels;
 	int64_t rows = SAMPLE_CHUNK_BYTES / (4 * c);
 	p->chunk_rows = rows < 1 ? 1 : rows > 4096 ? 4096 : rows;
-	p->pending = malloc((size_t)(p->chunk_rows * c) * sizeof *p->pending);
+	p->pending = malloc((size_t)(p->chunk_rows * c) * sizeof(float));
 	p->pending_tokens = malloc((size_t)p->chunk_rows * sizeof *p->pending_tokens);
 	if (!p->pending || !p->pending_tokens)
 		return -1;
@@ -613,8 +617,9 @@ static void stop_background(struct at_writer *w, int write_queued)
 static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *err)
 {
 	struct point *p = &w->points[point_id];
-	size_t raw_bytes = (size_t)(p->chunk_rows * p->desc.channels) * sizeof(float);
-	float *fresh = malloc(raw_bytes);
+	size_t cells = (size_t)(p->chunk_rows * p->desc.channels);
+	size_t raw_bytes = cells * at_dtype_size(p->pending_dtype);
+	unsigned char *fresh = malloc(cells * sizeof(float));
 	int64_t *fresh_tokens = malloc((size_t)p->chunk_rows * sizeof *fresh_tokens);
 	if (!fresh || !fresh_tokens) {
 		free(fresh);
@@ -644,6 +649,7 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 	if (status == AT_OK) {
 		w->queue[w->queue_len++] = (struct queued_chunk){
 			.point = point_id,
+			.dtype = p->pending_dtype,
 			.index = p->chunks_queued++,
 			.chunk = {.raw = p->pending, .raw_bytes = raw_bytes},
 			.tokens = p->pending_tokens,
@@ -733,18 +739,41 @@ static int write_sample_rows(struct point *p, int64_t row0, int64_t n, const str
 	return status;
 }
 
+/* Chunks of 16-bit rows as float32, the format's sample type (the writer
+ * thread's work, so that hooks only copy bytes). */
+static int widen_chunks(struct at_writer *w, struct queued_chunk *batch, size_t n,
+                        struct at_error *err)
+{
+	for (size_t i = 0; i < n; i++) {
+		struct queued_chunk *c = &batch[i];
+		if (c->dtype == AT_F32)
+			continue;
+		size_t cells = c->chunk.raw_bytes / at_dtype_size(c->dtype);
+		float *wide = malloc(cells * sizeof *wide);
+		if (!wide)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		at_load_run(c->chunk.raw, c->dtype, 0, 1, (int64_t)cells, wide);
+		free(c->chunk.raw);
+		c->chunk.raw = wide;
+		c->chunk.raw_bytes = cells * sizeof *wide;
+		c->dtype = AT_F32;
+	}
+	return AT_OK;
+}
+
 /* Compress a batch of full chunks in parallel, then hand each to HDF5 as is
  * (the writer thread; the caller's thread is kept out of HDF5 meanwhile). */
 static int write_batch(struct at_writer *w, struct queued_chunk *batch, size_t n,
                        struct at_error *err)
 {
-	struct at_chunk *chunks = malloc(n * sizeof *chunks);
+	int status = widen_chunks(w, batch, n, err);
+	struct at_chunk *chunks = status == AT_OK ? malloc(n * sizeof *chunks) : NULL;
 	if (!chunks)
-		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		return status != AT_OK ? status : at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
 	for (size_t i = 0; i < n; i++)
 		chunks[i] = batch[i].chunk;
-	int status = at_codec_compress(chunks, n, sizeof(float), w->opts.compression_level,
-	                               w->opts.threads, err);
+	status = at_codec_compress(chunks, n, sizeof(float), w->opts.compression_level,
+	                           w->opts.threads, err);
 	for (size_t i = 0; i < n; i++)
 		batch[i].chunk = chunks[i]; /* packed buffers now belong to the batch */
 	free(chunks);
@@ -771,10 +800,17 @@ static int write_partial_chunk(struct at_writer *w, struct point *p, struct at_e
 	int64_t c = p->desc.channels;
 	size_t filled = (size_t)(p->pending_rows * c);
 	size_t total = (size_t)(p->chunk_rows * c);
-	memset(p->pending + filled, 0, (total - filled) * sizeof(float));
-	struct at_chunk chunk = {.raw = p->pending, .raw_bytes = total * sizeof(float)};
+	float *rows = (float *)p->pending; /* float32 rows are padded where they are */
+	if (p->pending_dtype != AT_F32 && !(rows = malloc(total * sizeof *rows)))
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	if (p->pending_dtype != AT_F32)
+		at_load_run(p->pending, p->pending_dtype, 0, 1, (int64_t)filled, rows);
+	memset(rows + filled, 0, (total - filled) * sizeof *rows);
+	struct at_chunk chunk = {.raw = rows, .raw_bytes = total * sizeof *rows};
 	int status = at_codec_compress(&chunk, 1, sizeof(float), w->opts.compression_level,
 	                               w->opts.threads, err);
+	if (rows != (float *)p->pending)
+		free(rows);
 	if (status == AT_OK && write_sample_rows(p, p->chunks_queued * p->chunk_rows,
 	                                         p->pending_rows, &chunk, p->pending_tokens) < 0)
 		status = at_fail(err, AT_EIO, "%s: cannot write samples of '%s'", w->path,
@@ -800,10 +836,42 @@ static int token_selected(const struct at_writer *w, int64_t token, struct at_er
 	return AT_OK;
 }
 
-static void copy_row(float *dst, const struct at_tensor *t, int64_t b, int64_t r)
+/* n values of dtype, in place, as float32, from the last (each float is
+ * written over values already read). */
+static void widen_in_place(unsigned char *buf, enum at_dtype dtype, int64_t n)
 {
-	at_load_run(t->data, t->dtype, b * t->batch_stride + r * t->row_stride, t->channel_stride,
-	            t->channels, dst);
+	for (int64_t i = n - 1; i >= 0; i--)
+		((float *)buf)[i] = at_load(buf, dtype, i);
+}
+
+/* Row r of batch b of t onto p's pending chunk as its bytes are: the first
+ * row of a chunk sets the chunk's dtype, and the writer thread widens it
+ * (hooks only copy).  A row of another dtype (one point fed two dtypes)
+ * widens the chunk to float32 here first. */
+static void pending_append(struct point *p, const struct at_tensor *t, int64_t b, int64_t r)
+{
+	int64_t c = t->channels, base = b * t->batch_stride + r * t->row_stride;
+	if (p->pending_rows == 0)
+		p->pending_dtype = t->dtype;
+	if (t->dtype != p->pending_dtype) {
+		widen_in_place(p->pending, p->pending_dtype, p->pending_rows * c);
+		p->pending_dtype = AT_F32;
+	}
+	size_t es = at_dtype_size(p->pending_dtype);
+	unsigned char *dst = p->pending + (size_t)(p->pending_rows * c) * es;
+	if (t->dtype != p->pending_dtype) {
+		at_load_run(t->data, t->dtype, base, t->channel_stride, c, (float *)dst);
+	} else if (t->channel_stride == 1) {
+		memcpy(dst, (const unsigned char *)t->data + (size_t)base * es, (size_t)c * es);
+	} else if (es == 2) {
+		const uint16_t *src = (const uint16_t *)t->data + base;
+		for (int64_t i = 0; i < c; i++)
+			((uint16_t *)dst)[i] = src[i * t->channel_stride];
+	} else {
+		const float *src = (const float *)t->data + base;
+		for (int64_t i = 0; i < c; i++)
+			((float *)dst)[i] = src[i * t->channel_stride];
+	}
 }
 
 static int sample_rows(struct at_writer *w, int32_t point_id, const struct at_tensor *t,
@@ -822,7 +890,7 @@ static int sample_rows(struct at_writer *w, int32_t point_id, const struct at_te
 				p->samples_dropped++;
 				continue;
 			}
-			copy_row(p->pending + p->pending_rows * t->channels, t, b, r);
+			pending_append(p, t, b, r);
 			p->pending_tokens[p->pending_rows++] = token;
 			p->samples_taken++;
 			if (p->pending_rows == p->chunk_rows && (status = queue_push(w, point_id, err)))
@@ -1368,7 +1436,7 @@ int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *r
 			p->samples_dropped++;
 			continue;
 		}
-		copy_row(p->pending + p->pending_rows * t.channels, &t, 0, r);
+		pending_append(p, &t, 0, r);
 		p->pending_tokens[p->pending_rows++] = tokens[r];
 		p->samples_taken++;
 		if (p->pending_rows == p->chunk_rows)
