@@ -11,6 +11,9 @@ points), in four variants measured in one run:
                 with torch ops, on the GPU, no host sync
   acttrace      at_writer_observe_device on the current stream: statistics
   acttrace-s64  the same with 1-in-64 token sampling (AT_SAMPLE_EVERY 64)
+  capture       acttrace.capture(model, path): the package's default (llama)
+                catalogue, weights recorded, tokens from input_ids
+  capture-s64c  the same with sample="every:64", max_samples=4096
 
 For each: warm-up forwards, then the median over --repeats forwards of the
 time between CUDA events around model(input_ids) (hook work included, since
@@ -250,6 +253,15 @@ class Acttrace:
         check(self.lib.at_writer_close(self.writer, ctypes.byref(self.err)), self.err, "close")
 
 
+def package_capture(model, path, options):
+    """acttrace.capture(model, path, **options), entered: the Python package of
+    this tree over $ACTTRACE_LIB."""
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "libtrace", "python"))
+    import acttrace
+    return acttrace.capture(model, path, **options).__enter__()
+
+
 # ---------------------------------------------------------------- timing
 
 def time_forwards(model, ids, warmup, repeats, before=None):
@@ -276,7 +288,8 @@ def main():
     ap.add_argument("--seq-len", type=int, default=2048)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--variants", default="none,torch,acttrace,acttrace-s64,none")
+    ap.add_argument("--variants",
+                    default="none,torch,acttrace,acttrace-s64,capture,capture-s64c,none")
     ap.add_argument("--json", help="write the raw times here")
     args = ap.parse_args()
     if not torch.cuda.is_available():
@@ -314,10 +327,24 @@ def main():
             for pid, (name, module, direction, _) in zip(capture.ids, points):
                 hooks.add(module, direction, lambda x, pid=pid: capture.observe(pid, x))
             before = lambda: capture.begin_forward(args.batch, args.seq_len)
+        elif variant.startswith("capture"):
+            # the user's way: acttrace.capture with the default (llama)
+            # catalogue, weights recorded, tokens from input_ids
+            options = {"sample": "every:64", "max_samples": 4096} if variant == "capture-s64c" else {}
+            path = os.path.join(args.out, f"bench-llama-{variant}.h5")
+            t0 = time.perf_counter()
+            package = package_capture(model, path, options)
+            extra["open_s"] = time.perf_counter() - t0
+            extra["points"] = len(package.points)
         elif variant != "none":
             raise SystemExit(f"bench-llama: unknown variant {variant}")
         times = time_forwards(model, ids, args.warmup, args.repeats, before)
         hooks.remove()
+        if variant.startswith("capture"):
+            t0 = time.perf_counter()
+            package.__exit__(None, None, None)
+            extra["close_s"] = time.perf_counter() - t0
+            extra["trace_bytes"] = os.path.getsize(path)
         if capture:
             t0 = time.perf_counter()
             capture.close()

@@ -163,7 +163,7 @@ if step llama; then
 	ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
 		run bench-llama 420 python3 tests/gpu/bench-llama.py --out "$TMPDIR" \
 		--json "$OUT/bench-llama.json" || true
-	grep -E '^#|^variant|^none|^torch|^acttrace|Error|error' "$OUT/bench-llama.log" |
+	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|Error|error' "$OUT/bench-llama.log" |
 		tail -n 16 | tee -a "$summary"
 fi
 echo "---- summary ($summary)"
