@@ -1,13 +1,28 @@
 /* h5util.c: HDF5 helpers shared by the writer and the reader. */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "h5util.h"
 
+static pthread_once_t h5_lock_once = PTHREAD_ONCE_INIT;
+static pthread_mutex_t h5_lock;
+
+static void h5_lock_init(void)
+{
+	pthread_mutexattr_t a;
+	pthread_mutexattr_init(&a);
+	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE);
+	pthread_mutex_init(&h5_lock, &a);
+	pthread_mutexattr_destroy(&a);
+}
+
 void h5_quiet_begin(struct h5_quiet *q)
 {
+	pthread_once(&h5_lock_once, h5_lock_init);
+	pthread_mutex_lock(&h5_lock);
 	H5Eget_auto2(H5E_DEFAULT, &q->func, &q->data);
 	H5Eset_auto2(H5E_DEFAULT, NULL, NULL);
 }
@@ -15,6 +30,7 @@ void h5_quiet_begin(struct h5_quiet *q)
 void h5_quiet_end(const struct h5_quiet *q)
 {
 	H5Eset_auto2(H5E_DEFAULT, q->func, q->data);
+	pthread_mutex_unlock(&h5_lock);
 }
 
 /* Open the attribute for writing, replacing one of another type or shape. */

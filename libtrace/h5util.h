@@ -9,7 +9,12 @@
 #include "internal.h"
 
 /* The library must not print: HDF5's automatic error report is switched off
- * for the duration of each public call and restored afterwards. */
+ * for the duration of each public call and restored afterwards.  The same
+ * section holds a process-wide (recursive) lock, because the serial HDF5
+ * library is not thread-safe and a writer's background thread calls HDF5
+ * while the caller's thread may call it too (another writer, a reader).
+ * Every HDF5 call of the library is inside such a section; none waits for
+ * the background thread while holding it. */
 struct h5_quiet {
 	H5E_auto2_t func;
 	void *data;
