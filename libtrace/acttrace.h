@@ -217,6 +217,18 @@ int at_cuda_available(void);
  * is also stored whole. */
 int at_writer_add_weight(struct at_writer *w, const char *module, const char *module_class,
                          const struct at_tensor *weight, struct at_error *err);
+/* The same for a weight summarised elsewhere (on the GPU, so that its
+ * elements never cross to the host): absmax and mean |w| of each of the
+ * rows rows and cols columns, and for a vector (rows == 1) its values. */
+struct at_weight_summary {
+	int64_t rows, cols;
+	const double *row_absmax, *row_absmean; /* [rows] */
+	const double *col_absmax, *col_absmean; /* [cols] */
+	const float *values;                     /* [cols] when rows == 1, else NULL */
+};
+int at_writer_add_weight_summary(struct at_writer *w, const char *module,
+                                 const char *module_class, const struct at_weight_summary *s,
+                                 struct at_error *err);
 /* Write everything observed so far and flush the file: after a crash, a
  * reader sees the trace as of the last checkpoint (complete=0). */
 int at_writer_checkpoint(struct at_writer *w, struct at_error *err);

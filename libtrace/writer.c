@@ -1188,10 +1188,6 @@ static int write_all_stats(struct at_writer *w, struct at_error *err)
 
 /* ---------------------------------------------------------------- weights */
 
-struct weight_summary {
-	double *row_absmax, *row_absmean, *col_absmax, *col_absmean;
-};
-
 /* absmax and mean |w| along each of n lines of len elements: element j of
  * line i is at i * line_step + j * step.  Rows and columns alike. */
 static void summarise_lines(const struct at_tensor *t, int64_t n, int64_t line_step,
@@ -1210,19 +1206,10 @@ static void summarise_lines(const struct at_tensor *t, int64_t n, int64_t line_s
 	}
 }
 
-static void summarise_weight(const struct at_tensor *t, struct weight_summary *s)
-{
-	summarise_lines(t, t->rows, t->row_stride, t->channels, t->channel_stride, s->row_absmax,
-	                s->row_absmean);
-	summarise_lines(t, t->channels, t->channel_stride, t->rows, t->row_stride, s->col_absmax,
-	                s->col_absmean);
-}
-
-static int write_weight(struct at_writer *w, hid_t g, const struct at_tensor *t,
-                        const struct weight_summary *s)
+static int write_weight(struct at_writer *w, hid_t g, const struct at_weight_summary *s)
 {
 	int level = w->opts.compression_level;
-	hsize_t rdims[1] = {(hsize_t)t->rows}, cdims[1] = {(hsize_t)t->channels};
+	hsize_t rdims[1] = {(hsize_t)s->rows}, cdims[1] = {(hsize_t)s->cols};
 	hsize_t rchunk[1] = {rdims[0] < VECTOR_CHUNK ? rdims[0] : VECTOR_CHUNK};
 	hsize_t cchunk[1] = {cdims[0] < VECTOR_CHUNK ? cdims[0] : VECTOR_CHUNK};
 	if (h5_put_compressed(g, "row_absmax", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, rdims, rchunk,
@@ -1234,42 +1221,28 @@ static int write_weight(struct at_writer *w, hid_t g, const struct at_tensor *t,
 	    h5_put_compressed(g, "col_absmean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, cdims,
 	                      cchunk, level, s->col_absmean) < 0)
 		return -1;
-	if (t->rows != 1)
+	if (s->rows != 1)
 		return 0;
-	float *values = malloc((size_t)t->channels * sizeof *values);
-	if (!values)
-		return -1;
-	for (int64_t c = 0; c < t->channels; c++)
-		values[c] = at_load(t->data, t->dtype, c * t->channel_stride);
-	int status = h5_put_compressed(g, "values", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, cdims,
-	                               cchunk, level, values);
-	free(values);
-	return status;
+	return h5_put_compressed(g, "values", H5T_IEEE_F32LE, H5T_NATIVE_FLOAT, 1, cdims, cchunk,
+	                         level, s->values);
 }
 
-int at_writer_add_weight(struct at_writer *w, const char *module, const char *module_class,
-                         const struct at_tensor *t, struct at_error *err)
+int at_writer_add_weight_summary(struct at_writer *w, const char *module,
+                                 const char *module_class, const struct at_weight_summary *s,
+                                 struct at_error *err)
 {
 	if (!module || !*module || strchr(module, '/'))
 		return at_fail(err, AT_EINVAL, "%s: weight module name '%s' is empty or has '/'",
 		               w->path, module ? module : "");
-	int status = at_tensor_check(t, err);
+	if (!s || s->rows < 1 || s->cols < 1 || !s->row_absmax || !s->row_absmean ||
+	    !s->col_absmax || !s->col_absmean || (s->rows == 1 && !s->values))
+		return at_fail(err, AT_EINVAL,
+		               "%s: weight '%s': a summary needs rows, cols >= 1, the four line "
+		               "statistics, and the values of a vector",
+		               w->path, module);
+	int status = drain(w, err); /* HDF5 below: the writer thread must be idle */
 	if (status)
 		return status;
-	if (t->batches != 1 || t->rows < 1)
-		return at_fail(err, AT_EINVAL, "%s: weight '%s' must be one matrix (batches=1)",
-		               w->path, module);
-	struct weight_summary s = {
-		malloc((size_t)t->rows * sizeof(double)), malloc((size_t)t->rows * sizeof(double)),
-		malloc((size_t)t->channels * sizeof(double)), malloc((size_t)t->channels * sizeof(double))};
-	if (!s.row_absmax || !s.row_absmean || !s.col_absmax || !s.col_absmean) {
-		status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
-		goto done;
-	}
-	summarise_weight(t, &s);
-	status = drain(w, err); /* HDF5 below: the writer thread must be idle */
-	if (status)
-		goto done;
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	hid_t weights = H5Gopen2(w->file, "weights", H5P_DEFAULT);
@@ -1279,9 +1252,8 @@ int at_writer_add_weight(struct at_writer *w, const char *module, const char *mo
 	else if (weights < 0 ||
 	         (g = H5Gcreate2(weights, module, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
 	         h5_attr_put_string(g, "module_class", module_class ? module_class : "") < 0 ||
-	         h5_attr_put_int(g, "rows", H5T_STD_I64LE, t->rows) < 0 ||
-	         h5_attr_put_int(g, "cols", H5T_STD_I64LE, t->channels) < 0 ||
-	         write_weight(w, g, t, &s) < 0)
+	         h5_attr_put_int(g, "rows", H5T_STD_I64LE, s->rows) < 0 ||
+	         h5_attr_put_int(g, "cols", H5T_STD_I64LE, s->cols) < 0 || write_weight(w, g, s) < 0)
 		status = at_fail(err, AT_EIO, "%s: cannot write weight '%s'", w->path, module);
 	if (g >= 0)
 		H5Gclose(g);
@@ -1290,11 +1262,42 @@ int at_writer_add_weight(struct at_writer *w, const char *module, const char *mo
 	h5_quiet_end(&q);
 	if (status == AT_OK)
 		w->weights++;
-done:
-	free(s.row_absmax);
-	free(s.row_absmean);
-	free(s.col_absmax);
-	free(s.col_absmean);
+	return status;
+}
+
+int at_writer_add_weight(struct at_writer *w, const char *module, const char *module_class,
+                         const struct at_tensor *t, struct at_error *err)
+{
+	int status = at_tensor_check(t, err);
+	if (status)
+		return status;
+	if (t->batches != 1 || t->rows < 1)
+		return at_fail(err, AT_EINVAL, "%s: weight '%s' must be one matrix (batches=1)",
+		               w->path, module ? module : "");
+	double *row_absmax = malloc((size_t)t->rows * sizeof(double));
+	double *row_absmean = malloc((size_t)t->rows * sizeof(double));
+	double *col_absmax = malloc((size_t)t->channels * sizeof(double));
+	double *col_absmean = malloc((size_t)t->channels * sizeof(double));
+	float *values = t->rows == 1 ? malloc((size_t)t->channels * sizeof(float)) : NULL;
+	if (!row_absmax || !row_absmean || !col_absmax || !col_absmean ||
+	    (t->rows == 1 && !values)) {
+		status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	} else {
+		summarise_lines(t, t->rows, t->row_stride, t->channels, t->channel_stride, row_absmax,
+		                row_absmean);
+		summarise_lines(t, t->channels, t->channel_stride, t->rows, t->row_stride, col_absmax,
+		                col_absmean);
+		if (values)
+			at_load_run(t->data, t->dtype, 0, t->channel_stride, t->channels, values);
+		struct at_weight_summary s = {t->rows, t->channels, row_absmax, row_absmean,
+		                              col_absmax, col_absmean, values};
+		status = at_writer_add_weight_summary(w, module, module_class, &s, err);
+	}
+	free(row_absmax);
+	free(row_absmean);
+	free(col_absmax);
+	free(col_absmean);
+	free(values);
 	return status;
 }
 

@@ -395,6 +395,30 @@ def no_trace_case(tmp, name, build):
              "parameters and buffers unchanged")
 
 
+# ---------------------------------------------------------------- weights on the device
+
+def device_summary_case(tmp):
+    """Weights summarised by torch where they live (what a GPU model gets, run
+    here on the CPU: add_weight(where="device")) equal numpy's float64."""
+    check.context = "weights summarised where they live"
+    original = acttrace.Writer.add_weight
+
+    def on_device(self, module, module_class, weight, transposed=False, where=None):
+        return original(self, module, module_class, weight, transposed, where="device")
+    acttrace.Writer.add_weight = on_device
+    try:
+        for name, (build, expected_fn) in MODELS.items():
+            model = build()
+            expected = expected_points(model, expected_fn)
+            path = os.path.join(tmp, f"weights-device-{name}.h5")
+            with torch.no_grad(), acttrace.capture(model, path):
+                model(torch.randint(0, VOCAB, (1, 4), generator=torch.Generator().manual_seed(1)))
+            with h5py.File(path, "r") as f:
+                check_weights(f, model, expected)
+    finally:
+        acttrace.Writer.add_weight = original
+
+
 # ---------------------------------------------------------------- fused paths
 
 def fused_path_case(tmp):
@@ -555,6 +579,7 @@ def main():
         })
         clip_rounding_case()
         fused_path_case(tmp)
+        device_summary_case(tmp)
     print(f"# {time.time() - start:.1f} s")
     check.done("test_python_capture")
 

@@ -63,6 +63,18 @@ class at_writer_options(ctypes.Structure):
     ]
 
 
+class at_weight_summary(ctypes.Structure):
+    _fields_ = [
+        ("rows", ctypes.c_int64),
+        ("cols", ctypes.c_int64),
+        ("row_absmax", ctypes.c_void_p),
+        ("row_absmean", ctypes.c_void_p),
+        ("col_absmax", ctypes.c_void_p),
+        ("col_absmean", ctypes.c_void_p),
+        ("values", ctypes.c_void_p),
+    ]
+
+
 class at_point_desc(ctypes.Structure):
     _fields_ = [
         ("name", ctypes.c_char_p),
@@ -142,6 +154,9 @@ def _declare(lib):
         "at_cuda_available": (ctypes.c_int, []),
         "at_writer_add_weight": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_char_p,
                                                 P(at_tensor), err]),
+        "at_writer_add_weight_summary": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_char_p,
+                                                        ctypes.c_char_p, P(at_weight_summary),
+                                                        err]),
         "at_writer_checkpoint": (ctypes.c_int, [ctypes.c_void_p, err]),
         "at_writer_close": (ctypes.c_int, [ctypes.c_void_p, err]),
         "at_writer_abandon": (None, [ctypes.c_void_p]),

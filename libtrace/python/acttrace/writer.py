@@ -256,17 +256,28 @@ class Writer:
         with self._lock:
             path.observe(self._live(), point_id, view, token_base)
 
-    def add_weight(self, module, module_class, weight, transposed=False):
+    def add_weight(self, module, module_class, weight, transposed=False, where=None):
         """Weight statistics of a module: a matrix [out, in] (transposed=True
         for [in, out] storage such as GPT-2's Conv1D), a vector (a norm's
-        gamma), or a convolution kernel [out, in, k] seen as [out, in*k]."""
-        w = HostPath.prepare(weight)
+        gamma), or a convolution kernel [out, in, k] seen as [out, in*k].
+
+        where: "device" summarises with torch where the tensor lives (in
+        float64), so that a GPU's weights never cross to the host; "host"
+        copies the tensor to the host and lets libacttrace summarise it;
+        None (the default) takes "device" for tensors not in host memory."""
+        w = weight.detach()
         if transposed:
             w = w.t()
         if w.dim() == 1:
             w = w.unsqueeze(0)
         elif w.dim() > 2:
             w = w.reshape(w.shape[0], -1)
+        if where is None:
+            where = "host" if w.device.type == "cpu" else "device"
+        if where == "device":
+            self._add_weight_summary(module, module_class, w)
+            return
+        w = HostPath.prepare(w)
         view = TensorView(w, ROWS)
         desc = view.at_tensor()
         err = _lib.at_error()
@@ -274,6 +285,28 @@ class Writer:
             status = _lib.lib.at_writer_add_weight(self._live(), module.encode(),
                                                    module_class.encode(), ctypes.byref(desc),
                                                    ctypes.byref(err))
+        _lib.check(status, err)
+
+    def _add_weight_summary(self, module, module_class, w):
+        """Row and column absmax and mean |w| computed by torch where w lives,
+        in float64 (as libacttrace does on the host); only the four vectors
+        come to the host."""
+        a = w.abs()  # exact in any dtype; sums are taken in float64 without a float64 copy
+        rows, cols = w.shape
+        lines = [a.amax(dim=1).to(torch.float64), a.sum(dim=1, dtype=torch.float64) / cols,
+                 a.amax(dim=0).to(torch.float64), a.sum(dim=0, dtype=torch.float64) / rows]
+        lines = [x.cpu().contiguous() for x in lines]
+        values = w.reshape(-1).to(torch.float32).cpu().contiguous() if w.shape[0] == 1 else None
+        s = _lib.at_weight_summary(
+            rows=rows, cols=cols,
+            row_absmax=lines[0].data_ptr(), row_absmean=lines[1].data_ptr(),
+            col_absmax=lines[2].data_ptr(), col_absmean=lines[3].data_ptr(),
+            values=values.data_ptr() if values is not None else None)
+        err = _lib.at_error()
+        with self._lock:
+            status = _lib.lib.at_writer_add_weight_summary(self._live(), module.encode(),
+                                                           module_class.encode(),
+                                                           ctypes.byref(s), ctypes.byref(err))
         _lib.check(status, err)
 
     def checkpoint(self):
