@@ -662,6 +662,11 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 	if (status) {
 		free(fresh);
 		free(fresh_tokens);
+		/* the full chunk cannot be handed on: its rows are lost, and
+		 * counted so, and the chunk is free for the rows to come */
+		p->samples_taken -= p->pending_rows;
+		p->samples_dropped += p->pending_rows;
+		p->pending_rows = 0;
 		return status;
 	}
 	p->pending = fresh;
