@@ -612,6 +612,15 @@ static void stop_background(struct at_writer *w, int write_queued)
 	w->bg_started = 0;
 }
 
+/* A full chunk that cannot be handed on: its rows are lost, and counted so,
+ * and the chunk is free for the rows to come (never overrun). */
+static void drop_pending(struct point *p)
+{
+	p->samples_taken -= p->pending_rows;
+	p->samples_dropped += p->pending_rows;
+	p->pending_rows = 0;
+}
+
 /* The full chunk of p to the writer thread, and a fresh one to fill; waits
  * while QUEUE_WAIT_BYTES are in flight.  No HDF5 here: hooks call this. */
 static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *err)
@@ -621,15 +630,15 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 	size_t raw_bytes = cells * at_dtype_size(p->pending_dtype);
 	unsigned char *fresh = malloc(cells * sizeof(float));
 	int64_t *fresh_tokens = malloc((size_t)p->chunk_rows * sizeof *fresh_tokens);
-	if (!fresh || !fresh_tokens) {
-		free(fresh);
-		free(fresh_tokens);
-		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
-	}
-	int status = w->bg_started ? AT_OK : start_background(w, err);
+	int status = AT_OK;
+	if (!fresh || !fresh_tokens)
+		status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	else if (!w->bg_started)
+		status = start_background(w, err);
 	if (status) {
 		free(fresh);
 		free(fresh_tokens);
+		drop_pending(p);
 		return status;
 	}
 	pthread_mutex_lock(&w->mu);
@@ -662,11 +671,7 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 	if (status) {
 		free(fresh);
 		free(fresh_tokens);
-		/* the full chunk cannot be handed on: its rows are lost, and
-		 * counted so, and the chunk is free for the rows to come */
-		p->samples_taken -= p->pending_rows;
-		p->samples_dropped += p->pending_rows;
-		p->pending_rows = 0;
+		drop_pending(p);
 		return status;
 	}
 	p->pending = fresh;
