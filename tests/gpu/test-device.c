@@ -656,6 +656,14 @@ static void add_cases(int quick, int big)
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 3,
 	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
 	run_case(&split, dir);
+	/* the vector path (rows 16-byte aligned) with a partial last tile of 8
+	 * channels, on data with NaN/Inf and outliers */
+	struct test_case partial_tile[] = {
+		{AT_BF16, 0, 2, quick ? 90 : 300, 200, NONFINITE, 2, AT_SAMPLE_EVERY, 5, 1 << 20, 64},
+		{AT_F16, 0, 3, quick ? 60 : 200, 136, OUTLIERS, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+	};
+	for (size_t i = 0; i < sizeof partial_tile / sizeof partial_tile[0]; i++)
+		run_case(&partial_tile[i], dir);
 	/* one token, many channels: the thin shape */
 	struct test_case thin = {AT_BF16, 0, 1, 1, quick ? 700 : 4100, GAUSS, 1, AT_SAMPLE_NONE, 1,
 	                         1 << 20, 64};
