@@ -199,6 +199,13 @@ static int get_int_attr(hid_t g, const char *name, int64_t *value, const char *w
 }
 
 /* Rows of a sampled dataset and its chunk height, or 0 when there is none. */
+/* Sizes a trace may claim, checked before anything is allocated from them:
+ * a damaged or crafted file gets a one-line error, never a huge allocation
+ * (see "FORMAT VERSION 2" in acttrace-format(5), which makes them normative). */
+#define MAX_CHANNELS ((int64_t)1 << 31)
+#define MAX_EXTREMES ((int64_t)1 << 20)
+#define MAX_SAMPLE_CHUNK_BYTES ((int64_t)1 << 30)
+
 static int read_sample_layout(hid_t g, struct at_point_info *p, const char *where,
                               struct at_error *err)
 {
@@ -219,6 +226,13 @@ static int read_sample_layout(hid_t g, struct at_point_info *p, const char *wher
 		return at_fail(err, AT_EFORMAT, "%s: 'samples' is not chunked", where);
 	p->samples = (int64_t)dims[0];
 	p->sample_chunk_rows = (int64_t)chunk[0];
+	if (p->sample_chunk_rows < 1 ||
+	    p->sample_chunk_rows > MAX_SAMPLE_CHUNK_BYTES / ((int64_t)sizeof(float) * p->channels))
+		return at_fail(err, AT_EFORMAT,
+		               "%s: 'samples' chunks of %lld rows of %lld channels (at most %lld MiB "
+		               "a chunk)",
+		               where, (long long)p->sample_chunk_rows, (long long)p->channels,
+		               (long long)(MAX_SAMPLE_CHUNK_BYTES >> 20));
 	return AT_OK;
 }
 
@@ -277,8 +291,9 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 		status = get_string_attr(g, "site", p->site, sizeof p->site, where, err);
 	if (!status)
 		status = get_string_attr(g, "direction", p->direction, sizeof p->direction, where, err);
-	if (!status && channels <= 0)
-		status = at_fail(err, AT_EFORMAT, "%s: %lld channels", where, (long long)channels);
+	if (!status && (channels <= 0 || channels > MAX_CHANNELS))
+		status = at_fail(err, AT_EFORMAT, "%s: %lld channels (1 to 2^31)", where,
+		                 (long long)channels);
 	h5_attr_get_string(g, "module", p->module, sizeof p->module);
 	h5_attr_get_string(g, "module_class", p->module_class, sizeof p->module_class);
 	h5_attr_get_int(g, "samples_dropped", &dropped);
@@ -293,7 +308,11 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 		hid_t d = h5_open_checked(g, "extremes", 1, NULL, H5T_COMPOUND, dims, where, err);
 		status = d < 0 ? AT_EFORMAT : AT_OK;
 		if (d >= 0) {
-			p->n_extremes = (int32_t)dims[0];
+			if ((int64_t)dims[0] > MAX_EXTREMES)
+				status = at_fail(err, AT_EFORMAT, "%s: %llu extremes (at most 2^20)", where,
+				                 (unsigned long long)dims[0]);
+			else
+				p->n_extremes = (int32_t)dims[0];
 			H5Dclose(d);
 		}
 	}
@@ -361,6 +380,17 @@ static int read_weight_names(struct at_reader *r, struct at_error *err)
 	return AT_OK;
 }
 
+/* Root attributes that size allocations, checked at open. */
+static int check_root_sizes(struct at_reader *r, struct at_error *err)
+{
+	int64_t k = 0;
+	h5_attr_get_int(r->file, "extremes_k", &k);
+	if (k < 0 || k > MAX_EXTREMES)
+		return at_fail(err, AT_EFORMAT, "%s: root attribute extremes_k = %lld (0 to 2^20)",
+		               r->path, (long long)k);
+	return AT_OK;
+}
+
 static int open_file(struct at_reader *r, const char *path, struct at_error *err)
 {
 	int status = check_is_hdf5(path, err);
@@ -370,7 +400,7 @@ static int open_file(struct at_reader *r, const char *path, struct at_error *err
 	if (r->file < 0)
 		return at_fail(err, AT_EFORMAT, "%s: cannot open HDF5 file (truncated or corrupt?)",
 		               path);
-	if ((status = read_format(r, err)))
+	if ((status = read_format(r, err)) || (status = check_root_sizes(r, err)))
 		return status;
 	read_descriptive(r);
 	if ((status = read_token_count(r, err)) || (status = read_points(r, err)))
@@ -458,7 +488,7 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	if (!p)
 		return at_fail(err, AT_ENOTFOUND, "%s: no point with index %d", r->path, (int)point);
 	int64_t k = 0;
-	h5_attr_get_int(r->file, "extremes_k", &k);
+	h5_attr_get_int(r->file, "extremes_k", &k); /* 0 to 2^20: checked at open */
 	int32_t capacity = p->n_extremes > k ? p->n_extremes : (int32_t)k;
 	int status = at_stats_init(s, p->channels, whole && p->has_hist, whole ? capacity : 0, err);
 	if (status)

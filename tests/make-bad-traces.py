@@ -25,6 +25,25 @@ def replace(group, name, data):
     group.create_dataset(name, data=data)
 
 
+def claim_huge_channels(f):
+    """Every per-channel dataset of the first point 2^40 long, unwritten (the
+    file stays small), and channels = 2^40: consistent shapes, absurd size."""
+    g = first_point(f)
+    n = 2 ** 40
+    for name in ("count", "nonfinite", "mean", "m2", "m3", "m4", "min", "max", "absmax",
+                 "abssum"):
+        dtype = g[name].dtype
+        del g[name]
+        g.create_dataset(name, shape=(n,), chunks=(1024,), dtype=dtype)
+    if "hist" in g:
+        del g["hist"]
+        g.create_dataset("hist", shape=(n, 195), chunks=(16, 195), dtype=np.uint32)
+    for name in ("samples", "sample_tokens"):
+        if name in g:
+            del g[name]
+    g.attrs.modify("channels", np.int64(n))
+
+
 def main():
     good, outdir = sys.argv[1], sys.argv[2]
     with h5py.File(f"{outdir}/not-a-trace.h5", "w") as f:
@@ -46,6 +65,8 @@ def main():
         "missing-attribute": lambda f: first_point(f).attrs.__delitem__("channels"),
         "missing-tokens": lambda f: f.__delitem__("tokens"),
         "missing-points": lambda f: f.__delitem__("points"),
+        "huge-channels": claim_huge_channels,
+        "huge-extremes-k": lambda f: f.attrs.create("extremes_k", np.int64(2 ** 40)),
     }
     for name, damage in cases.items():
         variant(good, outdir, name, damage)
