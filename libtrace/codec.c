@@ -14,6 +14,7 @@
 #endif
 
 #include "internal.h"
+#include "zstd-frame.h"
 
 /* The loops are written for one fixed element size at a time so that the
  * compiler unrolls the inner loop for the common 2-, 4- and 8-byte types. */
@@ -187,10 +188,7 @@ static void compress_one(struct at_chunk *c, size_t index, size_t elem_size, int
 		src = shuffled->data;
 	}
 
-	/* ZSTD_compressCCtx writes the content size into the frame header, which
-	 * the stock HDF5 zstd plugins need to size their output buffer. */
-	size_t packed = ZSTD_compressCCtx(cctx, c->packed, c->packed_capacity, src, c->raw_bytes,
-	                                  level);
+	size_t packed = at_zstd_frame(cctx, c->packed, c->packed_capacity, src, c->raw_bytes, level);
 	if (ZSTD_isError(packed)) {
 		record_failure(f, index, AT_ECODEC, "codec: chunk %zu: zstd: %s", index,
 		               ZSTD_getErrorName(packed));

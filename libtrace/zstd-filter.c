@@ -8,6 +8,7 @@
 #include <zstd.h>
 
 #include "internal.h"
+#include "zstd-frame.h"
 
 #define ZSTD_FILTER_DEFAULT_LEVEL 3
 
@@ -28,8 +29,11 @@ static size_t zstd_compress_buffer(int level, size_t nbytes, size_t *buf_size, v
 	void *packed = H5allocate_memory(bound, 0);
 	if (!packed)
 		return 0;
-	size_t packed_bytes = ZSTD_compress(packed, bound, *buf, nbytes, level);
-	if (ZSTD_isError(packed_bytes)) {
+	ZSTD_CCtx *cctx = ZSTD_createCCtx();
+	size_t packed_bytes = cctx ? at_zstd_frame(cctx, packed, bound, *buf, nbytes, level)
+	                           : (size_t)-1;
+	ZSTD_freeCCtx(cctx);
+	if (!cctx || ZSTD_isError(packed_bytes)) {
 		H5free_memory(packed);
 		return 0;
 	}
@@ -40,7 +44,7 @@ static size_t zstd_compress_buffer(int level, size_t nbytes, size_t *buf_size, v
 }
 
 /* The frame must declare its content size, as every writer of filter 32015
- * we know of does (ZSTD_compress always writes it). */
+ * we know of does (acttrace's always have it, and a checksum). */
 static size_t zstd_decompress_buffer(size_t nbytes, size_t *buf_size, void **buf)
 {
 	unsigned long long content = ZSTD_getFrameContentSize(*buf, nbytes);

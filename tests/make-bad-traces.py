@@ -44,6 +44,18 @@ def claim_huge_channels(f):
     g.attrs.modify("channels", np.int64(n))
 
 
+def damage_chunk(f):
+    """The content checksum (the frame's last 4 bytes) of the first point's
+    'mean' chunk altered, the data left intact: only a reader that checks
+    checksums notices."""
+    d = first_point(f)["mean"]
+    offset = d.id.get_chunk_info(0).chunk_offset
+    mask, packed = d.id.read_direct_chunk(offset)
+    packed = bytearray(packed)
+    packed[-1] ^= 0x01
+    d.id.write_direct_chunk(offset, bytes(packed), mask)
+
+
 def main():
     good, outdir = sys.argv[1], sys.argv[2]
     with h5py.File(f"{outdir}/not-a-trace.h5", "w") as f:
@@ -66,6 +78,7 @@ def main():
         "missing-tokens": lambda f: f.__delitem__("tokens"),
         "missing-points": lambda f: f.__delitem__("points"),
         "huge-channels": claim_huge_channels,
+        "damaged-chunk": damage_chunk,
         "huge-extremes-k": lambda f: f.attrs.create("extremes_k", np.int64(2 ** 40)),
     }
     for name, damage in cases.items():

@@ -45,6 +45,19 @@ def check_dataset(dset, stats):
         info = dset.id.get_chunk_info(i)
         mask, packed = dset.id.read_direct_chunk(info.chunk_offset)
         assert mask == 0, f"{dset.name}: chunk {i} skipped filters (mask {mask})"
+        params = zstandard.get_frame_parameters(packed)
+        assert params.has_checksum, f"{dset.name}: chunk {i} has no content checksum"
+        assert params.content_size == int(np.prod(chunk)) * dset.dtype.itemsize, \
+            f"{dset.name}: chunk {i} declares {params.content_size} bytes"
+        if stats["chunks"] == 0:  # one damaged copy: zstd must refuse it
+            damaged = bytearray(packed)
+            damaged[len(damaged) // 2] ^= 0x5A
+            try:
+                zstandard.ZstdDecompressor().decompress(bytes(damaged))
+                refused = False
+            except zstandard.ZstdError:
+                refused = True
+            assert refused, f"{dset.name}: a damaged chunk {i} decodes without error"
         frame = zstandard.ZstdDecompressor().decompress(packed)
         full = int(np.prod(chunk)) * dtype.itemsize
         assert len(frame) == full, f"{dset.name}: chunk {i} decodes to {len(frame)} bytes, want {full}"
