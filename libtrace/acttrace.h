@@ -168,6 +168,13 @@ struct at_writer_options {
 	int64_t max_samples;      /* per point; later rows are counted as dropped (default 1<<20) */
 	int compression_level;    /* zstd level (default 3) */
 	int threads;              /* 0: OpenMP's default */
+	/* Full sample chunks wait for the writer's background thread up to
+	 * sample_bytes_in_flight bytes (0: 512 MiB); past it, sampling waits
+	 * (AT_WHEN_BUSY_WAIT, the default: nothing is lost) or drops the chunk
+	 * (AT_WHEN_BUSY_DROP: counted in the point's samples_dropped and
+	 * samples_dropped_busy). */
+	int64_t sample_bytes_in_flight;
+	enum at_when_busy { AT_WHEN_BUSY_WAIT = 0, AT_WHEN_BUSY_DROP = 1 } when_busy;
 };
 void at_writer_options_init(struct at_writer_options *o);
 

@@ -53,6 +53,7 @@ struct point {
 	int64_t chunks_queued;    /* full chunks handed to the queue */
 	int64_t samples_taken;    /* rows accepted so far */
 	int64_t samples_dropped;
+	int64_t samples_dropped_busy; /* of those, dropped because the writer was behind */
 	void *ext_state;          /* the extension's state of this point, or NULL */
 };
 
@@ -186,6 +187,11 @@ static int check_options(const struct at_writer_options *o, struct at_error *err
 	    o->sample_policy != AT_SAMPLE_FIRST)
 		return at_fail(err, AT_EINVAL, "writer options: unknown sample policy %d",
 		               (int)o->sample_policy);
+	if (o->sample_bytes_in_flight < 0 ||
+	    (o->when_busy != AT_WHEN_BUSY_WAIT && o->when_busy != AT_WHEN_BUSY_DROP))
+		return at_fail(err, AT_EINVAL,
+		               "writer options: sample_bytes_in_flight must be >= 0 and when_busy "
+		               "wait or drop");
 	if (o->compression_level < 1 || o->compression_level > 19)
 		return at_fail(err, AT_EINVAL, "writer options: zstd level %d not in 1..19",
 		               o->compression_level);
@@ -383,6 +389,7 @@ static int write_point_attrs(hid_t g, const struct point *p)
 	bad |= h5_attr_put_int(g, "channels", H5T_STD_I64LE, d->channels);
 	bad |= h5_attr_put_int(g, "order", H5T_STD_I32LE, p->order);
 	bad |= h5_attr_put_int(g, "samples_dropped", H5T_STD_I64LE, p->samples_dropped);
+	bad |= h5_attr_put_int(g, "samples_dropped_busy", H5T_STD_I64LE, p->samples_dropped_busy);
 	return bad ? -1 : 0;
 }
 
@@ -641,8 +648,19 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 		drop_pending(p);
 		return status;
 	}
+	size_t limit = w->opts.sample_bytes_in_flight > 0 ? (size_t)w->opts.sample_bytes_in_flight
+	                                                 : QUEUE_WAIT_BYTES;
 	pthread_mutex_lock(&w->mu);
-	while (w->bytes_in_flight >= QUEUE_WAIT_BYTES && w->bg_status == AT_OK)
+	int busy = w->bytes_in_flight >= limit;
+	if (busy && w->opts.when_busy == AT_WHEN_BUSY_DROP && w->bg_status == AT_OK) {
+		pthread_mutex_unlock(&w->mu);
+		free(fresh);
+		free(fresh_tokens);
+		p->samples_dropped_busy += p->pending_rows;
+		drop_pending(p);
+		return AT_OK;
+	}
+	while (w->bytes_in_flight >= limit && w->bg_status == AT_OK)
 		pthread_cond_wait(&w->idle, &w->mu);
 	status = take_background_error(w, err);
 	if (status == AT_OK && w->queue_len == w->queue_capacity) {
@@ -1183,7 +1201,9 @@ static int write_all_stats(struct at_writer *w, struct at_error *err)
 		}
 		if (!status && (write_extremes(w, p) < 0 ||
 		                h5_attr_put_int(p->group, "samples_dropped", H5T_STD_I64LE,
-		                                p->samples_dropped) < 0))
+		                                p->samples_dropped) < 0 ||
+		                h5_attr_put_int(p->group, "samples_dropped_busy", H5T_STD_I64LE,
+		                                p->samples_dropped_busy) < 0))
 			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
 			                 p->desc.name);
 		if (!status && (batch_bytes >= STATS_BATCH_BYTES || i == w->npoints - 1)) {

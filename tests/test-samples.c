@@ -90,12 +90,15 @@ static int feed(struct at_writer *w, int32_t point, enum at_dtype dtype, int ct,
 	return rc;
 }
 
-static struct at_writer *sampling_writer(const char *path, int32_t *point)
+static struct at_writer *sampling_writer_with(const char *path, int32_t *point,
+                                             int64_t in_flight, enum at_when_busy when_busy)
 {
 	struct at_writer_options o;
 	at_writer_options_init(&o);
 	o.sample_policy = AT_SAMPLE_EVERY;
 	o.sample_n = 1;
+	o.sample_bytes_in_flight = in_flight;
+	o.when_busy = when_busy;
 	struct at_writer *w;
 	struct at_error err;
 	struct at_point_desc d = {"p", 0, "mlp", "p", "m", "Linear", "out", C};
@@ -104,6 +107,11 @@ static struct at_writer *sampling_writer(const char *path, int32_t *point)
 		exit(99);
 	}
 	return w;
+}
+
+static struct at_writer *sampling_writer(const char *path, int32_t *point)
+{
+	return sampling_writer_with(path, point, 0, AT_WHEN_BUSY_WAIT);
 }
 
 static void mixed_rows(const char *dir)
@@ -240,6 +248,55 @@ static void read_while_writing(const char *dir)
 	remove(dst);
 }
 
+/* With one byte allowed in flight, every full chunk finds the writer busy
+ * while it writes the one before: "wait" keeps every row, "drop" drops whole
+ * chunks, and the rows it keeps are whole, in token order, each the row fed
+ * for its token; kept + dropped = fed. */
+static void when_busy(const char *dir, enum at_when_busy mode)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/busy-%d.h5", dir, (int)mode);
+	int32_t point;
+	struct at_writer *w = sampling_writer_with(path, &point, 1, mode);
+	int64_t n = 4096 * 12;
+	float *expect = malloc((size_t)(n * C) * sizeof *expect);
+	float *got = malloc((size_t)(n * C) * sizeof *got);
+	int64_t *tokens = malloc((size_t)n * sizeof *tokens);
+	if (!expect || !got || !tokens)
+		exit(99);
+	/* one call: its chunks fill back to back, far faster than one compresses */
+	int ok = feed(w, point, AT_BF16, 0, 0, n, expect) == 0;
+	struct at_error err;
+	ok = ok && at_writer_close(w, &err) == AT_OK;
+	struct at_reader *r = NULL;
+	ok = ok && at_reader_open(&r, path, &err) == AT_OK;
+	const struct at_point_info *info = ok ? at_reader_point(r, 0) : NULL;
+	int64_t kept = info ? info->samples : -1, dropped = info ? info->samples_dropped : -1;
+	ok = info && kept + dropped == n && kept > 0 &&
+	     at_reader_read_samples(r, 0, 0, kept, got, tokens, &err) == AT_OK;
+	int64_t bad = -1;
+	for (int64_t i = 0; ok && i < kept && bad < 0; i++) {
+		if (tokens[i] < 0 || tokens[i] >= n || (i > 0 && tokens[i] <= tokens[i - 1]) ||
+		    memcmp(got + i * C, expect + tokens[i] * C, C * sizeof *got) != 0)
+			bad = i;
+	}
+	if (mode == AT_WHEN_BUSY_WAIT)
+		TAP_OK(ok && kept == n && dropped == 0 && bad < 0,
+		       "busy writer, wait: all %lld rows kept (%lld kept, %lld dropped)", (long long)n,
+		       (long long)kept, (long long)dropped);
+	else
+		TAP_OK(ok && bad < 0 && dropped > 0 && dropped % 4096 == 0,
+		       "busy writer, drop: %lld kept + %lld dropped (whole chunks) = %lld fed, kept "
+		       "rows whole and in order (first bad row %lld)",
+		       (long long)kept, (long long)dropped, (long long)n, (long long)bad);
+	if (r)
+		at_reader_close(r);
+	free(expect);
+	free(got);
+	free(tokens);
+	remove(path);
+}
+
 int main(void)
 {
 	const char *tmp = getenv("TMPDIR");
@@ -251,6 +308,8 @@ int main(void)
 	mixed_rows(d);
 	abandoned(d);
 	read_while_writing(d);
+	when_busy(d, AT_WHEN_BUSY_WAIT);
+	when_busy(d, AT_WHEN_BUSY_DROP);
 	rmdir(d);
 	return tap_done();
 }

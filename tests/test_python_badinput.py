@@ -106,6 +106,9 @@ def main():
         expect_error("no point selected", lambda: acttrace.capture(llama, out, points=lambda p: False),
                      "no recording points selected")
         expect_error("zstd level", capture_with(llama, out, compression_level=42), "42")
+        expect_error("when_busy", capture_with(llama, out, when_busy="later"), "when_busy")
+        expect_error("sample_bytes_in_flight", capture_with(llama, out, sample_bytes_in_flight=-1),
+                     "sample_bytes_in_flight")
         check.ok(not os.path.exists(out), "no file after option errors")
 
         check.context = "failure inside the block"

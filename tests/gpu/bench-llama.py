@@ -69,7 +69,8 @@ class at_writer_options(ctypes.Structure):
                 ("hist", ctypes.c_int), ("extremes", ctypes.c_int32),
                 ("sample_policy", ctypes.c_int), ("sample_n", ctypes.c_int64),
                 ("max_samples", ctypes.c_int64), ("compression_level", ctypes.c_int),
-                ("threads", ctypes.c_int)]
+                ("threads", ctypes.c_int), ("sample_bytes_in_flight", ctypes.c_int64),
+                ("when_busy", ctypes.c_int)]
 
 
 class at_point_desc(ctypes.Structure):

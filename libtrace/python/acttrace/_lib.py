@@ -60,6 +60,8 @@ class at_writer_options(ctypes.Structure):
         ("max_samples", ctypes.c_int64),
         ("compression_level", ctypes.c_int),
         ("threads", ctypes.c_int),
+        ("sample_bytes_in_flight", ctypes.c_int64),
+        ("when_busy", ctypes.c_int),
     ]
 
 

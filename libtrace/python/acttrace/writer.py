@@ -168,11 +168,15 @@ class Writer:
 
     Options are those of struct at_writer_options: model, source_dtype, notes,
     producer (strings), hist (bool), extremes (K), sample ("every:N",
-    "first:N" or None), max_samples, compression_level (1..19), threads."""
+    "first:N" or None), max_samples, compression_level (1..19), threads,
+    sample_bytes_in_flight (bytes of full sample chunks that may wait for the
+    background writer; None: 512 MiB) and when_busy ("wait", the default, or
+    "drop": chunks beyond that are dropped and counted)."""
 
     def __init__(self, path, *, model=None, source_dtype=None, notes=None, producer=None,
                  hist=True, extremes=None, sample=None, max_samples=None,
-                 compression_level=None, threads=None):
+                 compression_level=None, threads=None, sample_bytes_in_flight=None,
+                 when_busy=None):
         self.path = os.fspath(path)
         opts = _lib.at_writer_options()
         _lib.lib.at_writer_options_init(ctypes.byref(opts))
@@ -183,9 +187,14 @@ class Writer:
         opts.hist = 1 if hist else 0
         opts.sample_policy, opts.sample_n = parse_sample(sample)
         for field, value in (("extremes", extremes), ("max_samples", max_samples),
-                             ("compression_level", compression_level), ("threads", threads)):
+                             ("compression_level", compression_level), ("threads", threads),
+                             ("sample_bytes_in_flight", sample_bytes_in_flight)):
             if value is not None:
                 setattr(opts, field, int(value))
+        if when_busy is not None:
+            if when_busy not in ("wait", "drop"):
+                raise Error(f"{self.path}: when_busy must be 'wait' or 'drop', not {when_busy!r}")
+            opts.when_busy = 1 if when_busy == "drop" else 0
         handle = ctypes.c_void_p()
         err = _lib.at_error()
         _lib.check(_lib.lib.at_writer_create(ctypes.byref(handle), self.path.encode(),
