@@ -395,7 +395,6 @@ static void tile_offsets(struct tile *tile, const struct at_tensor *t, int64_t g
 	tile->rows = n;
 }
 
-
 static void tile_gather(struct tile *tile, const struct at_tensor *t, int64_t c0, int nb)
 {
 	int64_t cs = t->channel_stride;
@@ -404,7 +403,7 @@ static void tile_gather(struct tile *tile, const struct at_tensor *t, int64_t c0
 		/* channels are the shorter stride ([T, C], [B, T, C]): read along rows */
 		for (int r = 0; r < tile->rows; r++)
 			at_load_run(t->data, t->dtype, tile->row_offset[r] + c0 * cs, cs, nb,
-			         tile->x + r * nb);
+			            tile->x + r * nb);
 		return;
 	}
 	/* rows are the shorter stride ([B, C, T]): read down each channel */

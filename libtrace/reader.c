@@ -198,7 +198,6 @@ static int get_int_attr(hid_t g, const char *name, int64_t *value, const char *w
 	return AT_OK;
 }
 
-/* Rows of a sampled dataset and its chunk height, or 0 when there is none. */
 /* Sizes a trace may claim, checked before anything is allocated from them:
  * a damaged or crafted file gets a one-line error, never a huge allocation
  * (see "FORMAT VERSION 2" in acttrace-format(5), which makes them normative). */
@@ -206,6 +205,7 @@ static int get_int_attr(hid_t g, const char *name, int64_t *value, const char *w
 #define MAX_EXTREMES ((int64_t)1 << 20)
 #define MAX_SAMPLE_CHUNK_BYTES ((int64_t)1 << 30)
 
+/* Rows of a sampled dataset and its chunk height, or 0 when there is none. */
 static int read_sample_layout(hid_t g, struct at_point_info *p, const char *where,
                               struct at_error *err)
 {

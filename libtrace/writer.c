@@ -628,11 +628,24 @@ static void drop_pending(struct point *p)
 	p->pending_rows = 0;
 }
 
-/* The full chunk of p to the writer thread, and a fresh one to fill; waits
- * while QUEUE_WAIT_BYTES are in flight.  No HDF5 here: hooks call this. */
+/* The full chunk of p to the writer thread, and a fresh one to fill; while
+ * the limit of bytes in flight is reached it waits, or with when_busy = drop
+ * drops the chunk.  No HDF5 here: hooks call this. */
 static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *err)
 {
 	struct point *p = &w->points[point_id];
+	size_t limit = w->opts.sample_bytes_in_flight > 0 ? (size_t)w->opts.sample_bytes_in_flight
+	                                                 : QUEUE_WAIT_BYTES;
+	if (w->opts.when_busy == AT_WHEN_BUSY_DROP && w->bg_started) {
+		pthread_mutex_lock(&w->mu);
+		int drop = w->bytes_in_flight >= limit && w->bg_status == AT_OK;
+		pthread_mutex_unlock(&w->mu);
+		if (drop) { /* the writer is behind: this chunk goes, counted */
+			p->samples_dropped_busy += p->pending_rows;
+			drop_pending(p);
+			return AT_OK;
+		}
+	}
 	size_t cells = (size_t)(p->chunk_rows * p->desc.channels);
 	size_t raw_bytes = cells * at_dtype_size(p->pending_dtype);
 	unsigned char *fresh = malloc(cells * sizeof(float));
@@ -648,18 +661,7 @@ static int queue_push(struct at_writer *w, int32_t point_id, struct at_error *er
 		drop_pending(p);
 		return status;
 	}
-	size_t limit = w->opts.sample_bytes_in_flight > 0 ? (size_t)w->opts.sample_bytes_in_flight
-	                                                 : QUEUE_WAIT_BYTES;
 	pthread_mutex_lock(&w->mu);
-	int busy = w->bytes_in_flight >= limit;
-	if (busy && w->opts.when_busy == AT_WHEN_BUSY_DROP && w->bg_status == AT_OK) {
-		pthread_mutex_unlock(&w->mu);
-		free(fresh);
-		free(fresh_tokens);
-		p->samples_dropped_busy += p->pending_rows;
-		drop_pending(p);
-		return AT_OK;
-	}
 	while (w->bytes_in_flight >= limit && w->bg_status == AT_OK)
 		pthread_cond_wait(&w->idle, &w->mu);
 	status = take_background_error(w, err);

@@ -143,7 +143,7 @@ struct launch_job {
 	const void *data;
 	int64_t row_stride, channel_stride;
 	int64_t token_base, total_rows, split_rows;
-	int32_t splits, items, hist_direct;
+	int32_t splits, items;
 };
 
 struct block_header {
@@ -1581,7 +1581,6 @@ static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 		else
 			break; /* the launch will say it does not fit */
 	}
-	job.hist_direct = s.hist == HIST_DIRECT;
 	int64_t items = tiles * splits;
 	job.items = (int32_t)items;
 	s.grid = (int)(items < p->grid_cap ? items : p->grid_cap);
