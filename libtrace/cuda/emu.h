@@ -36,6 +36,14 @@ struct dim3 {
 	dim3(unsigned ax = 1, unsigned ay = 1, unsigned az = 1) : x(ax), y(ay), z(az) {}
 };
 
+struct __attribute__((aligned(16))) uint4 {
+	unsigned int x, y, z, w;
+};
+inline uint4 make_uint4(unsigned int x, unsigned int y, unsigned int z, unsigned int w)
+{
+	return uint4{x, y, z, w};
+}
+
 namespace emu {
 
 enum thread_state { RUNNABLE, AT_SYNCTHREADS, AT_SYNCWARP, FINISHED };

@@ -157,12 +157,13 @@ static_assert(sizeof(block_header) % 16 == 0, "block_header keeps 16-byte alignm
 constexpr size_t HIST_SHARED_BYTES = (size_t)HIST_ROWS * HIST_WORDS * sizeof(uint32_t);
 constexpr size_t WARP_STAGE_BYTES = STAGE * sizeof(dev_extreme);
 
-/* The area after the header holds the item's histogram while rows are read,
- * then the warps' partials while they are combined. */
-__host__ __device__ inline size_t area_bytes(int nwarps, bool hist_shared)
+/* The area after the header holds the item's histogram (HIST_SHARED); the
+ * warps' rings come after the heaps, and hold the warps' partials once the
+ * rows are read, so that the histogram is emptied as it is flushed and needs
+ * no second pass. */
+__host__ __device__ inline size_t area_bytes(bool hist_shared)
 {
-	size_t parts = (size_t)nwarps * TILE * sizeof(partial);
-	return hist_shared && HIST_SHARED_BYTES > parts ? HIST_SHARED_BYTES : parts;
+	return hist_shared ? HIST_SHARED_BYTES : 0;
 }
 
 /* Rows in flight: on the vector path each warp copies its next steps into a
@@ -178,11 +179,17 @@ __host__ __device__ inline size_t ring_bytes(int esize)
 	return (size_t)RING_STEPS * STEP * TILE * (size_t)esize;
 }
 
+/* A warp's share of the last area: its ring, or its partials of the item. */
+__host__ __device__ inline size_t warp_work_bytes(size_t ring)
+{
+	size_t parts = (size_t)TILE * sizeof(partial);
+	return ring > parts ? ring : parts;
+}
+
 __host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared, size_t ring)
 {
-	return sizeof(block_header) + area_bytes(nwarps, hist_shared) +
-	       (size_t)nwarps * WARP_STAGE_BYTES + (size_t)nwarps * (size_t)k * sizeof(dev_extreme) +
-	       (size_t)nwarps * ring;
+	return sizeof(block_header) + area_bytes(hist_shared) + (size_t)nwarps * WARP_STAGE_BYTES +
+	       (size_t)nwarps * (size_t)k * sizeof(dev_extreme) + (size_t)nwarps * warp_work_bytes(ring);
 }
 
 /* ---------------------------------------------------------------- elements */
@@ -1016,7 +1023,9 @@ template <int D> __device__ __forceinline__ void ring_fill(ring_lane &r)
 	r.next++;
 }
 
-/* A warp's rows [g_begin, g_end) of the item into its lanes' sums. */
+/* A warp's rows [g_begin, g_end) of the item into its lanes' sums.  Counts
+ * within the item are ints (an item has < 2^16 rows): the loop's bookkeeping
+ * costs a few instructions a step, not 64-bit arithmetic. */
 template <int D, bool VEC, int H>
 __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_job &job,
                                           warp_ctx &w, const unsigned char *lane_base,
@@ -1024,7 +1033,8 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
                                           lane_sums (&s)[LANE_CHANNELS], lane_row<D> *ring)
 {
 	const int64_t row_bytes = job.row_stride * (int64_t)(D == AT_F32 ? 4 : 2);
-	const int steps = (int)((g_end - g_begin + STEP - 1) / STEP); /* an item has < 2^16 rows */
+	const int rows = (int)(g_end - g_begin);
+	const int steps = (rows + STEP - 1) / STEP;
 	ring_lane rl;
 	if (VEC) {
 		rl = ring_lane_of<D>(job, w.channel[0] - slot_channel(w.lane, true), p.channels, g_begin,
@@ -1035,20 +1045,20 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 			copy_async_commit();
 		}
 	}
-	int64_t rows = 0;
+	const lane_row<D> *slot = ring + w.lane;
 	for (int i = 0; i < steps; i++) {
+		const int n = rows - i * STEP < STEP ? rows - i * STEP : STEP;
 		const int64_t g = g_begin + i * STEP;
-		const int n = g_end - g < STEP ? (int)(g_end - g) : STEP;
 		lane_row<D> cur[STEP];
 		if (VEC) {
 			copy_async_wait<RING_STEPS - 1>();
 			__syncwarp(); /* lanes read rows that other lanes copied */
-			const lane_row<D> *slot = ring + (i % RING_STEPS) * STEP * WARP + w.lane;
 			for (int u = 0; u < STEP; u++)
 				cur[u] = slot[u * WARP];
+			slot = (i + 1) % RING_STEPS ? slot + STEP * WARP : ring + w.lane;
 		} else {
-			load_step<D>(lane_base + g * row_bytes, row_bytes, job.channel_stride, w.valid,
-			                  n, cur);
+			load_step<D>(lane_base + g * row_bytes, row_bytes, job.channel_stride, w.valid, n,
+			             cur);
 		}
 		if (i == 0)
 			for (int v = 0; v < LANE_CHANNELS; v++)
@@ -1059,10 +1069,10 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		else
 			fold_step<D, VEC, false, H>(p, w, cur, n, s, g, lane_base, job.token_base, row_bytes,
 			                            job.channel_stride);
-		rows += n;
 		if (i % 4 == 3) {
+			const int done = i * STEP + n;
 			for (int v = 0; v < LANE_CHANNELS; v++) {
-				double nf = (double)(rows - (int64_t)s[v].nonfinite);
+				double nf = (double)(done - (int)s[v].nonfinite);
 				if (nf > 0 && s[v].s1 * s[v].s1 > 0.25 * nf * s[v].s2)
 					sums_recenter(s[v], nf);
 			}
@@ -1078,22 +1088,84 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		copy_async_wait<0>();
 }
 
-/* The item's shared histogram into the point's: one thread per word. */
-__device__ void flush_hist(const point_arrays &p, const uint32_t *hist, int64_t c0, bool vec)
+/* The item's shared histogram into the point's, emptied on the way for the
+ * next item.  Most counters are zero (an item's values fill a few dozen of
+ * the 257 rows), so the scan is what costs: each thread reads FLUSH_LOADS
+ * 16-byte quads at once, so that their latencies overlap. */
+constexpr int HIST_QUADS = HIST_ROWS * HIST_WORDS / 4;
+constexpr int FLUSH_LOADS = 4;
+static_assert(HIST_WORDS % 4 == 0, "a quad of counters never straddles two rows");
+
+__device__ void flush_quad(const point_arrays &p, uint4 *quads, int i, uint4 q, int64_t c0, bool vec)
 {
-	for (int i = (int)threadIdx.x; i < HIST_ROWS * HIST_WORDS; i += (int)blockDim.x) {
-		uint32_t both = hist[i];
-		if (!both)
-			continue;
-		int row = i / HIST_WORDS, word = i % HIST_WORDS, bin = row_bin(row);
+	const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+	quads[i] = make_uint4(0, 0, 0, 0);
+	const int row = 4 * i / HIST_WORDS, bin = row_bin(row);
+	for (int j = 0; j < 4; j++) {
+		const int word = (4 * i + j) % HIST_WORDS;
 		for (int half = 0; half < 2; half++) {
-			uint32_t seen = half ? both >> 16 : both & 0xffffu;
+			uint32_t seen = half ? words[j] >> 16 : words[j] & 0xffffu;
 			int v = 2 * (word / WARP) + half;
 			int64_t c = c0 + slot_channel(v * WARP + word % WARP, vec);
 			if (seen && c < p.channels)
 				atomicAdd(&p.hist[c * BINS + bin], seen);
 		}
 	}
+}
+
+__device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bool vec)
+{
+	uint4 *quads = reinterpret_cast<uint4 *>(hist);
+	const int stride = (int)blockDim.x;
+	for (int first = (int)threadIdx.x; first < HIST_QUADS; first += FLUSH_LOADS * stride) {
+		uint4 q[FLUSH_LOADS];
+		for (int u = 0; u < FLUSH_LOADS; u++) {
+			int i = first + u * stride;
+			q[u] = i < HIST_QUADS ? quads[i] : make_uint4(0, 0, 0, 0);
+		}
+		for (int u = 0; u < FLUSH_LOADS; u++)
+			if (q[u].x | q[u].y | q[u].z | q[u].w)
+				flush_quad(p, quads, first + u * stride, q[u], c0, vec);
+	}
+}
+
+/* The warps' partials of each slot combined in a tree (parts[w * TILE + slot]
+ * ends in w = 0): log2(nwarps) combines deep rather than nwarps - 1. */
+__device__ void combine_warps(partial *parts, int nwarps)
+{
+	for (int gap = 1; gap < nwarps; gap *= 2) {
+		const int pairs = (nwarps + 2 * gap - 1) / (2 * gap);
+		for (int t = (int)threadIdx.x; t < pairs * TILE; t += (int)blockDim.x) {
+			const int slot = t % TILE, w = (t / TILE) * 2 * gap;
+			if (w + gap < nwarps)
+				parts[w * TILE + slot] =
+				    combine(parts[w * TILE + slot], parts[(w + gap) * TILE + slot]);
+		}
+		__syncthreads();
+	}
+}
+
+/* The last block of a tile: the splits' partials of its channels, each
+ * thread combining a strided share of the splits, then the shares in a tree
+ * (parts as scratch). */
+__device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0, int splits,
+                               int nwarps, bool vec)
+{
+	const int shares = nwarps < splits ? nwarps : splits;
+	for (int t = (int)threadIdx.x; t < shares * TILE; t += (int)blockDim.x) {
+		const int slot = t % TILE, share = t / TILE;
+		const int64_t c = c0 + slot_channel(slot, vec);
+		partial acc;
+		memset(&acc, 0, sizeof acc); /* no channel: an empty partial */
+		if (c < p.channels) {
+			acc = load_partial(&p.scratch[share * p.channels + c]);
+			for (int i = share + shares; i < splits; i += shares)
+				acc = combine(acc, load_partial(&p.scratch[i * p.channels + c]));
+		}
+		parts[share * TILE + slot] = acc;
+	}
+	__syncthreads();
+	combine_warps(parts, shares);
 }
 
 template <int D, bool VEC, int H>
@@ -1105,12 +1177,13 @@ fold_kernel(point_arrays p, launch_job job)
 	unsigned char *area = shared + sizeof(block_header);
 	const int nwarps = (int)(blockDim.x / WARP), warp = (int)(threadIdx.x / WARP);
 	const int lane = (int)(threadIdx.x % WARP), k = p.k;
-	unsigned char *warp_areas = area + area_bytes(nwarps, H == HIST_SHARED);
-	partial *parts = reinterpret_cast<partial *>(area); /* [nwarps][TILE], after the histogram */
+	const int esize = D == AT_F32 ? 4 : 2;
+	unsigned char *warp_areas = area + area_bytes(H == HIST_SHARED);
 	dev_extreme *heaps = reinterpret_cast<dev_extreme *>(warp_areas + nwarps * WARP_STAGE_BYTES);
+	unsigned char *work = reinterpret_cast<unsigned char *>(heaps + nwarps * k);
+	partial *parts = reinterpret_cast<partial *>(work); /* [nwarps][TILE], once rows are read */
 	lane_row<D> *ring = reinterpret_cast<lane_row<D> *>(
-	                        reinterpret_cast<unsigned char *>(heaps + nwarps * k)) +
-	                    (size_t)warp * RING_STEPS * STEP * WARP;
+	    work + (size_t)warp * warp_work_bytes(VEC ? ring_bytes(esize) : 0));
 	warp_ctx w;
 	w.h = h;
 	w.hist = reinterpret_cast<uint32_t *>(area);
@@ -1128,13 +1201,12 @@ fold_kernel(point_arrays p, launch_job job)
 	if (threadIdx.x < (unsigned)nwarps)
 		h->heap_n[threadIdx.x] = h->stage_n[threadIdx.x] = 0;
 	if (H == HIST_SHARED)
-		for (int i = (int)threadIdx.x; i < HIST_ROWS * HIST_WORDS; i += (int)blockDim.x)
-			w.hist[i] = 0;
+		for (int i = (int)threadIdx.x; i < HIST_QUADS; i += (int)blockDim.x)
+			reinterpret_cast<uint4 *>(w.hist)[i] = make_uint4(0, 0, 0, 0);
 	__syncthreads();
 	w.floor = warp_floor(h, w.heap, warp, k);
 	for (int v = 0; v < LANE_CHANNELS; v++)
 		w.hist_at[v] = shared_address(&w.hist[hist_word(lane, v)]);
-	const int esize = D == AT_F32 ? 4 : 2;
 
 	for (int item = (int)blockIdx.x; item < job.items; item += (int)gridDim.x) {
 		const int tile = item / job.splits, split = item % job.splits;
@@ -1161,54 +1233,44 @@ fold_kernel(point_arrays p, launch_job job)
 		if (g_begin < g_end)
 			fold_rows<D, VEC, H>(p, job, w, lane_base, g_begin, g_end, s, ring);
 
-		__syncthreads(); /* every warp's counts are in */
+		__syncthreads(); /* every warp's counts are in, and the rings are read */
 		if (H == HIST_SHARED)
 			flush_hist(p, w.hist, c0, VEC);
-		__syncthreads(); /* the histogram's area now takes the partials */
 		int64_t warp_rows = g_end > g_begin ? g_end - g_begin : 0;
 		for (int v = 0; v < LANE_CHANNELS; v++)
 			parts[warp * TILE + v * WARP + lane] = sums_partial(s[v], warp_rows);
 		__syncthreads();
+		combine_warps(parts, nwarps);
 
-		/* a thread per slot */
-		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
-			int64_t c = c0 + slot_channel(slot, VEC);
-			if (c >= p.channels)
-				continue;
-			partial block = parts[slot];
-			for (int i = 1; i < nwarps; i++)
-				block = combine(block, parts[i * TILE + slot]);
-			if (job.splits == 1)
-				fold_into_point(p, c, block);
-			else
-				p.scratch[split * p.channels + c] = block;
-		}
-		if (job.splits > 1) {
+		if (job.splits == 1) {
+			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
+				int64_t c = c0 + slot_channel(slot, VEC);
+				if (c < p.channels)
+					fold_into_point(p, c, parts[slot]);
+			}
+		} else {
+			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
+				int64_t c = c0 + slot_channel(slot, VEC);
+				if (c < p.channels)
+					p.scratch[split * p.channels + c] = parts[slot];
+			}
 			__threadfence();
 			__syncthreads();
 			if (threadIdx.x == 0)
 				h->is_last = atomicAdd(&p.tile_done[tile], 1u) == (uint32_t)job.splits - 1;
 			__syncthreads();
 			if (h->is_last) {
+				combine_splits(p, parts, c0, job.splits, nwarps, VEC);
 				for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 					int64_t c = c0 + slot_channel(slot, VEC);
-					if (c >= p.channels)
-						continue;
-					partial call = load_partial(&p.scratch[c]);
-					for (int i = 1; i < job.splits; i++)
-						call = combine(call, load_partial(&p.scratch[i * p.channels + c]));
-					fold_into_point(p, c, call);
+					if (c < p.channels)
+						fold_into_point(p, c, parts[slot]);
 				}
 				if (threadIdx.x == 0)
 					p.tile_done[tile] = 0;
 			}
 		}
-		__syncthreads(); /* the partials are read: the area is the next item's histogram */
-		if (H == HIST_SHARED) {
-			for (int i = (int)threadIdx.x; i < HIST_ROWS * HIST_WORDS; i += (int)blockDim.x)
-				w.hist[i] = 0;
-			__syncthreads();
-		}
+		__syncthreads(); /* the partials are read: the area is the next item's rings */
 	}
 	if (k == 0)
 		return;
@@ -1277,6 +1339,8 @@ using namespace atc_kernels;
 
 /* ---------------------------------------------------------------- host side */
 
+typedef void (*fold_fn)(point_arrays, launch_job);
+
 struct cuda_point {
 	int64_t channels;
 	int hist;
@@ -1291,6 +1355,8 @@ struct cuda_point {
 	int32_t scratch_splits;
 	cudaStream_t last_stream;
 	int64_t rows_pending;
+	fold_fn shared_kernel; /* the kernel last allowed shared_allowed bytes */
+	size_t shared_allowed;
 };
 
 static int cuda_fail(struct at_error *err, cudaError_t e, const char *what)
@@ -1447,7 +1513,6 @@ int64_t atc_point_rows_pending(const cuda_point *p)
 	return p ? p->rows_pending : 0;
 }
 
-typedef void (*fold_fn)(point_arrays, launch_job);
 
 template <int D, bool VEC> static fold_fn pick_kernel(int hist)
 {
@@ -1544,9 +1609,15 @@ static int blocks_per_multiprocessor(cuda_point *p)
 	return p->resident_per_sm;
 }
 
+#ifndef ATC_MIN_SPLIT_ROWS
+#define ATC_MIN_SPLIT_ROWS 256
+#endif
+constexpr int64_t MIN_SPLIT_ROWS = ATC_MIN_SPLIT_ROWS;
+
 /* Splits of the rows so that tiles x splits fill the resident blocks once
  * (a second, partial wave would leave most of the device idle), none thinner
- * than 256 rows and none thicker than a 16-bit counter counts; few rows take
+ * than MIN_SPLIT_ROWS rows (an item's epilogue costs about what 256 rows
+ * do) and none thicker than a 16-bit counter counts; few rows take
  * one-warp blocks and count their histogram straight into device memory.
  * Blocks shrink (fewer warps, then no shared histogram) where the device has
  * less shared memory than they want. */
@@ -1562,7 +1633,7 @@ static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 		s.nwarps = rows >= MAX_WARPS * 16 ? MAX_WARPS : (int)((rows + 15) / 16);
 		int64_t resident = (int64_t)blocks_per_multiprocessor(p) * p->multiprocessors;
 		int64_t want = resident / tiles > 1 ? resident / tiles : 1;
-		int64_t most = rows / 256 > 1 ? rows / 256 : 1;
+		int64_t most = rows / MIN_SPLIT_ROWS > 1 ? rows / MIN_SPLIT_ROWS : 1;
 		splits = want < most ? want : most;
 	}
 	int64_t fewest = (rows + MAX_ITEM_ROWS - 1) / MAX_ITEM_ROWS;
@@ -1603,19 +1674,18 @@ static int ensure_scratch(cuda_point *p, int32_t splits, struct at_error *err)
 	return AT_OK;
 }
 
-/* Kernels that need more than 48 KiB of shared memory must say so once. */
-static int allow_shared(fold_fn kernel, size_t bytes, struct at_error *err)
+/* Kernels that need more than 48 KiB of shared memory must say so (a driver
+ * call: once per point and kernel, not per launch). */
+static int allow_shared(cuda_point *p, fold_fn kernel, size_t bytes, struct at_error *err)
 {
-#ifdef ATC_EMU
-	(void)kernel;
-	(void)bytes;
-	(void)err;
-#else
-	if (bytes <= 48 * 1024)
+	if (bytes <= 48 * 1024 || (kernel == p->shared_kernel && bytes <= p->shared_allowed))
 		return AT_OK;
+#ifndef ATC_EMU
 	CUDA_TRY(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes),
 	         "raise the kernel's shared memory");
 #endif
+	p->shared_kernel = kernel;
+	p->shared_allowed = bytes;
 	return AT_OK;
 }
 
@@ -1668,7 +1738,7 @@ static int launch_fold(cuda_point *p, launch_job &job, enum at_dtype dtype, cuda
 	if (status != AT_OK)
 		return status;
 	fold_fn kernel = pick_kernel(dtype, s.vec, s.hist);
-	status = allow_shared(kernel, s.shared, err);
+	status = allow_shared(p, kernel, s.shared, err);
 	if (status != AT_OK)
 		return status;
 	ATC_LAUNCH(kernel, dim3((unsigned)s.grid), dim3((unsigned)(s.nwarps * WARP)), s.shared, st,
