@@ -15,6 +15,9 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -770,25 +773,34 @@ static int write_sample_rows(struct point *p, int64_t row0, int64_t n, const str
 }
 
 /* Chunks of 16-bit rows as float32, the format's sample type (the writer
- * thread's work, so that hooks only copy bytes). */
+ * thread's work, so that hooks only copy bytes; over the compression
+ * threads, since a forward's samples are hundreds of megabytes). */
 static int widen_chunks(struct at_writer *w, struct queued_chunk *batch, size_t n,
                         struct at_error *err)
 {
+	int failed = 0;
+	int threads = w->opts.threads > 0 ? w->opts.threads : 0;
+	(void)threads;
+#ifdef _OPENMP
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads > 0 ? threads : omp_get_max_threads()) reduction(| : failed)
+#endif
 	for (size_t i = 0; i < n; i++) {
 		struct queued_chunk *c = &batch[i];
 		if (c->dtype == AT_F32)
 			continue;
 		size_t cells = c->chunk.raw_bytes / at_dtype_size(c->dtype);
 		float *wide = malloc(cells * sizeof *wide);
-		if (!wide)
-			return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+		if (!wide) {
+			failed = 1;
+			continue;
+		}
 		at_load_run(c->chunk.raw, c->dtype, 0, 1, (int64_t)cells, wide);
 		free(c->chunk.raw);
 		c->chunk.raw = wide;
 		c->chunk.raw_bytes = cells * sizeof *wide;
 		c->dtype = AT_F32;
 	}
-	return AT_OK;
+	return failed ? at_fail(err, AT_ENOMEM, "%s: out of memory", w->path) : AT_OK;
 }
 
 /* Compress a batch of full chunks in parallel, then hand each to HDF5 as is

@@ -807,26 +807,42 @@ __device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, de
 	return floor;
 }
 
-/* One step of n rows (FULL: n == STEP, no row checks) into the lane's sums,
- * histogram and extremes.  This is the loop that must run at memory speed. */
-template <int D, bool VEC, bool FULL, int H>
-__device__ __forceinline__ void fold_step(const point_arrays &p, warp_ctx &w,
-                                          const lane_row<D> (&rows)[STEP], int n,
-                                          lane_sums (&s)[LANE_CHANNELS], int64_t g,
-                                          const unsigned char *lane_base, int64_t token_base,
-                                          int64_t row_bytes, int64_t channel_stride)
+/* A lane's float sums over a group of FOLD_STEPS steps (power sums of
+ * x - shift, |x|, min and max), added to its double sums when the group ends:
+ * the conversions, the checks and the votes are paid once a group.  Float
+ * sums over 16 rows about the shift stay within the tests' 1e-7. */
+#ifndef ATC_FOLD_STEPS
+#define ATC_FOLD_STEPS 1
+#endif
+constexpr int FOLD_STEPS = ATC_FOLD_STEPS;
+static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,
+              "a group of steps ends where the drift of the mean is checked");
+
+template <int D> struct group_sums {
+	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
+	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
+	uint32_t pmin[LANE_CHANNELS / 2], pmax[LANE_CHANNELS / 2];
+};
+
+template <int D> __device__ __forceinline__ void group_clear(group_sums<D> &t)
+{
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		t.t1[v] = t.t2[v] = t.t3[v] = t.t4[v] = t.ta[v] = 0.0f;
+		t.tmin[v] = t.tmax[v] = float_of(0x7fffffffu);
+	}
+	for (int q = 0; q < LANE_CHANNELS / 2; q++)
+		t.pmin[q] = t.pmax[q] = 0x7fff7fffu; /* NaN pairs */
+}
+
+/* One step of n rows (FULL: n == STEP, no row checks) into the group's sums
+ * and the histogram.  This is the loop that must run at memory speed. */
+template <int D, bool FULL, int H>
+__device__ __forceinline__ void step_add(const point_arrays &p, const warp_ctx &w,
+                                         const lane_row<D> (&rows)[STEP], int n,
+                                         const lane_sums (&s)[LANE_CHANNELS], group_sums<D> &t)
 {
 	constexpr bool PACKED = D != AT_F32; /* min/max on pairs of 16-bit values */
 	constexpr int PAIRS = LANE_CHANNELS / 2;
-	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
-	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
-	uint32_t pmin[PAIRS], pmax[PAIRS];
-	for (int v = 0; v < LANE_CHANNELS; v++) {
-		t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
-		tmin[v] = tmax[v] = float_of(0x7fffffffu);
-	}
-	for (int q = 0; q < PAIRS; q++)
-		pmin[q] = pmax[q] = 0x7fff7fffu; /* NaN pairs */
 ATC_UNROLL
 	for (int u = 0; u < STEP; u++) {
 		if (!FULL && u >= n)
@@ -834,22 +850,22 @@ ATC_UNROLL
 		if (PACKED) {
 			const uint32_t *words = reinterpret_cast<const uint32_t *>(&rows[u]);
 			for (int q = 0; q < PAIRS; q++) {
-				pmin[q] = pair_order<D, false>(pmin[q], words[q]);
-				pmax[q] = pair_order<D, true>(pmax[q], words[q]);
+				t.pmin[q] = pair_order<D, false>(t.pmin[q], words[q]);
+				t.pmax[q] = pair_order<D, true>(t.pmax[q], words[q]);
 			}
 		}
 ATC_UNROLL
 		for (int v = 0; v < LANE_CHANNELS; v++) {
 			float x = element<D>(rows[u], v);
 			float d = x - s[v].shift, d2 = d * d;
-			t1[v] += d;
-			t2[v] += d2;
-			t3[v] = fmaf(d2, d, t3[v]);
-			t4[v] = fmaf(d2, d2, t4[v]);
-			ta[v] += fabsf(x);
+			t.t1[v] += d;
+			t.t2[v] += d2;
+			t.t3[v] = fmaf(d2, d, t.t3[v]);
+			t.t4[v] = fmaf(d2, d2, t.t4[v]);
+			t.ta[v] += fabsf(x);
 			if (!PACKED) {
-				tmin[v] = fminf(tmin[v], x);
-				tmax[v] = fmaxf(tmax[v], x);
+				t.tmin[v] = fminf(t.tmin[v], x);
+				t.tmax[v] = fmaxf(t.tmax[v], x);
 			}
 			if (H == HIST_SHARED) {
 				unsigned row;
@@ -866,18 +882,29 @@ ATC_UNROLL
 			}
 		}
 	}
-	if (PACKED) {
-		for (int q = 0; q < PAIRS; q++) {
-			tmin[2 * q] = widen<D>(pmin[q] & 0xffffu);
-			tmin[2 * q + 1] = widen<D>(pmin[q] >> 16);
-			tmax[2 * q] = widen<D>(pmax[q] & 0xffffu);
-			tmax[2 * q + 1] = widen<D>(pmax[q] >> 16);
+}
+
+/* The group's n rows, from row g, into the lane's double sums; the rare
+ * paths (non-finite or underflowing float sums, elements that reach the
+ * extremes' floor) read the group's rows again. */
+template <int D, bool VEC, int H>
+__device__ __forceinline__ void group_fold(const point_arrays &p, warp_ctx &w, group_sums<D> &t,
+                                           int n, lane_sums (&s)[LANE_CHANNELS], int64_t g,
+                                           const unsigned char *lane_base, int64_t token_base,
+                                           int64_t row_bytes, int64_t channel_stride)
+{
+	if (D != AT_F32) {
+		for (int q = 0; q < LANE_CHANNELS / 2; q++) {
+			t.tmin[2 * q] = widen<D>(t.pmin[q] & 0xffffu);
+			t.tmin[2 * q + 1] = widen<D>(t.pmin[q] >> 16);
+			t.tmax[2 * q] = widen<D>(t.pmax[q] & 0xffffu);
+			t.tmax[2 * q + 1] = widen<D>(t.pmax[q] >> 16);
 		}
 	}
 	/* not finite (NaN/Inf, or beyond float), or underflowing: fold again */
 	bool bad[LANE_CHANNELS], any_bad = false;
 	for (int v = 0; v < LANE_CHANNELS; v++) {
-		bad[v] = (!(t4[v] <= FLT_MAX)) | ((t2[v] > 0.0f) & (t2[v] < 0x1p-60f));
+		bad[v] = (!(t.t4[v] <= FLT_MAX)) | ((t.t2[v] > 0.0f) & (t.t2[v] < 0x1p-60f));
 		any_bad |= bad[v];
 	}
 	if (__any_sync(0xffffffffu, any_bad)) {
@@ -891,11 +918,10 @@ ATC_UNROLL
 			                    ? &p.hist[w.channel[v] * BINS + BINS - 1]
 			                    : nullptr;
 			refold_sums r = refold_step<D, VEC, H>(word, bin, lane_base + g * row_bytes, row_bytes,
-			                                       channel_stride, FULL ? STEP : n, v,
-			                                       s[v].shift);
-			t1[v] = t2[v] = t3[v] = t4[v] = ta[v] = 0.0f;
-			tmin[v] = r.min;
-			tmax[v] = r.max;
+			                                       channel_stride, n, v, s[v].shift);
+			t.t1[v] = t.t2[v] = t.t3[v] = t.t4[v] = t.ta[v] = 0.0f;
+			t.tmin[v] = r.min;
+			t.tmax[v] = r.max;
 			s[v].s1 += r.s1;
 			s[v].s2 += r.s2;
 			s[v].s3 += r.s3;
@@ -905,23 +931,23 @@ ATC_UNROLL
 		}
 	}
 	for (int v = 0; v < LANE_CHANNELS; v++) {
-		s[v].s1 += (double)t1[v];
-		s[v].s2 += (double)t2[v];
-		s[v].s3 += (double)t3[v];
-		s[v].s4 += (double)t4[v];
-		s[v].abssum += (double)ta[v];
-		s[v].min = fminf(s[v].min, tmin[v]);
-		s[v].max = fmaxf(s[v].max, tmax[v]);
+		s[v].s1 += (double)t.t1[v];
+		s[v].s2 += (double)t.t2[v];
+		s[v].s3 += (double)t.t3[v];
+		s[v].s4 += (double)t.t4[v];
+		s[v].abssum += (double)t.ta[v];
+		s[v].min = fminf(s[v].min, t.tmin[v]);
+		s[v].max = fmaxf(s[v].max, t.tmax[v]);
 	}
-	/* an element reached the floor exactly when the step's min or max did */
+	/* an element reached the floor exactly when the group's min or max did */
 	bool hit = false;
 	for (int v = 0; v < LANE_CHANNELS; v++)
-		hit |= fmaxf(fabsf(tmin[v]), fabsf(tmax[v])) >= w.floor;
+		hit |= fmaxf(fabsf(t.tmin[v]), fabsf(t.tmax[v])) >= w.floor;
 	if (w.k > 0 && __any_sync(0xffffffffu, hit))
 		w.floor = stage_step<D, VEC>(w.h, w.stage, w.heap, w.warp, w.lane, w.k, w.valid,
 		                             w.channel[0], w.channel[1] - w.channel[0],
-		                             lane_base + g * row_bytes, row_bytes, channel_stride,
-		                             FULL ? STEP : n, token_base + g, w.floor);
+		                             lane_base + g * row_bytes, row_bytes, channel_stride, n,
+		                             token_base + g, w.floor);
 }
 
 /* The ring is filled with 16-byte copies: a row of the tile (TILE channels)
@@ -1046,6 +1072,7 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		}
 	}
 	const lane_row<D> *slot = ring + w.lane;
+	group_sums<D> t;
 	for (int i = 0; i < steps; i++) {
 		const int n = rows - i * STEP < STEP ? rows - i * STEP : STEP;
 		const int64_t g = g_begin + i * STEP;
@@ -1063,12 +1090,17 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		if (i == 0)
 			for (int v = 0; v < LANE_CHANNELS; v++)
 				sums_init(s[v], first_shift<D>(cur, n, v));
+		if (i % FOLD_STEPS == 0)
+			group_clear<D>(t);
 		if (n == STEP)
-			fold_step<D, VEC, true, H>(p, w, cur, n, s, g, lane_base, job.token_base, row_bytes,
-			                           job.channel_stride);
+			step_add<D, true, H>(p, w, cur, n, s, t);
 		else
-			fold_step<D, VEC, false, H>(p, w, cur, n, s, g, lane_base, job.token_base, row_bytes,
-			                            job.channel_stride);
+			step_add<D, false, H>(p, w, cur, n, s, t);
+		if (i % FOLD_STEPS == FOLD_STEPS - 1 || i == steps - 1) {
+			const int first = i - i % FOLD_STEPS;
+			group_fold<D, VEC, H>(p, w, t, (i - first) * STEP + n, s, g_begin + first * STEP,
+			                      lane_base, job.token_base, row_bytes, job.channel_stride);
+		}
 		if (i % 4 == 3) {
 			const int done = i * STEP + n;
 			for (int v = 0; v < LANE_CHANNELS; v++) {
