@@ -292,6 +292,22 @@ class MambaMixer(nn.Module):
         return self.out_proj(y.transpose(1, 2))                   # a non-contiguous input
 
 
+class WeightsOnlyMambaMixer(MambaMixer):
+    """transformers 5's mixer: conv1d and dt_proj are used through their
+    weights, never called, so no hook on them can fire."""
+
+    def forward(self, x):
+        B, T, _ = x.shape
+        h, gate = self.in_proj(x).transpose(1, 2).chunk(2, dim=1)
+        h = F.silu(F.conv1d(h, self.conv1d.weight, self.conv1d.bias, padding=self.conv1d.padding,
+                            groups=self.conv1d.groups)[..., :T])
+        params = self.x_proj(h.transpose(1, 2))
+        dt = params[..., :self.rank]
+        dt = F.softplus(dt @ self.dt_proj.weight.t() + self.dt_proj.bias)
+        y = h * dt.transpose(1, 2) * F.silu(gate)
+        return self.out_proj(y.transpose(1, 2))
+
+
 class MambaBlock(nn.Module):
     def __init__(self, c):
         super().__init__()
@@ -545,6 +561,7 @@ def mamba_expected(c):
         ("norm.out", "norm", "out", "norm", h, "rows"),
         ("mixer.in_proj.out", "mixer.in_proj", "out", "ssm", 2 * i, "rows"),
         ("mixer.conv1d.out", "mixer.conv1d", "out", "ssm", i, "conv"),
+        ("mixer.x_proj.in", "mixer.x_proj", "in", "ssm", i, "rows"),
         ("mixer.x_proj.out", "mixer.x_proj", "out", "ssm", c.time_step_rank + 2 * c.state_size, "rows"),
         ("mixer.dt_proj.out", "mixer.dt_proj", "out", "ssm", i, "rows"),
         ("mixer.out_proj.in", "mixer.out_proj", "in", "ssm", i, "rows"),
@@ -679,6 +696,15 @@ def main():
     check.context = "recurrent_gemma"
     sites = {p.site for p in acttrace.points(tiny_recurrent_gemma())}
     check.ok(len(sites) == RG_SITE_TYPES, f"{len(sites)} site types, expected {RG_SITE_TYPES}")
+    check.context = "mamba, weights-only mixer"
+    model = tiny_mamba()
+    for layer in model.backbone.layers:
+        weights_only = WeightsOnlyMambaMixer(model.config)
+        weights_only.load_state_dict(layer.mixer.state_dict())
+        layer.mixer = weights_only
+    sites = [p.site for p in acttrace.points(model) if p.layer == 0]
+    check.ok("mixer.conv1d.out" not in sites and "mixer.dt_proj.out" not in sites and
+             "mixer.x_proj.in" in sites, f"sites of a mixer that never calls conv1d: {sites}")
     check.context = "generic"
     generic = acttrace.points(tiny_llama(), "generic")
     linear = [n for n, m in tiny_llama().named_modules() if isinstance(m, nn.Linear)]

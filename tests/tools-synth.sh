@@ -110,7 +110,7 @@ awk -F'\t' '$4 == "attention.q_proj.out" { printf "%s ", $2 } END { print "" }' 
 grep -q "^layers.0.recurrent.conv1d.out${tab}0${tab}recurrent${tab}recurrent.conv1d.out${tab}out${tab}2560\$" \
 	"$tmp/rg.points" || fail "no layers.0.recurrent.conv1d.out"
 echo "ok - recurrent-gemma-2b: Table 4.1 totals and 26 site types"
-for arch in llama-1b:243:2048 mamba-130m:242:768 tiny:33:64; do
+for arch in llama-1b:243:2048 mamba-130m:266:768 tiny:33:64; do
 	name=${arch%%:*}
 	rest=${arch#*:}
 	trace-synth --arch "$name" --list-points >"$tmp/p"

@@ -114,6 +114,7 @@ static const struct synth_site mamba130m_layer[] = {
 	{ANY, "norm", "norm.out", "norm", "MambaRMSNorm", "out", 768, ROWS},
 	{ANY, "ssm", "mixer.in_proj.out", "mixer.in_proj", "Linear", "out", 3072, ROWS},
 	{ANY, "ssm", "mixer.conv1d.out", "mixer.conv1d", "Conv1d", "out", 1536, CONV},
+	{ANY, "ssm", "mixer.x_proj.in", "mixer.x_proj", "Linear", "in", 1536, ROWS},
 	{ANY, "ssm", "mixer.x_proj.out", "mixer.x_proj", "Linear", "out", 80, ROWS},
 	{ANY, "ssm", "mixer.dt_proj.out", "mixer.dt_proj", "Linear", "out", 1536, ROWS},
 	{ANY, "ssm", "mixer.out_proj.in", "mixer.out_proj", "Linear", "in", 1536, ROWS},

@@ -8,6 +8,7 @@ bare site outside the layers ("final_norm.in").  Sites whose module a layer
 does not have are skipped (RecurrentGemma's attention sites in its recurrent
 layers, Gemma 2's extra norms in Llama).  The generic catalogue takes every
 Linear and every normalisation layer instead."""
+import inspect
 import re
 from dataclasses import dataclass
 
@@ -43,10 +44,30 @@ class Site:
     width: str       # how to know the channels: "in:<path>", "out:<path>" or "hidden"
     requires: str = ""  # a module path that must exist (e.g. attention vs recurrent blocks)
     layout: str = ROWS
+    called: bool = False  # kept only if the parent's forward calls the module itself
 
 
-def _s(site, module, component, direction, width, requires="", layout=ROWS):
-    return Site(site, module, component, direction, width, requires, layout)
+def _s(site, module, component, direction, width, requires="", layout=ROWS, called=False):
+    return Site(site, module, component, direction, width, requires, layout, called)
+
+
+def _parent_calls(scope, path):
+    """Whether the forward of the module holding `path` calls it as a module
+    ("self.conv1d(" in its source), rather than using only its weights (as
+    transformers 5's Mamba mixer does with conv1d and dt_proj, whose hooks
+    then never fire).  True when the source cannot be read."""
+    parent_path, _, name = path.rpartition(".")
+    parent = _get(scope, parent_path) if parent_path else scope
+    if parent is None:
+        return True
+    sources = []
+    for method in ("forward", "slow_forward"):
+        fn = getattr(type(parent), method, None)
+        try:
+            sources.append(inspect.getsource(fn)) if fn else None
+        except (OSError, TypeError):
+            return True
+    return not sources or any(f"self.{name}(" in src for src in sources)
 
 
 @dataclass(frozen=True)
@@ -136,7 +157,10 @@ _GPT2 = Catalogue(
 
 # ---------------------------------------------------------------- Mamba
 # backbone.layers[i]: norm, mixer (in_proj, conv1d [B, C, T], x_proj, dt_proj,
-# out_proj).  The fused CUDA path (mamba-ssm) bypasses conv1d and dt_proj.
+# out_proj).  The fused CUDA path (mamba-ssm) bypasses conv1d and dt_proj, and
+# so does every path of transformers 5's mixer (it uses their weights):
+# their sites are kept only where the mixer calls them, and x_proj's input
+# (the convolution's output after its activation) is recorded in any case.
 _MAMBA = Catalogue(
     name="mamba",
     description="Mamba",
@@ -149,9 +173,11 @@ _MAMBA = Catalogue(
         _s("norm.in", "norm", "norm", "in", "in:norm"),
         _s("norm.out", "norm", "norm", "out", "out:norm"),
         _s("mixer.in_proj.out", "mixer.in_proj", "ssm", "out", "out:mixer.in_proj"),
-        _s("mixer.conv1d.out", "mixer.conv1d", "ssm", "out", "out:mixer.conv1d", layout=CONV),
+        _s("mixer.conv1d.out", "mixer.conv1d", "ssm", "out", "out:mixer.conv1d", layout=CONV,
+           called=True),
+        _s("mixer.x_proj.in", "mixer.x_proj", "ssm", "in", "in:mixer.x_proj"),
         _s("mixer.x_proj.out", "mixer.x_proj", "ssm", "out", "out:mixer.x_proj"),
-        _s("mixer.dt_proj.out", "mixer.dt_proj", "ssm", "out", "out:mixer.dt_proj"),
+        _s("mixer.dt_proj.out", "mixer.dt_proj", "ssm", "out", "out:mixer.dt_proj", called=True),
         _s("mixer.out_proj.in", "mixer.out_proj", "ssm", "in", "in:mixer.out_proj"),
         _s("mixer.out_proj.out", "mixer.out_proj", "ssm", "out", "out:mixer.out_proj"),
         _s("layer.out", "", "layer", "out", "hidden"),
@@ -332,7 +358,7 @@ def _site_points(site, scope, scope_path, layer, model, prefix):
     if site.requires and _get(scope, site.requires) is None:
         return None
     module = _get(scope, site.module)
-    if module is None:
+    if module is None or (site.called and not _parent_calls(scope, site.module)):
         return None
     path = _join(scope_path, site.module)
     return Point(name=prefix + site.site, layer=layer, component=site.component, site=site.site,
