@@ -78,9 +78,16 @@ static const struct writer_extension device_extension = {
 };
 
 /* Sampled rows on their way to the host may hold this much pinned and device
- * memory; past it, capture waits for the oldest copy (samples are never lost
- * to a slow writer, and statistics never wait for samples). */
+ * memory, or the writer's sample_bytes_in_flight where that is larger; past
+ * it, capture waits for the oldest copy (samples are never lost to a slow
+ * writer, and statistics never wait for samples). */
 #define SAMPLE_BYTES_IN_FLIGHT ((size_t)1 << 30)
+
+static size_t device_bytes_in_flight(struct at_writer *w)
+{
+	int64_t asked = writer_options(w)->sample_bytes_in_flight;
+	return asked > (int64_t)SAMPLE_BYTES_IN_FLIGHT ? (size_t)asked : SAMPLE_BYTES_IN_FLIGHT;
+}
 /* Buffers are kept for reuse in sizes of powers of two from 1 MiB. */
 #define SAMPLE_BUFFER_MIN ((size_t)1 << 20)
 
@@ -341,7 +348,7 @@ static int make_room(struct at_writer *w, struct device_writer *dw, size_t bytes
 {
 	int status = batches_retire(w, dw, 0, err);
 	while (status == AT_OK && dw->n_batches > 0 &&
-	       dw->bytes_in_flight + bytes > SAMPLE_BYTES_IN_FLIGHT) {
+	       dw->bytes_in_flight + bytes > device_bytes_in_flight(w)) {
 		int moved;
 		status = batch_retire(w, dw, 1, &moved, err);
 	}

@@ -812,7 +812,7 @@ __device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, de
  * the conversions, the checks and the votes are paid once a group.  Float
  * sums over 16 rows about the shift stay within the tests' 1e-7. */
 #ifndef ATC_FOLD_STEPS
-#define ATC_FOLD_STEPS 1
+#define ATC_FOLD_STEPS 2
 #endif
 constexpr int FOLD_STEPS = ATC_FOLD_STEPS;
 static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,

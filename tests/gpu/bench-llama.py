@@ -14,6 +14,8 @@ points), in four variants measured in one run:
   capture       acttrace.capture(model, path): the package's default (llama)
                 catalogue, weights recorded, tokens from input_ids
   capture-s64c  the same with sample="every:64", max_samples=4096
+  capture-s64c-mem  the same with sample_bytes_in_flight=12 GiB: the rows
+                wait in memory for the writer thread instead of the forward
 
 For each: warm-up forwards, then the median over --repeats forwards of the
 time between CUDA events around model(input_ids) (hook work included, since
@@ -331,7 +333,11 @@ def main():
         elif variant.startswith("capture"):
             # the user's way: acttrace.capture with the default (llama)
             # catalogue, weights recorded, tokens from input_ids
-            options = {"sample": "every:64", "max_samples": 4096} if variant == "capture-s64c" else {}
+            options = {}
+            if variant.startswith("capture-s64c"):
+                options = {"sample": "every:64", "max_samples": 4096}
+            if variant == "capture-s64c-mem":  # room for every sample: nothing waits
+                options["sample_bytes_in_flight"] = 12 << 30
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
             t0 = time.perf_counter()
             package = package_capture(model, path, options)
