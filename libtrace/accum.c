@@ -195,6 +195,12 @@ void at_stats_free(struct at_stats *s)
 	memset(s, 0, sizeof *s);
 }
 
+static void fill_order_stats(struct at_stats *s)
+{
+	for (int64_t c = 0; c < s->channels; c++)
+		s->min[c] = s->max[c] = s->absmax[c] = NAN;
+}
+
 void at_stats_reset(struct at_stats *s)
 {
 	if (!s || !s->count)
@@ -207,8 +213,7 @@ void at_stats_reset(struct at_stats *s)
 	memset(s->m3, 0, n * sizeof *s->m3);
 	memset(s->m4, 0, n * sizeof *s->m4);
 	memset(s->abssum, 0, n * sizeof *s->abssum);
-	for (size_t c = 0; c < n; c++)
-		s->min[c] = s->max[c] = s->absmax[c] = NAN;
+	fill_order_stats(s);
 	if (s->hist)
 		memset(s->hist, 0, n * AT_HIST_BINS * sizeof *s->hist);
 	s->n_extremes = 0;
@@ -256,7 +261,12 @@ int at_stats_init(struct at_stats *s, int64_t channels, int with_hist, int32_t m
 	}
 	s->channels = channels;
 	s->max_extremes = max_extremes;
-	at_stats_reset(s);
+	/* calloc gave zeros: only the order statistics start elsewhere.  Not
+	 * at_stats_reset, whose memsets would touch every page of the histogram
+	 * (2 MB a point of 2560 channels): opening a capture of 462 points spent
+	 * a third of its time in page faults for arrays the device path leaves
+	 * untouched until the first drain. */
+	fill_order_stats(s);
 	return AT_OK;
 }
 
