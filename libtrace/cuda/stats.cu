@@ -156,6 +156,7 @@ static_assert(sizeof(block_header) % 16 == 0, "block_header keeps 16-byte alignm
 
 constexpr size_t HIST_SHARED_BYTES = (size_t)HIST_ROWS * HIST_WORDS * sizeof(uint32_t);
 constexpr size_t WARP_STAGE_BYTES = STAGE * sizeof(dev_extreme);
+constexpr size_t POINT_STATE_BYTES = TILE * 80; /* the tile's point_state, read early */
 
 /* The area after the header holds the item's histogram (HIST_SHARED); the
  * warps' rings come after the heaps, and hold the warps' partials once the
@@ -188,8 +189,9 @@ __host__ __device__ inline size_t warp_work_bytes(size_t ring)
 
 __host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared, size_t ring)
 {
-	return sizeof(block_header) + area_bytes(hist_shared) + (size_t)nwarps * WARP_STAGE_BYTES +
-	       (size_t)nwarps * (size_t)k * sizeof(dev_extreme) + (size_t)nwarps * warp_work_bytes(ring);
+	return sizeof(block_header) + POINT_STATE_BYTES + area_bytes(hist_shared) +
+	       (size_t)nwarps * WARP_STAGE_BYTES + (size_t)nwarps * (size_t)k * sizeof(dev_extreme) +
+	       (size_t)nwarps * warp_work_bytes(ring);
 }
 
 /* ---------------------------------------------------------------- elements */
@@ -471,24 +473,43 @@ __device__ __forceinline__ partial load_partial(const partial *q)
 	return p;
 }
 
-/* The launch's moments of channel c into the point's: only one thread of the
- * launch ever does this for a given channel. */
-__device__ void fold_into_point(const point_arrays &p, int64_t c, const partial &call)
-{
+/* A channel's accumulators as they were when the launch began.  Only the
+ * thread that folds the launch's moments into them (one a channel, at the
+ * very end) writes them, so every block may read them early, at its item's
+ * start, and the end of the launch waits for no load. */
+struct point_state {
 	partial acc;
-	acc.n = (double)p.count[c];
-	acc.mean = p.mean[c];
-	acc.m2 = p.m2[c];
-	acc.m3 = p.m3[c];
-	acc.m4 = p.m4[c];
-	acc.abssum = p.abssum[c];
-	acc.min = p.min[c];
-	acc.max = p.max[c];
-	acc.absmax = p.absmax[c];
-	acc.nonfinite = 0;
-	partial sum = combine(acc, call);
-	p.count[c] += (uint64_t)call.n;
-	p.nonfinite[c] += call.nonfinite;
+	uint64_t count, nonfinite;
+};
+static_assert(sizeof(point_state) * TILE == POINT_STATE_BYTES, "point_state is 80 bytes");
+
+__device__ __forceinline__ point_state load_point(const point_arrays &p, int64_t c)
+{
+	point_state s;
+	s.count = p.count[c];
+	s.nonfinite = p.nonfinite[c];
+	s.acc.n = (double)s.count;
+	s.acc.mean = p.mean[c];
+	s.acc.m2 = p.m2[c];
+	s.acc.m3 = p.m3[c];
+	s.acc.m4 = p.m4[c];
+	s.acc.abssum = p.abssum[c];
+	s.acc.min = p.min[c];
+	s.acc.max = p.max[c];
+	s.acc.absmax = p.absmax[c];
+	s.acc.nonfinite = 0;
+	return s;
+}
+
+/* The launch's moments of channel c into the point's (was: load_point's at
+ * the launch's start): only one thread of the launch ever does this for a
+ * given channel. */
+__device__ void fold_into_point(const point_arrays &p, int64_t c, const point_state &was,
+                                const partial &call)
+{
+	partial sum = combine(was.acc, call);
+	p.count[c] = was.count + (uint64_t)call.n;
+	p.nonfinite[c] = was.nonfinite + call.nonfinite;
 	p.mean[c] = sum.mean;
 	p.m2[c] = sum.m2;
 	p.m3[c] = sum.m3;
@@ -1208,7 +1229,8 @@ fold_kernel(point_arrays p, launch_job job)
 {
 	ATC_DYNAMIC_SHARED(shared);
 	block_header *h = reinterpret_cast<block_header *>(shared);
-	unsigned char *area = shared + sizeof(block_header);
+	point_state *was = reinterpret_cast<point_state *>(shared + sizeof(block_header));
+	unsigned char *area = shared + sizeof(block_header) + POINT_STATE_BYTES;
 	const int nwarps = (int)(blockDim.x / WARP), warp = (int)(threadIdx.x / WARP);
 	const int lane = (int)(threadIdx.x % WARP), k = p.k;
 	const int esize = D == AT_F32 ? 4 : 2;
@@ -1253,6 +1275,11 @@ fold_kernel(point_arrays p, launch_job job)
 		const int64_t g_begin = item_begin + warp * per_warp;
 		const int64_t g_end = g_begin + per_warp < item_end ? g_begin + per_warp : item_end;
 
+		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
+			int64_t c = c0 + slot_channel(slot, VEC);
+			if (c < p.channels)
+				was[slot] = load_point(p, c);
+		}
 		w.valid = 0;
 		for (int v = 0; v < LANE_CHANNELS; v++) {
 			w.channel[v] = c0 + slot_channel(v * WARP + lane, VEC);
@@ -1280,7 +1307,7 @@ fold_kernel(point_arrays p, launch_job job)
 			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 				int64_t c = c0 + slot_channel(slot, VEC);
 				if (c < p.channels)
-					fold_into_point(p, c, parts[slot]);
+					fold_into_point(p, c, was[slot], parts[slot]);
 			}
 		} else {
 			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
@@ -1298,7 +1325,7 @@ fold_kernel(point_arrays p, launch_job job)
 				for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 					int64_t c = c0 + slot_channel(slot, VEC);
 					if (c < p.channels)
-						fold_into_point(p, c, parts[slot]);
+						fold_into_point(p, c, was[slot], parts[slot]);
 				}
 				if (threadIdx.x == 0)
 					p.tile_done[tile] = 0;
@@ -1328,9 +1355,15 @@ fold_kernel(point_arrays p, launch_job job)
 	__syncthreads();
 	if (!h->is_last || threadIdx.x != 0)
 		return;
-	/* The last block: the point's K best so far and the launch's, re-ranked. */
-	uint32_t n = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_BEST]));
+	/* The last block: the point's K best so far and the launch's, re-ranked;
+	 * nothing to do when no block found a better one (the usual case once
+	 * the heap is full: it is the launch's last step, so it is kept short). */
 	uint32_t pending = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_PENDING]));
+	if (pending == 0) {
+		p.counters[BLOCKS_DONE] = 0;
+		return;
+	}
+	uint32_t n = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_BEST]));
 	for (uint32_t i = 0; i < n; i++)
 		heaps[i] = p.best[i];
 	for (uint32_t i = 0; i < pending; i++)
