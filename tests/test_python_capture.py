@@ -419,6 +419,37 @@ def device_summary_case(tmp):
         acttrace.Writer.add_weight = original
 
 
+def overlap_case(tmp):
+    """overlap=True: the version watch names tensors changed in place after
+    their observation while they live, forgets freed ones, and reports each
+    change once (the side stream itself needs a GPU: bench-llama's
+    capture-overlap); a capture with overlap on the CPU equals one without."""
+    check.context = "overlap"
+    from acttrace.writer import Overlap
+    o = Overlap()
+    a, b = torch.zeros(3), torch.zeros(3)
+    o.watch(a, 1)
+    o.watch(b, 2)
+    a.add_(1)  # changed while alive
+    c = torch.zeros(2)
+    o.watch(c, 3)  # a later observation looks at a and b
+    del c  # freed unchanged: forgotten
+    check.ok(o.changed() == [1], "an in-place change after observation is named")
+    b.mul_(2)
+    check.ok(o.changed() == [2] and o.changed() == [], "each change once")
+    model = tiny_llama()
+    ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(3))
+    paths = [os.path.join(tmp, f"overlap-{flag}.h5") for flag in (False, True)]
+    for flag, path in zip((False, True), paths):
+        with torch.no_grad(), acttrace.capture(model, path, overlap=flag, weights=False):
+            model(ids)
+    with h5py.File(paths[0], "r") as f0, h5py.File(paths[1], "r") as f1:
+        for name in ("layers.0.mlp.down_proj.in", "final_norm.out"):
+            for stat in ("count", "mean", "m2", "max"):
+                check.ok(np.array_equal(f0["points"][name][stat][()], f1["points"][name][stat][()]),
+                         f"{name} {stat}: the same with and without overlap")
+
+
 # ---------------------------------------------------------------- fused paths
 
 def fused_path_case(tmp):
@@ -580,6 +611,7 @@ def main():
         clip_rounding_case()
         fused_path_case(tmp)
         device_summary_case(tmp)
+        overlap_case(tmp)
     print(f"# {time.time() - start:.1f} s")
     check.done("test_python_capture")
 

@@ -67,7 +67,7 @@ class Capture:
     def __init__(self, model, path, catalogue="auto", *, sample=None, hist=True, extremes=None,
                  max_samples=None, compression_level=None, threads=None, weights=True,
                  points=None, model_name=None, notes=None, checkpoint_every=0,
-                 sample_bytes_in_flight=None, when_busy=None):
+                 sample_bytes_in_flight=None, when_busy=None, overlap=False):
         if not isinstance(model, torch.nn.Module):
             raise Error(f"capture: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -84,7 +84,8 @@ class Capture:
             producer=f"acttrace {version()} (python, torch {torch.__version__})",
             hist=hist, extremes=extremes, sample=sample, max_samples=max_samples,
             compression_level=compression_level, threads=threads,
-            sample_bytes_in_flight=sample_bytes_in_flight, when_busy=when_busy)
+            sample_bytes_in_flight=sample_bytes_in_flight, when_busy=when_busy,
+            overlap=overlap)
         self.record_weights = weights
         self.checkpoint_every = int(checkpoint_every)
         self.writer = None
@@ -229,6 +230,7 @@ class Capture:
     def _root_post(self, module, args, kwargs, output):
         self._current = None
         self.forwards += 1
+        self.writer.overlap_changed()
         if self.checkpoint_every > 0 and self.forwards % self.checkpoint_every == 0:
             self.writer.checkpoint()
 
@@ -307,8 +309,10 @@ def capture(model, path, catalogue="auto", **options):
     hist (bool), extremes (K), max_samples, compression_level, threads,
     weights (record weight statistics, default True), points (names or a
     predicate on Point: a subset), model_name, notes, checkpoint_every
-    (forwards between checkpoints, 0: only at the end), sample_bytes_in_flight
-    and when_busy ("wait" or "drop", when the sample writer is behind).
+    (forwards between checkpoints, 0: only at the end), sample_bytes_in_flight,
+    when_busy ("wait" or "drop", when the sample writer is behind) and overlap
+    (reduce CUDA tensors on a side stream; writer.Overlap says what it
+    assumes).
 
     Leaving the block normally closes the trace (complete=1); leaving it by
     an exception keeps what was seen in an incomplete trace (complete=0).

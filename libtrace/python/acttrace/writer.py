@@ -8,6 +8,8 @@ pointer on torch.cuda.current_stream(), reduced on the GPU)."""
 import ctypes
 import os
 import threading
+import warnings
+import weakref
 
 import torch
 
@@ -106,6 +108,61 @@ def _supported(t):
     raise Error(f"tensor: dtype {t.dtype} is not float32, float16, bfloat16 or float64")
 
 
+class Overlap:
+    """Statistics kernels on a side stream per device, so that their launch
+    tails overlap the model's next kernels instead of delaying them (the
+    writer option overlap=True).  The side stream waits for the model's
+    stream at each observation, and the tensor is recorded on it
+    (Tensor.record_stream), so its memory is not reused before the kernel
+    has read it.  What the side stream cannot know is an in-place change of
+    the tensor queued after the observation (transformers' models make none
+    on the tensors the catalogues record): the tensor's version is noted and
+    looked at again at every later observation while the tensor lives and at
+    the end of each forward; changed() names those seen changed, whose
+    statistics may hold the new values.  A tensor changed and freed between
+    two observations goes unseen."""
+
+    def __init__(self):
+        self.streams = {}
+        self.watched = []  # (weak reference, version, what) of tensors alive when last looked at
+        self.seen_changed = []
+
+    def stream_for(self, tensor, what):
+        device = tensor.device
+        side = self.streams.get(device.index)
+        if side is None:
+            side = self.streams[device.index] = torch.cuda.Stream(device)
+        side.wait_stream(torch.cuda.current_stream(device))
+        tensor.record_stream(side)
+        self.watch(tensor, what)
+        return side
+
+    def look(self):
+        """Note the watched tensors changed since their observation; forget
+        those changed or freed."""
+        alive = []
+        for ref, version, what in self.watched:
+            t = ref()
+            if t is None:
+                continue
+            if t._version != version:
+                self.seen_changed.append(what)
+            else:
+                alive.append((ref, version, what))
+        self.watched = alive
+
+    def watch(self, tensor, what):
+        self.look()
+        self.watched.append((weakref.ref(tensor), tensor._version, what))
+
+    def changed(self):
+        """What was seen changed in place after its observation, since the
+        last call (the tensors alive now included)."""
+        self.look()
+        out, self.seen_changed = self.seen_changed, []
+        return out
+
+
 class HostPath:
     """Host memory by pointer; CUDA (and other device) tensors are copied to the
     host in their own dtype first, the rows to observe only."""
@@ -119,7 +176,7 @@ class HostPath:
         return t
 
     @staticmethod
-    def observe(handle, point_id, view, token_base):
+    def observe(handle, point_id, view, token_base, overlap=None):
         err = _lib.at_error()
         desc = view.at_tensor()
         _lib.check(_lib.lib.at_writer_observe(handle, point_id, ctypes.byref(desc), token_base,
@@ -138,10 +195,13 @@ class DevicePath:
         return _supported(t.detach())
 
     @staticmethod
-    def observe(handle, point_id, view, token_base):
+    def observe(handle, point_id, view, token_base, overlap=None):
         err = _lib.at_error()
         desc = view.at_tensor()
-        stream = torch.cuda.current_stream(view.tensor.device).cuda_stream
+        if overlap is None:
+            stream = torch.cuda.current_stream(view.tensor.device).cuda_stream
+        else:
+            stream = overlap.stream_for(view.tensor, point_id).cuda_stream
         _lib.check(_lib.lib.at_writer_observe_device(handle, point_id, ctypes.byref(desc),
                                                      token_base, ctypes.c_void_p(stream),
                                                      ctypes.byref(err)), err)
@@ -170,14 +230,16 @@ class Writer:
     producer (strings), hist (bool), extremes (K), sample ("every:N",
     "first:N" or None), max_samples, compression_level (1..19), threads,
     sample_bytes_in_flight (bytes of full sample chunks that may wait for the
-    background writer; None: 512 MiB) and when_busy ("wait", the default, or
-    "drop": chunks beyond that are dropped and counted)."""
+    background writer; None: 512 MiB), when_busy ("wait", the default, or
+    "drop": chunks beyond that are dropped and counted) and overlap (bool:
+    CUDA tensors are reduced on a side stream; see Overlap)."""
 
     def __init__(self, path, *, model=None, source_dtype=None, notes=None, producer=None,
                  hist=True, extremes=None, sample=None, max_samples=None,
                  compression_level=None, threads=None, sample_bytes_in_flight=None,
-                 when_busy=None):
+                 when_busy=None, overlap=False):
         self.path = os.fspath(path)
+        self.overlap = Overlap() if overlap else None
         opts = _lib.at_writer_options()
         _lib.lib.at_writer_options_init(ctypes.byref(opts))
         for field, value in (("model", model), ("source_dtype", source_dtype), ("notes", notes),
@@ -263,7 +325,22 @@ class Writer:
 
     def observe_view(self, point_id, path, view, token_base):
         with self._lock:
-            path.observe(self._live(), point_id, view, token_base)
+            path.observe(self._live(), point_id, view, token_base, self.overlap)
+
+    def overlap_changed(self):
+        """Point ids whose observed tensors were changed in place after their
+        observation on the side stream (overlap=True), since the last call;
+        a warning says so.  [] without overlap."""
+        if self.overlap is None:
+            return []
+        with self._lock:
+            changed = self.overlap.changed()
+        if changed:
+            warnings.warn(f"acttrace: {self.path}: overlap=True: {len(changed)} observed "
+                          f"tensor(s) were changed in place after their observation (point ids "
+                          f"{sorted(set(changed))[:5]}); their statistics may include the new "
+                          f"values: capture without overlap", RuntimeWarning, stacklevel=2)
+        return changed
 
     def add_weight(self, module, module_class, weight, transposed=False, where=None):
         """Weight statistics of a module: a matrix [out, in] (transposed=True
@@ -319,6 +396,7 @@ class Writer:
         _lib.check(status, err)
 
     def checkpoint(self):
+        self.overlap_changed()
         err = _lib.at_error()
         with self._lock:
             status = _lib.lib.at_writer_checkpoint(self._live(), ctypes.byref(err))
@@ -327,6 +405,7 @@ class Writer:
     def close(self):
         """Checkpoint, mark the trace complete and close it (the handle is gone
         afterwards, also on failure)."""
+        self.overlap_changed()
         err = _lib.at_error()
         with self._lock:
             handle, self._handle = self._live(), None
