@@ -437,6 +437,11 @@ def overlap_case(tmp):
     check.ok(o.changed() == [1], "an in-place change after observation is named")
     b.mul_(2)
     check.ok(o.changed() == [2] and o.changed() == [], "each change once")
+    with torch.inference_mode():
+        d = torch.zeros(2)
+        o.watch(d, 4)  # no version to watch: not an error
+        d.add_(1)
+    check.ok(o.changed() == [], "inference tensors are not watched")
     model = tiny_llama()
     ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(3))
     paths = [os.path.join(tmp, f"overlap-{flag}.h5") for flag in (False, True)]

@@ -144,6 +144,7 @@ struct launch_job {
 	int64_t row_stride, channel_stride;
 	int64_t token_base, total_rows, split_rows;
 	int32_t splits, items;
+	int32_t prefetch; /* the tile's point_state is read at the item's start */
 };
 
 struct block_header {
@@ -187,9 +188,10 @@ __host__ __device__ inline size_t warp_work_bytes(size_t ring)
 	return ring > parts ? ring : parts;
 }
 
-__host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared, size_t ring)
+__host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared, size_t ring,
+                                               bool prefetch)
 {
-	return sizeof(block_header) + POINT_STATE_BYTES + area_bytes(hist_shared) +
+	return sizeof(block_header) + (prefetch ? POINT_STATE_BYTES : 0) + area_bytes(hist_shared) +
 	       (size_t)nwarps * WARP_STAGE_BYTES + (size_t)nwarps * (size_t)k * sizeof(dev_extreme) +
 	       (size_t)nwarps * warp_work_bytes(ring);
 }
@@ -1230,7 +1232,7 @@ fold_kernel(point_arrays p, launch_job job)
 	ATC_DYNAMIC_SHARED(shared);
 	block_header *h = reinterpret_cast<block_header *>(shared);
 	point_state *was = reinterpret_cast<point_state *>(shared + sizeof(block_header));
-	unsigned char *area = shared + sizeof(block_header) + POINT_STATE_BYTES;
+	unsigned char *area = shared + sizeof(block_header) + (job.prefetch ? POINT_STATE_BYTES : 0);
 	const int nwarps = (int)(blockDim.x / WARP), warp = (int)(threadIdx.x / WARP);
 	const int lane = (int)(threadIdx.x % WARP), k = p.k;
 	const int esize = D == AT_F32 ? 4 : 2;
@@ -1275,7 +1277,7 @@ fold_kernel(point_arrays p, launch_job job)
 		const int64_t g_begin = item_begin + warp * per_warp;
 		const int64_t g_end = g_begin + per_warp < item_end ? g_begin + per_warp : item_end;
 
-		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
+		for (int slot = (int)threadIdx.x; job.prefetch && slot < TILE; slot += (int)blockDim.x) {
 			int64_t c = c0 + slot_channel(slot, VEC);
 			if (c < p.channels)
 				was[slot] = load_point(p, c);
@@ -1307,7 +1309,7 @@ fold_kernel(point_arrays p, launch_job job)
 			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 				int64_t c = c0 + slot_channel(slot, VEC);
 				if (c < p.channels)
-					fold_into_point(p, c, was[slot], parts[slot]);
+					fold_into_point(p, c, job.prefetch ? was[slot] : load_point(p, c), parts[slot]);
 			}
 		} else {
 			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
@@ -1325,7 +1327,7 @@ fold_kernel(point_arrays p, launch_job job)
 				for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 					int64_t c = c0 + slot_channel(slot, VEC);
 					if (c < p.channels)
-						fold_into_point(p, c, was[slot], parts[slot]);
+						fold_into_point(p, c, job.prefetch ? was[slot] : load_point(p, c), parts[slot]);
 				}
 				if (threadIdx.x == 0)
 					p.tile_done[tile] = 0;
@@ -1416,6 +1418,7 @@ struct cuda_point {
 	int multiprocessors;
 	int resident_per_sm; /* blocks_per_multiprocessor(), 0 until asked */
 	size_t max_shared;  /* dynamic shared memory a block may have */
+	size_t sm_shared;   /* shared memory of a multiprocessor */
 	void *arrays;       /* one allocation: see point_layout */
 	size_t arrays_bytes, drained_bytes;
 	point_arrays dev;
@@ -1527,8 +1530,12 @@ int atc_point_create(cuda_point **out, int64_t channels, int hist, int32_t max_e
 #ifndef ATC_EMU
 	CUDA_TRY(cudaDeviceGetAttribute(&max_shared, cudaDevAttrMaxSharedMemoryPerBlockOptin, device),
 	         "query the device");
+	int sm_shared = 0;
+	CUDA_TRY(cudaDeviceGetAttribute(&sm_shared, cudaDevAttrMaxSharedMemoryPerMultiprocessor, device),
+	         "query the device");
 #else
 	max_shared = 1 << 20;
+	int sm_shared = 228 * 1024;
 #endif
 	cuda_point *p = static_cast<cuda_point *>(calloc(1, sizeof *p));
 	if (!p)
@@ -1539,6 +1546,7 @@ int atc_point_create(cuda_point **out, int64_t channels, int hist, int32_t max_e
 	p->multiprocessors = sms > 0 ? sms : 1;
 	p->grid_cap = 8 * p->multiprocessors;
 	p->max_shared = (size_t)max_shared;
+	p->sm_shared = (size_t)sm_shared;
 	p->dev.channels = channels;
 	p->dev.k = max_extremes;
 	p->arrays_bytes = point_layout(p, nullptr);
@@ -1661,7 +1669,7 @@ static int blocks_per_multiprocessor(cuda_point *p)
 	int blocks = 2; /* the emulation's guess: splits rows on its 3 "multiprocessors" */
 #ifndef ATC_EMU
 	int hist = p->hist ? HIST_SHARED : HIST_NONE;
-	size_t bytes = shared_bytes(MAX_WARPS, p->k, hist == HIST_SHARED, ring_bytes(2));
+	size_t bytes = shared_bytes(MAX_WARPS, p->k, hist == HIST_SHARED, ring_bytes(2), true);
 	fold_fn kernel = pick_kernel(AT_BF16, true, hist);
 	if (bytes > p->max_shared ||
 	    cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)bytes) !=
@@ -1689,6 +1697,13 @@ constexpr int64_t MIN_SPLIT_ROWS = ATC_MIN_SPLIT_ROWS;
  * one-warp blocks and count their histogram straight into device memory.
  * Blocks shrink (fewer warps, then no shared histogram) where the device has
  * less shared memory than they want. */
+/* Blocks of `bytes` dynamic shared memory a multiprocessor holds (the
+ * driver reserves 1 KiB a block). */
+static size_t blocks_fitting(const cuda_point *p, size_t bytes)
+{
+	return p->sm_shared / (bytes + 1024);
+}
+
 static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 {
 	launch_shape s;
@@ -1712,7 +1727,8 @@ static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 	job.splits = (int32_t)splits;
 	s.hist = !p->hist ? HIST_NONE : job.split_rows < 256 ? HIST_DIRECT : HIST_SHARED;
 	size_t ring = s.vec ? ring_bytes((int)at_dtype_size(dtype)) : 0;
-	while ((s.shared = shared_bytes(s.nwarps, p->k, s.hist == HIST_SHARED, ring)) > p->max_shared) {
+	while ((s.shared = shared_bytes(s.nwarps, p->k, s.hist == HIST_SHARED, ring, false)) >
+	       p->max_shared) {
 		if (s.nwarps > 1)
 			s.nwarps /= 2;
 		else if (s.hist == HIST_SHARED)
@@ -1720,6 +1736,12 @@ static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 		else
 			break; /* the launch will say it does not fit */
 	}
+	/* the early read of the accumulators, where it costs no resident block
+	 * (f32's rings leave no room for it on an H200) */
+	size_t with = shared_bytes(s.nwarps, p->k, s.hist == HIST_SHARED, ring, true);
+	job.prefetch = with <= p->max_shared && blocks_fitting(p, with) >= blocks_fitting(p, s.shared);
+	if (job.prefetch)
+		s.shared = with;
 	int64_t items = tiles * splits;
 	job.items = (int32_t)items;
 	s.grid = (int)(items < p->grid_cap ? items : p->grid_cap);

@@ -120,7 +120,8 @@ class Overlap:
     looked at again at every later observation while the tensor lives and at
     the end of each forward; changed() names those seen changed, whose
     statistics may hold the new values.  A tensor changed and freed between
-    two observations goes unseen."""
+    two observations goes unseen, and so does any change under
+    torch.inference_mode(), whose tensors keep no version."""
 
     def __init__(self):
         self.streams = {}
@@ -153,7 +154,8 @@ class Overlap:
 
     def watch(self, tensor, what):
         self.look()
-        self.watched.append((weakref.ref(tensor), tensor._version, what))
+        if not tensor.is_inference():  # inference tensors keep no version
+            self.watched.append((weakref.ref(tensor), tensor._version, what))
 
     def changed(self):
         """What was seen changed in place after its observation, since the
