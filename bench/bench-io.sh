@@ -1,10 +1,13 @@
 #!/bin/sh
 # bench-io.sh: writer and reader throughput of sampled rows (tests/bench-io),
 # realistic (bf16-representable, outlier channels) and worst-case (random
-# float32) data, with OMP_NUM_THREADS=1 and 2 in one run.  Prints the machine,
-# a TSV table and the 2-thread/1-thread ratios.  Run from the build tree:
+# float32) data, with OMP_NUM_THREADS=1 and 2 (BENCH_IO_THREADS: other counts)
+# in one run.  Prints the machine, a TSV table and the ratios to one thread.
+# Run from the build tree:
 #   sh bench/bench-io.sh [--mib N] [BENCH_IO_OPTIONS...]
-# BENCH_IO (default tests/bench-io under the build tree) and TMPDIR are honoured.
+# BENCH_IO (default tests/bench-io under the build tree), BENCH_IO_THREADS
+# (default "1 2"), BENCH_IO_CASES (default "realistic random") and TMPDIR are
+# honoured.
 set -e
 : "${top_builddir:=.}"
 bench=${BENCH_IO:-$top_builddir/tests/bench-io}
@@ -20,19 +23,20 @@ echo "# command: OMP_NUM_THREADS=T $bench --case CASE $*"
 results=$(mktemp "${TMPDIR:-/tmp}/bench-io.XXXXXX.tsv")
 trap 'rm -f "$results"' EXIT INT TERM
 printf 'case\tthreads\tmib\twrite_gbps\tread_gbps\tratio\tobserve_gbps\n'
-for data_case in realistic random; do
-	for threads in 1 2; do
+for data_case in ${BENCH_IO_CASES:-realistic random}; do
+	for threads in ${BENCH_IO_THREADS:-1 2}; do
 		OMP_NUM_THREADS=$threads "$bench" --case "$data_case" --no-header "$@" | tee -a "$results"
 	done
 done
 
-# Ratios 2-thread / 1-thread, per case, from this run's rows.
-printf '\ncase\twrite_2t_over_1t\tread_2t_over_1t\n'
+# Ratios to one thread, per case and thread count, from this run's rows.
+printf '\ncase\tthreads\twrite_over_1t\tread_over_1t\n'
 awk -F '\t' '
-	{ w[$1, $2] = $4; r[$1, $2] = $5; if (!($1 in seen)) { seen[$1] = 1; order[++n] = $1 } }
+	{ w[$1, $2] = $4; r[$1, $2] = $5; if (!(($1, $2) in seenc)) { seenc[$1, $2] = 1; rows[++n] = $1 SUBSEP $2 } }
 	END {
 		for (i = 1; i <= n; i++) {
-			c = order[i]
-			printf "%s\t%.2f\t%.2f\n", c, w[c, 2] / w[c, 1], r[c, 2] / r[c, 1]
+			split(rows[i], k, SUBSEP)
+			if (k[2] != 1 && (k[1], 1) in w)
+				printf "%s\t%s\t%.2f\t%.2f\n", k[1], k[2], w[k[1], k[2]] / w[k[1], 1], r[k[1], k[2]] / r[k[1], 1]
 		}
 	}' "$results"

@@ -349,7 +349,11 @@ def main():
             extra["points"] = len(package.points)
         elif variant != "none":
             raise SystemExit(f"bench-llama: unknown variant {variant}")
+        torch.cuda.reset_accumulated_memory_stats()
         times = time_forwards(model, ids, args.warmup, args.repeats, before)
+        mem = torch.cuda.memory_stats()
+        extra["alloc_retries"] = mem.get("num_alloc_retries", 0)
+        extra["device_allocs"] = mem.get("num_device_alloc", 0)
         hooks.remove()
         if variant.startswith("capture"):
             t0 = time.perf_counter()
@@ -367,7 +371,9 @@ def main():
         info["variants"].append({"variant": variant, "ms": times, "median_ms": statistics.median(times),
                                  **extra})
         print(f"# {variant}: median {statistics.median(times):.2f} ms of {times}"
-              + (f", close {extra['close_s']:.2f} s" if "close_s" in extra else ""), flush=True)
+              + (f", close {extra['close_s']:.2f} s" if "close_s" in extra else "")
+              + f", allocator retries {extra['alloc_retries']}, device allocations "
+                f"{extra['device_allocs']}", flush=True)
         del hooks, capture
         torch.cuda.empty_cache()
 

@@ -8,8 +8,8 @@
 #      transformers).
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
-# (steps: build test sanitize kernel profile hf llama; default all but profile
-# and hf).
+# (steps: build test sanitize kernel profile io hf llama; default all but
+# profile, io and hf).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -84,6 +84,7 @@ if step build; then
 		mkdir -p "$B/plugins"
 		gcc $CFLAGS -shared -DAT_PLUGIN libtrace/zstd-filter.c libtrace/h5zstd-plugin.c \
 			-o "$B/plugins/libh5zstd.so" $HDF5_LIBS -lzstd
+		gcc $CFLAGS tests/bench-io.c -o "$B/bench-io" -L"$B" -Wl,-rpath,"$B" -lacttrace -lm
 		for prog in test-device bench-kernel; do
 			gcc $CFLAGS -I"$CUDA_HOME/include" "tests/gpu/$prog.c" -o "$B/$prog" \
 				-L"$B" -Wl,-rpath,"$B" -lacttrace -L"$CUDA_HOME/lib64" \
@@ -149,6 +150,14 @@ if step profile; then
 		>"$OUT/ncu-source.csv" 2>&1 || true
 	grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Ipc|Stall|Block Limit|Executed Ipc|Local|Executed Instructions " \
 		"$OUT/ncu.log" | head -n 40 | tee -a "$summary"
+fi
+
+# the sample writer's sustained rate (compression and writing, no GPU) with
+# 1, 4 and 16 compression threads, on this machine's CPUs and disk
+if step io; then
+	BENCH_IO="$B/bench-io" BENCH_IO_THREADS="1 4 16" BENCH_IO_CASES=realistic \
+		run bench-io 300 sh bench/bench-io.sh --mib 2048 || true
+	cat "$OUT/bench-io.log" | tee -a "$summary"
 fi
 
 # acttrace.capture on RecurrentGemma-2B's and Mamba-130m's configurations

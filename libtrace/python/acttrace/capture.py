@@ -230,6 +230,7 @@ class Capture:
     def _root_post(self, module, args, kwargs, output):
         self._current = None
         self.forwards += 1
+        self.writer.overlap_join()
         self.writer.overlap_changed()
         if self.checkpoint_every > 0 and self.forwards % self.checkpoint_every == 0:
             self.writer.checkpoint()

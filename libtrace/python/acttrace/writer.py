@@ -138,6 +138,14 @@ class Overlap:
         self.watch(tensor, what)
         return side
 
+    def join(self):
+        """The model's streams wait for the side streams (at the end of each
+        forward): the side stream never lags more than a forward behind, so
+        the memory record_stream holds for it is freed a forward later at
+        most, not when the allocator runs dry."""
+        for index, side in self.streams.items():
+            torch.cuda.current_stream(index).wait_stream(side)
+
     def look(self):
         """Note the watched tensors changed since their observation; forget
         those changed or freed."""
@@ -328,6 +336,11 @@ class Writer:
     def observe_view(self, point_id, path, view, token_base):
         with self._lock:
             path.observe(self._live(), point_id, view, token_base, self.overlap)
+
+    def overlap_join(self):
+        """The end of a forward with overlap=True: see Overlap.join."""
+        if self.overlap is not None:
+            self.overlap.join()
 
     def overlap_changed(self):
         """Point ids whose observed tensors were changed in place after their
