@@ -245,6 +245,15 @@ def main():
             model_attr = model_attr.decode() if isinstance(model_attr, bytes) else model_attr
             check.ok(model_attr == "llama", f"model attribute {model_attr!r}")
 
+        # --- --overlap: the side stream is a GPU's; on the CPU the same trace
+        check.context = "overlap"
+        out = os.path.join(tmp, "llama-overlap.h5")
+        rc, stdout, stderr = env.run("--model", llama_dir, "--text", *files, "-o", out,
+                                     "--batch", 3, "--seq-len", 16, "--sample", "every:5",
+                                     "--device", "cpu", "--overlap")
+        check.ok(rc == 0 and stderr == "", f"exit {rc}: {stderr}")
+        same_trace(out, want, "llama --overlap")
+
         # --- GPT-2 (no BOS), --tokens, standard input
         check.context = "gpt2 trace"
         out = os.path.join(tmp, "gpt2.h5")
