@@ -169,4 +169,31 @@ int an_breakdown_groups(const struct an_point_count *points, int64_t n,
                         const struct an_group *groups, int ngroups, struct an_row **rows,
                         int64_t *nrows, struct at_error *err);
 
+/* ---------------------------------------------------------------- clipping */
+
+/* The RecurrentGemma study's clipping bounds of a channel (its eq. 3.1):
+ * mean -+ k * sigma, sigma = sqrt(M2 / (n - 1)) (its eq. 2.3; 0 for one
+ * value).  AT_EINVAL for k < 0 or not finite, AT_ENOTFOUND for a channel
+ * without values. */
+int an_clip_bounds(const struct at_stats *s, int64_t channel, double k, double *lower,
+                   double *upper);
+
+/* How many of a channel's finite values the clamp to [lower, upper] changes:
+ * at least `low`, at most `high`, of `values`. */
+struct an_clip_rate {
+	uint64_t values, low, high;
+};
+
+/* From the |x| histogram (s->hist must exist): a bin counts in `low` when
+ * every value in it, of either sign, is outside the bounds, in `high` when
+ * some value in it could be.  The bracket is as wide as the bins that
+ * straddle a bound (bins are 2^(1/4) wide) and, where the bounds are not
+ * symmetric about 0, the bins between |lower| and |upper|. */
+void an_clip_rate_hist(const struct at_stats *s, int64_t channel, double lower, double upper,
+                       struct an_clip_rate *out);
+
+/* Exactly, on n sampled rows [n][channels] (low == high). */
+void an_clip_rate_samples(const float *rows, int64_t n, int64_t channels, int64_t channel,
+                          double lower, double upper, struct an_clip_rate *out);
+
 #endif /* AT_ANALYSIS_H */

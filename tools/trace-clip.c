@@ -1,0 +1,395 @@
+/* trace-clip: the clipping bounds of a trace's outlier channels (the table
+ * that trace-capture --clip and acttrace.clip read), and the share of values
+ * the clamp would change, estimated from the trace alone.  The bounds and
+ * rates live in analysis/clip.c. */
+#include "config.h"
+
+#include <errno.h>
+#include <fnmatch.h>
+#include <getopt.h>
+#include <math.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "analysis.h"
+#include "cli.h"
+#include "criteria-opts.h"
+
+struct options {
+	struct copts criteria;
+	double k_clip;
+	int k_clip_given;
+	int all_channels; /* every channel of the selected points, not the outliers */
+	const char *rates_path;
+	const char *point_glob;
+	const char *component;
+	int32_t layer_min, layer_max;
+	int header;
+};
+
+_Noreturn static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] --k-clip K FILE\n"
+	       "Clipping bounds of a trace's outlier channels, mean -+ K sigma each (the\n"
+	       "RecurrentGemma study's eq. 3.1): the table trace-capture --clip reads,\n"
+	       "TSV on standard output (point channel lower upper, exact to the bit).\n"
+	       "\n"
+	       "Channels (the outliers under a criterion, as trace-outliers):\n"
+	       "%s"
+	       "  -a, --all              every channel of the selected points instead\n"
+	       "\n"
+	       "Bounds:\n"
+	       "  -K, --k-clip=K         mean -+ K sigma, sigma = sqrt(M2 / (n - 1)) (required)\n"
+	       "  -r, --rates=FILE       write the share of values the clamp changes, per\n"
+	       "                         point and in total (TSV; needs histograms)\n"
+	       "Selection:\n"
+	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
+	       "      --component=C      points of component C (mlp, attention, ...)\n"
+	       "  -l, --layers=A-B       points of layers A to B (or one layer A)\n"
+	       "Format:\n"
+	       "  -H, --no-header        omit the header lines\n"
+	       "  -q, --quiet            no progress, no warnings\n"
+	       "  -h, --help             this help\n"
+	       "      --version          print the version\n"
+	       "\n"
+	       "The rates: from the |x| histogram a bracket [rate_low, rate_high] (a bin\n"
+	       "straddling a bound counts in rate_high only), and, where the trace has\n"
+	       "samples, the exact share on them.  See trace-clip(1).\n",
+	       cli_prog, copts_help());
+	exit(CLI_EXIT_OK);
+}
+
+static void parse_layers(const char *arg, struct options *o)
+{
+	int64_t a, b;
+	const char *dash = strchr(arg, '-');
+	char first[32];
+	if (!dash) {
+		if (cli_parse_int64(arg, 0, INT32_MAX, &a))
+			cli_usage_error("--layers wants A-B or A, not '%s'", arg);
+		o->layer_min = o->layer_max = (int32_t)a;
+		return;
+	}
+	snprintf(first, sizeof first, "%.*s", (int)(dash - arg), arg);
+	if (cli_parse_int64(first, 0, INT32_MAX, &a) || cli_parse_int64(dash + 1, 0, INT32_MAX, &b) ||
+	    a > b)
+		cli_usage_error("--layers wants A-B with A <= B, not '%s'", arg);
+	o->layer_min = (int32_t)a;
+	o->layer_max = (int32_t)b;
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	enum { OPT_VERSION = 512, OPT_COMPONENT };
+	static const struct option own[] = {
+		{"k-clip", required_argument, NULL, 'K'}, {"all", no_argument, NULL, 'a'},
+		{"rates", required_argument, NULL, 'r'},  {"point", required_argument, NULL, 'p'},
+		{"component", required_argument, NULL, OPT_COMPONENT},
+		{"layers", required_argument, NULL, 'l'}, {"no-header", no_argument, NULL, 'H'},
+		{"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, OPT_VERSION},
+	};
+	struct option longopts[64];
+	size_t n = copts_longopts(longopts, 64 - sizeof own / sizeof own[0] - 1);
+	memcpy(longopts + n, own, sizeof own);
+	memset(&longopts[n + sizeof own / sizeof own[0]], 0, sizeof longopts[0]);
+	char shortopts[64];
+	snprintf(shortopts, sizeof shortopts, "%sK:ar:p:l:Hqh", copts_shortopts());
+
+	*o = (struct options){.header = 1, .layer_min = INT32_MIN, .layer_max = INT32_MAX};
+	copts_init(&o->criteria);
+	int opt;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+		if (copts_handle(&o->criteria, opt, optarg))
+			continue;
+		switch (opt) {
+		case 'K':
+			if (cli_parse_double(optarg, &o->k_clip) || !(o->k_clip >= 0) || !isfinite(o->k_clip))
+				cli_usage_error("--k-clip wants a finite number >= 0, not '%s'", optarg);
+			o->k_clip_given = 1;
+			break;
+		case 'a': o->all_channels = 1; break;
+		case 'r': o->rates_path = optarg; break;
+		case 'p': o->point_glob = optarg; break;
+		case OPT_COMPONENT: o->component = optarg; break;
+		case 'l': parse_layers(optarg, o); break;
+		case 'H': o->header = 0; break;
+		case 'q': cli_quiet = 1; break;
+		case 'h': usage();
+		case OPT_VERSION: cli_version();
+		default: cli_bad_option(argv);
+		}
+	}
+	if (!o->k_clip_given)
+		cli_usage_error("--k-clip K is required");
+	if (o->all_channels && o->criteria.given)
+		cli_usage_error("--all takes every channel: it cannot be combined with a criterion");
+	if (optind == argc)
+		cli_usage_error("no trace file given");
+	if (argc - optind > 1)
+		cli_usage_error("one trace at a time (the bounds table names points, not traces)");
+	copts_finish(&o->criteria);
+	if (!o->all_channels && an_method_is_elementwise(o->criteria.params.method))
+		cli_usage_error("-m %s flags elements, not channels to clamp",
+		                an_method_name(o->criteria.params.method));
+	return optind;
+}
+
+static int selected(const struct options *o, const struct at_point_info *p)
+{
+	if (o->point_glob && fnmatch(o->point_glob, p->name, 0) != 0)
+		return 0;
+	if (o->component && strcmp(o->component, p->component) != 0)
+		return 0;
+	return p->layer >= o->layer_min && p->layer <= o->layer_max;
+}
+
+/* ---------------------------------------------------------------- channels */
+
+/* The criterion's outliers of every point (the frequency method's layer
+ * condition looks across points), or NULL with --all. */
+static struct an_outliers *find_outliers(struct at_reader *r, const struct options *o)
+{
+	if (o->all_channels)
+		return NULL;
+	int32_t n = at_reader_info(r)->points;
+	struct an_point_count *points = calloc((size_t)n + 1, sizeof *points);
+	struct an_outliers *per_point = calloc((size_t)n + 1, sizeof *per_point);
+	if (!points || !per_point)
+		cli_fail(at_reader_path(r), "out of memory");
+	for (int32_t i = 0; i < n; i++) {
+		const struct at_point_info *p = at_reader_point(r, i);
+		points[i] = (struct an_point_count){p->name, p->layer, p->component, p->site,
+		                                    p->channels, 0};
+	}
+	struct at_error err = {0};
+	if (copts_run(r, &o->criteria.params, points, per_point, &err))
+		cli_fail_at(&err);
+	free(points);
+	return per_point;
+}
+
+/* ---------------------------------------------------------------- rates */
+
+struct rates {
+	FILE *out;
+	char *tmp_path;
+	struct cli_table table;
+	struct an_clip_rate total_hist, total_samples;
+	int64_t total_channels;
+};
+
+static const char *const rate_columns[] = {
+	"point", "layer", "component", "site", "channels", "values", "clipped_low",
+	"clipped_high", "rate_low", "rate_high", "sample_values", "sample_clipped", "sample_rate"};
+
+/* The temporary rates file, removed if a signal ends the run (a reader of
+ * the bounds that closes the pipe early, ^C). */
+static char *volatile pending_tmp;
+
+static void remove_pending(int sig)
+{
+	if (pending_tmp)
+		unlink(pending_tmp);
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+/* The rates go to a temporary file beside FILE, renamed over it at the end:
+ * a failure leaves no half-written table. */
+static void rates_begin(struct rates *rt, const struct options *o)
+{
+	memset(rt, 0, sizeof *rt);
+	if (!o->rates_path)
+		return;
+	size_t len = strlen(o->rates_path) + 16;
+	rt->tmp_path = malloc(len);
+	if (!rt->tmp_path)
+		cli_fail(o->rates_path, "out of memory");
+	snprintf(rt->tmp_path, len, "%s.tmp%ld", o->rates_path, (long)getpid());
+	rt->out = fopen(rt->tmp_path, "w");
+	if (!rt->out)
+		cli_fail(o->rates_path, "cannot write: %s", strerror(errno));
+	pending_tmp = rt->tmp_path;
+	signal(SIGPIPE, remove_pending);
+	signal(SIGINT, remove_pending);
+	signal(SIGTERM, remove_pending);
+	cli_table_begin(&rt->table, rt->out, CLI_TSV, o->header, rate_columns,
+	                (int)(sizeof rate_columns / sizeof rate_columns[0]));
+	rt->table.digits = 9;
+}
+
+static void rates_fail(struct rates *rt, const char *file, const char *msg)
+{
+	if (rt->out) {
+		fclose(rt->out);
+		remove(rt->tmp_path);
+		pending_tmp = NULL;
+	}
+	cli_fail(file, "%s", msg);
+}
+
+static double share(uint64_t part, uint64_t whole)
+{
+	return whole ? (double)part / (double)whole : NAN;
+}
+
+static void rates_row(struct rates *rt, const char *name, int32_t layer, const char *component,
+                      const char *site, int64_t channels, const struct an_clip_rate *h,
+                      const struct an_clip_rate *smp)
+{
+	struct cli_table *t = &rt->table;
+	cli_table_str(t, name);
+	cli_table_int(t, layer);
+	cli_table_str(t, component);
+	cli_table_str(t, site);
+	cli_table_int(t, channels);
+	cli_table_uint(t, h->values);
+	cli_table_uint(t, h->low);
+	cli_table_uint(t, h->high);
+	cli_table_double(t, share(h->low, h->values));
+	cli_table_double(t, share(h->high, h->values));
+	cli_table_uint(t, smp->values);
+	cli_table_uint(t, smp->low);
+	cli_table_double(t, share(smp->low, smp->values));
+	cli_table_end_row(t);
+}
+
+static void add_rate(struct an_clip_rate *to, const struct an_clip_rate *r)
+{
+	to->values += r->values;
+	to->low += r->low;
+	to->high += r->high;
+}
+
+static void rates_end(struct rates *rt, const struct options *o)
+{
+	if (!rt->out)
+		return;
+	rates_row(rt, "total", -1, "all", "all", rt->total_channels, &rt->total_hist,
+	          &rt->total_samples);
+	int bad = ferror(rt->out);
+	if (fclose(rt->out) != 0 || bad) {
+		remove(rt->tmp_path);
+		pending_tmp = NULL;
+		cli_fail(o->rates_path, "write error");
+	}
+	rt->out = NULL;
+	if (rename(rt->tmp_path, o->rates_path) != 0) {
+		int e = errno;
+		remove(rt->tmp_path);
+		cli_fail(o->rates_path, "cannot write: %s", strerror(e));
+	}
+	pending_tmp = NULL;
+	free(rt->tmp_path);
+}
+
+/* The sampled rows of a point, or NULL when it has none. */
+static float *load_samples(struct at_reader *r, int32_t index, struct rates *rt)
+{
+	const struct at_point_info *p = at_reader_point(r, index);
+	if (p->samples == 0)
+		return NULL;
+	float *rows = malloc((size_t)(p->samples * p->channels) * sizeof *rows);
+	if (!rows)
+		rates_fail(rt, at_reader_path(r), "out of memory for the samples");
+	struct at_error err = {0};
+	if (at_reader_read_samples(r, index, 0, p->samples, rows, NULL, &err))
+		rates_fail(rt, NULL, err.message);
+	return rows;
+}
+
+/* ---------------------------------------------------------------- one point */
+
+static void clip_point(struct at_reader *r, int32_t index, const struct options *o,
+                       const struct an_outliers *flags, struct cli_table *bounds,
+                       struct rates *rt)
+{
+	const struct at_point_info *p = at_reader_point(r, index);
+	struct at_stats s;
+	struct at_error err = {0};
+	int status = rt->out ? at_reader_load_stats(r, index, &s, &err)
+	                     : at_reader_load_moments(r, index, &s, &err);
+	if (status)
+		rates_fail(rt, NULL, err.message);
+	if (rt->out && !s.hist) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "point '%s' has no histogram, which --rates needs", p->name);
+		rates_fail(rt, at_reader_path(r), msg);
+	}
+	float *samples = rt->out ? load_samples(r, index, rt) : NULL;
+	struct an_clip_rate hist_sum = {0}, sample_sum = {0};
+	int64_t n = o->all_channels ? p->channels : flags->n, clamped = 0, empty = 0;
+	for (int64_t i = 0; i < n; i++) {
+		int64_t c = o->all_channels ? i : flags->flags[i].channel;
+		double lower, upper;
+		if (an_clip_bounds(&s, c, o->k_clip, &lower, &upper) != AT_OK) {
+			empty++; /* no values: nothing to bound */
+			continue;
+		}
+		cli_table_str(bounds, p->name);
+		cli_table_int(bounds, c);
+		cli_table_double(bounds, lower);
+		cli_table_double(bounds, upper);
+		cli_table_end_row(bounds);
+		clamped++;
+		if (!rt->out)
+			continue;
+		struct an_clip_rate h, smp = {0};
+		an_clip_rate_hist(&s, c, lower, upper, &h);
+		add_rate(&hist_sum, &h);
+		if (samples) {
+			an_clip_rate_samples(samples, p->samples, p->channels, c, lower, upper, &smp);
+			add_rate(&sample_sum, &smp);
+		}
+	}
+	if (empty && !cli_quiet)
+		cli_warn(at_reader_path(r), "point '%s': %lld chosen channels have no values: no bounds",
+		         p->name, (long long)empty);
+	if (rt->out) {
+		rates_row(rt, p->name, p->layer, p->component, p->site, clamped, &hist_sum, &sample_sum);
+		add_rate(&rt->total_hist, &hist_sum);
+		add_rate(&rt->total_samples, &sample_sum);
+		rt->total_channels += clamped;
+	}
+	free(samples);
+	at_stats_free(&s);
+}
+
+int main(int argc, char **argv)
+{
+	cli_init(argv[0]);
+	struct options o;
+	int first = parse_args(argc, argv, &o);
+	const char *path = argv[first];
+	struct at_reader *r = cli_open_trace(path);
+	struct an_outliers *per_point = find_outliers(r, &o);
+	struct rates rt;
+	rates_begin(&rt, &o);
+	static const char *const columns[] = {"point", "channel", "lower", "upper"};
+	struct cli_table bounds;
+	cli_table_begin(&bounds, stdout, CLI_TSV, o.header, columns, 4);
+	bounds.digits = 17; /* %.17g: every double reads back as itself */
+	int32_t n = at_reader_info(r)->points, chosen = 0;
+	for (int32_t i = 0; i < n; i++) {
+		if (!selected(&o, at_reader_point(r, i)))
+			continue;
+		chosen++;
+		clip_point(r, i, &o, per_point ? &per_point[i] : NULL, &bounds, &rt);
+		cli_progress("points", i + 1, n);
+	}
+	cli_progress_done();
+	if (chosen == 0 && !cli_quiet)
+		cli_warn(path, "warning: no point matches the selection");
+	rates_end(&rt, &o);
+	cli_table_end(&bounds);
+	for (int32_t i = 0; per_point && i < n; i++)
+		an_outliers_free(&per_point[i]);
+	free(per_point);
+	at_reader_close(r);
+	return CLI_EXIT_OK;
+}
