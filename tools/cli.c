@@ -2,6 +2,7 @@
 #include "config.h"
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdarg.h>
@@ -303,4 +304,39 @@ void cli_progress_done(void)
 		return;
 	fputs("\r\033[K", stderr);
 	progress_shown = 0;
+}
+
+/* ---------------------------------------------------------------- selection */
+
+void cli_selection_init(struct cli_selection *s)
+{
+	*s = (struct cli_selection){.layer_min = INT32_MIN, .layer_max = INT32_MAX};
+}
+
+void cli_selection_layers(struct cli_selection *s, const char *arg)
+{
+	int64_t a, b;
+	const char *dash = strchr(arg, '-');
+	char first[32];
+	if (!dash) {
+		if (cli_parse_int64(arg, 0, INT32_MAX, &a))
+			cli_usage_error("--layers wants A-B or A, not '%s'", arg);
+		s->layer_min = s->layer_max = (int32_t)a;
+		return;
+	}
+	snprintf(first, sizeof first, "%.*s", (int)(dash - arg), arg);
+	if (cli_parse_int64(first, 0, INT32_MAX, &a) || cli_parse_int64(dash + 1, 0, INT32_MAX, &b) ||
+	    a > b)
+		cli_usage_error("--layers wants A-B with A <= B, not '%s'", arg);
+	s->layer_min = (int32_t)a;
+	s->layer_max = (int32_t)b;
+}
+
+int cli_selected(const struct cli_selection *s, const struct at_point_info *p)
+{
+	if (s->point_glob && fnmatch(s->point_glob, p->name, 0) != 0)
+		return 0;
+	if (s->component && strcmp(s->component, p->component) != 0)
+		return 0;
+	return p->layer >= s->layer_min && p->layer <= s->layer_max;
 }

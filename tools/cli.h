@@ -63,6 +63,18 @@ void cli_table_end_row(struct cli_table *t);
 /* Finish the table and check stdout for write errors (exit 1 on failure). */
 void cli_table_end(struct cli_table *t);
 
+/* The point selection of the tools that read many points: -p/--point GLOB
+ * (fnmatch), --component C, -l/--layers A-B or A. */
+struct cli_selection {
+	const char *point_glob;
+	const char *component;
+	int32_t layer_min, layer_max;
+};
+void cli_selection_init(struct cli_selection *s);
+/* -l's argument; a usage error (exit 2) when it is not A-B (A <= B) or A. */
+void cli_selection_layers(struct cli_selection *s, const char *arg);
+int cli_selected(const struct cli_selection *s, const struct at_point_info *p);
+
 /* Progress on stderr, only when it is a terminal and not -q. */
 void cli_progress(const char *what, double done, double total);
 void cli_progress_done(void);

@@ -48,6 +48,13 @@ size_t copts_longopts(struct option *out, size_t max)
 	return n;
 }
 
+void copts_longopts_with(struct option *out, size_t max, const struct option *own, size_t n_own)
+{
+	size_t n = copts_longopts(out, max - n_own - 1);
+	memcpy(out + n, own, n_own * sizeof *own);
+	memset(&out[n + n_own], 0, sizeof *out);
+}
+
 const char *copts_help(void)
 {
 	return "  -m, --method=NAME      grand-mean (default), layer-sigma, tensor-sigma,\n"

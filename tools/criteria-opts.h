@@ -50,6 +50,9 @@ const char *copts_shortopts(void);
 /* Copy the criterion options (no terminating entry) into out, at most max
  * of them; returns how many. */
 size_t copts_longopts(struct option *out, size_t max);
+/* The criterion options, then a tool's own n_own, then the terminating
+ * entry, into out (room for max entries); the table getopt_long takes. */
+void copts_longopts_with(struct option *out, size_t max, const struct option *own, size_t n_own);
 /* The option lines for --help, each ending in a newline. */
 const char *copts_help(void);
 /* Handle one getopt_long result: 1 when it was a criterion option, 0 when

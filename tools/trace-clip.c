@@ -5,7 +5,6 @@
 #include "config.h"
 
 #include <errno.h>
-#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <signal.h>
@@ -24,9 +23,7 @@ struct options {
 	int k_clip_given;
 	int all_channels; /* every channel of the selected points, not the outliers */
 	const char *rates_path;
-	const char *point_glob;
-	const char *component;
-	int32_t layer_min, layer_max;
+	struct cli_selection select;
 	int header;
 };
 
@@ -62,25 +59,6 @@ _Noreturn static void usage(void)
 	exit(CLI_EXIT_OK);
 }
 
-static void parse_layers(const char *arg, struct options *o)
-{
-	int64_t a, b;
-	const char *dash = strchr(arg, '-');
-	char first[32];
-	if (!dash) {
-		if (cli_parse_int64(arg, 0, INT32_MAX, &a))
-			cli_usage_error("--layers wants A-B or A, not '%s'", arg);
-		o->layer_min = o->layer_max = (int32_t)a;
-		return;
-	}
-	snprintf(first, sizeof first, "%.*s", (int)(dash - arg), arg);
-	if (cli_parse_int64(first, 0, INT32_MAX, &a) || cli_parse_int64(dash + 1, 0, INT32_MAX, &b) ||
-	    a > b)
-		cli_usage_error("--layers wants A-B with A <= B, not '%s'", arg);
-	o->layer_min = (int32_t)a;
-	o->layer_max = (int32_t)b;
-}
-
 static int parse_args(int argc, char **argv, struct options *o)
 {
 	enum { OPT_VERSION = 512, OPT_COMPONENT };
@@ -93,13 +71,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"version", no_argument, NULL, OPT_VERSION},
 	};
 	struct option longopts[64];
-	size_t n = copts_longopts(longopts, 64 - sizeof own / sizeof own[0] - 1);
-	memcpy(longopts + n, own, sizeof own);
-	memset(&longopts[n + sizeof own / sizeof own[0]], 0, sizeof longopts[0]);
+	copts_longopts_with(longopts, 64, own, sizeof own / sizeof own[0]);
 	char shortopts[64];
 	snprintf(shortopts, sizeof shortopts, "%sK:ar:p:l:Hqh", copts_shortopts());
 
-	*o = (struct options){.header = 1, .layer_min = INT32_MIN, .layer_max = INT32_MAX};
+	*o = (struct options){.header = 1};
+	cli_selection_init(&o->select);
 	copts_init(&o->criteria);
 	int opt;
 	opterr = 0;
@@ -114,9 +91,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'a': o->all_channels = 1; break;
 		case 'r': o->rates_path = optarg; break;
-		case 'p': o->point_glob = optarg; break;
-		case OPT_COMPONENT: o->component = optarg; break;
-		case 'l': parse_layers(optarg, o); break;
+		case 'p': o->select.point_glob = optarg; break;
+		case OPT_COMPONENT: o->select.component = optarg; break;
+		case 'l': cli_selection_layers(&o->select, optarg); break;
 		case 'H': o->header = 0; break;
 		case 'q': cli_quiet = 1; break;
 		case 'h': usage();
@@ -137,15 +114,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 		cli_usage_error("-m %s flags elements, not channels to clamp",
 		                an_method_name(o->criteria.params.method));
 	return optind;
-}
-
-static int selected(const struct options *o, const struct at_point_info *p)
-{
-	if (o->point_glob && fnmatch(o->point_glob, p->name, 0) != 0)
-		return 0;
-	if (o->component && strcmp(o->component, p->component) != 0)
-		return 0;
-	return p->layer >= o->layer_min && p->layer <= o->layer_max;
 }
 
 /* ---------------------------------------------------------------- channels */
@@ -376,7 +344,7 @@ int main(int argc, char **argv)
 	bounds.digits = 17; /* %.17g: every double reads back as itself */
 	int32_t n = at_reader_info(r)->points, chosen = 0;
 	for (int32_t i = 0; i < n; i++) {
-		if (!selected(&o, at_reader_point(r, i)))
+		if (!cli_selected(&o.select, at_reader_point(r, i)))
 			continue;
 		chosen++;
 		clip_point(r, i, &o, per_point ? &per_point[i] : NULL, &bounds, &rt);

@@ -143,9 +143,7 @@ static void parse_args(int argc, char **argv, struct options *o, const char **pa
 	};
 	enum { NOWN = sizeof own / sizeof own[0], MAX_LONG = 48 };
 	struct option longopts[MAX_LONG];
-	size_t ncriteria = copts_longopts(longopts, MAX_LONG - NOWN - 1);
-	memcpy(longopts + ncriteria, own, sizeof own);
-	memset(&longopts[ncriteria + NOWN], 0, sizeof longopts[0]);
+	copts_longopts_with(longopts, MAX_LONG, own, NOWN);
 	char shortopts[64];
 	snprintf(shortopts, sizeof shortopts, "b:g:i:f:Hd:qh%s", copts_shortopts());
 	*o = (struct options){.format = FMT_TSV, .header = 1, .total = 1, .digits = 9, .decimals = 2};

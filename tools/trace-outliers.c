@@ -3,7 +3,6 @@
  * thresholds.  The criteria live in analysis/criteria.c. */
 #include "config.h"
 
-#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdlib.h>
@@ -20,9 +19,7 @@ struct options {
 	enum mode mode;
 	int elements; /* element rows for ratio/massive (default for those methods) */
 	double sweep_from, sweep_to, sweep_step;
-	const char *point_glob;
-	const char *component;
-	int32_t layer_min, layer_max;
+	struct cli_selection select;
 	enum cli_format format;
 	int header;
 	int digits;
@@ -68,25 +65,6 @@ _Noreturn static void usage(void)
 	exit(CLI_EXIT_OK);
 }
 
-static void parse_layers(const char *arg, struct options *o)
-{
-	int64_t a, b;
-	const char *dash = strchr(arg, '-');
-	char first[32];
-	if (!dash) {
-		if (cli_parse_int64(arg, 0, INT32_MAX, &a))
-			cli_usage_error("--layers wants A-B or A, not '%s'", arg);
-		o->layer_min = o->layer_max = (int32_t)a;
-		return;
-	}
-	snprintf(first, sizeof first, "%.*s", (int)(dash - arg), arg);
-	if (cli_parse_int64(first, 0, INT32_MAX, &a) || cli_parse_int64(dash + 1, 0, INT32_MAX, &b) ||
-	    a > b)
-		cli_usage_error("--layers wants A-B with A <= B, not '%s'", arg);
-	o->layer_min = (int32_t)a;
-	o->layer_max = (int32_t)b;
-}
-
 static void parse_sweep(const char *arg, struct options *o)
 {
 	char buf[128];
@@ -118,14 +96,12 @@ static int parse_args(int argc, char **argv, struct options *o)
 		{"version", no_argument, NULL, OPT_VERSION},
 	};
 	struct option longopts[64];
-	size_t n = copts_longopts(longopts, 64 - sizeof own / sizeof own[0] - 1);
-	memcpy(longopts + n, own, sizeof own);
-	memset(&longopts[n + sizeof own / sizeof own[0]], 0, sizeof longopts[0]);
+	copts_longopts_with(longopts, 64, own, sizeof own / sizeof own[0]);
 	char shortopts[64];
 	snprintf(shortopts, sizeof shortopts, "%scs:p:l:f:Hd:qh", copts_shortopts());
 
-	*o = (struct options){.format = CLI_TSV, .header = 1, .digits = 9, .layer_min = INT32_MIN,
-	                      .layer_max = INT32_MAX, .elements = -1};
+	*o = (struct options){.format = CLI_TSV, .header = 1, .digits = 9, .elements = -1};
+	cli_selection_init(&o->select);
 	copts_init(&o->criteria);
 	int opt, channels_only = 0;
 	opterr = 0;
@@ -136,9 +112,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'c': o->mode = MODE_COUNT; break;
 		case 's': parse_sweep(optarg, o); break;
 		case OPT_CHANNELS: channels_only = 1; break;
-		case 'p': o->point_glob = optarg; break;
-		case OPT_COMPONENT: o->component = optarg; break;
-		case 'l': parse_layers(optarg, o); break;
+		case 'p': o->select.point_glob = optarg; break;
+		case OPT_COMPONENT: o->select.component = optarg; break;
+		case 'l': cli_selection_layers(&o->select, optarg); break;
 		case 'f': o->format = cli_format_option(optarg); break;
 		case 'H': o->header = 0; break;
 		case 'd': o->digits = cli_digits_option(optarg); break;
@@ -158,15 +134,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 /* ---------------------------------------------------------------- selection */
 
-static int selected(const struct options *o, const struct at_point_info *p)
-{
-	if (o->point_glob && fnmatch(o->point_glob, p->name, 0) != 0)
-		return 0;
-	if (o->component && strcmp(o->component, p->component) != 0)
-		return 0;
-	return p->layer >= o->layer_min && p->layer <= o->layer_max;
-}
-
 /* Which of a trace's points the options select; *n of them. */
 static int32_t *select_points(const struct options *o, const struct at_reader *r, int32_t *n)
 {
@@ -176,7 +143,7 @@ static int32_t *select_points(const struct options *o, const struct at_reader *r
 		cli_fail(at_reader_path(r), "out of memory");
 	*n = 0;
 	for (int32_t i = 0; i < total; i++)
-		if (selected(o, at_reader_point(r, i)))
+		if (cli_selected(&o->select, at_reader_point(r, i)))
 			chosen[(*n)++] = i;
 	return chosen;
 }
