@@ -80,6 +80,36 @@ expect_stderr "no histogram"
 test "$(cat "$tmp/kept.tsv")" = keep || fail "a failed run changed the rates file"
 trace-clip -K 1 "$tmp/nohist.h5" >/dev/null || fail "bounds need no histogram"
 
+# --- the sweep: the study's (k_outlier, k_clip) grid
+expect_exit 2 trace-clip --sweep 4,6x1 -K 3 "$tmp/tiny.h5"
+expect_exit 2 trace-clip --sweep 4,6x1 --all "$tmp/tiny.h5"
+expect_exit 2 trace-clip --sweep 4,6 "$tmp/tiny.h5"
+expect_stderr "K_OUTLIERSxK_CLIPS"
+expect_exit 2 trace-clip --sweep 4,-1x1 "$tmp/tiny.h5"
+expect_exit 2 trace-clip --sweep 4,,6x1 "$tmp/tiny.h5"
+expect_exit 2 trace-clip --sweep 4x1 -m tensor-sigma "$tmp/tiny.h5"
+expect_exit 2 trace-clip -K 3 --tables "$tmp/t" "$tmp/tiny.h5"
+# on recurrent-gemma-2b's points: the channels of each cell are trace-outliers'
+# count at its k_outlier, whatever k_clip; each cell's table is what a single
+# run prints
+trace-synth --arch recurrent-gemma-2b --tokens 8 --seed 5 -o "$tmp/rg.h5" -q
+trace-clip --sweep 2,4,6x1,3 --tables "$tmp/cells" "$tmp/rg.h5" >"$tmp/sweep.tsv"
+head -n 1 "$tmp/sweep.tsv" | grep -q "^k_outlier${tab}k_clip${tab}component${tab}channels${tab}" ||
+	fail "sweep header: $(head -n 1 "$tmp/sweep.tsv")"
+for k in 2 4 6; do
+	want=$(trace-outliers -k $k --count "$tmp/rg.h5" | awk -F'\t' 'NR > 1 { n += $6 } END { print n }')
+	for c in 1 3; do
+		got=$(awk -F'\t' -v k=$k -v c=$c '$1 == k && $2 == c && $3 == "all" { print $4 }' "$tmp/sweep.tsv")
+		test "$got" = "$want" || fail "sweep k_outlier $k, k_clip $c: $got channels, trace-outliers $want"
+	done
+	# the components add up to all
+	awk -F'\t' -v k=$k 'NR > 1 && $1 == k && $2 == 1 { if ($3 == "all") all = $4; else sum += $4 }
+		END { exit !(all == sum) }' "$tmp/sweep.tsv" || fail "sweep k_outlier $k: components do not add up"
+done
+trace-clip -k 4 -K 3 "$tmp/rg.h5" >"$tmp/single.tsv"
+same_file "$tmp/single.tsv" "$tmp/cells/bounds-k4-K3.tsv"
+test "$(ls "$tmp/cells" | wc -l)" -eq 6 || fail "sweep tables: $(ls "$tmp/cells")"
+
 # --- numbers, against numpy on h5py's reading of the same file
 if test -z "${PYTHON_TEST:-}"; then
 	echo "# skipped the numpy checks: no Python with h5py, hdf5plugin and numpy"

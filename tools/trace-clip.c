@@ -9,6 +9,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -25,11 +26,16 @@ struct options {
 	const char *rates_path;
 	struct cli_selection select;
 	int header;
+	/* --sweep: every k_outlier (the criterion's k) with every k_clip */
+	double *sweep_ko, *sweep_kc;
+	int n_ko, n_kc;
+	const char *tables_dir;
 };
 
 _Noreturn static void usage(void)
 {
 	printf("Usage: %s [OPTIONS] --k-clip K FILE\n"
+	       "       %s [OPTIONS] --sweep K1,K2,...xC1,C2,... [--tables DIR] FILE\n"
 	       "Clipping bounds of a trace's outlier channels, mean -+ K sigma each (the\n"
 	       "RecurrentGemma study's eq. 3.1): the table trace-capture --clip reads,\n"
 	       "TSV on standard output (point channel lower upper, exact to the bit).\n"
@@ -42,6 +48,11 @@ _Noreturn static void usage(void)
 	       "  -K, --k-clip=K         mean -+ K sigma, sigma = sqrt(M2 / (n - 1)) (required)\n"
 	       "  -r, --rates=FILE       write the share of values the clamp changes, per\n"
 	       "                         point and in total (TSV; needs histograms)\n"
+	       "  -s, --sweep=KOxKC      the study's grid: every k_outlier in the list KO\n"
+	       "                         (the criterion's -k) with every k_clip in KC, the\n"
+	       "                         rates per cell and component on standard output\n"
+	       "  -t, --tables=DIR       with --sweep: DIR/bounds-kKO-KKC.tsv, each cell's\n"
+	       "                         bounds table\n"
 	       "Selection:\n"
 	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
 	       "      --component=C      points of component C (mlp, attention, ...)\n"
@@ -55,8 +66,43 @@ _Noreturn static void usage(void)
 	       "The rates: from the |x| histogram a bracket [rate_low, rate_high] (a bin\n"
 	       "straddling a bound counts in rate_high only), and, where the trace has\n"
 	       "samples, the exact share on them.  See trace-clip(1).\n",
-	       cli_prog, copts_help());
+	       cli_prog, cli_prog, copts_help());
 	exit(CLI_EXIT_OK);
+}
+
+/* A comma-separated list of numbers >= 0 (at most 64 of them). */
+static int parse_list(const char *text, const char *what, double **out)
+{
+	char buf[1024];
+	if (strlen(text) >= sizeof buf)
+		cli_usage_error("--sweep: the %s list is too long", what);
+	snprintf(buf, sizeof buf, "%s", text);
+	double *v = malloc(64 * sizeof *v);
+	if (!v)
+		cli_fail(NULL, "out of memory");
+	int n = 0;
+	for (char *item = buf, *comma; item; item = comma ? comma + 1 : NULL) {
+		if ((comma = strchr(item, ',')))
+			*comma = '\0';
+		if (n == 64 || cli_parse_double(item, &v[n]) || !(v[n] >= 0) || !isfinite(v[n]))
+			cli_usage_error("--sweep: '%s' in the %s list is not a number >= 0 (64 at most)",
+			                item, what);
+		n++;
+	}
+	*out = v;
+	return n;
+}
+
+/* KO_LIST x KC_LIST, e.g. 4,6,8x1,2,3 */
+static void parse_sweep(const char *arg, struct options *o)
+{
+	const char *x = strchr(arg, 'x');
+	if (!x)
+		cli_usage_error("--sweep wants K_OUTLIERSxK_CLIPS (e.g. 4,6x1,2), not '%s'", arg);
+	char ko[512];
+	snprintf(ko, sizeof ko, "%.*s", (int)(x - arg), arg);
+	o->n_ko = parse_list(ko, "k_outlier", &o->sweep_ko);
+	o->n_kc = parse_list(x + 1, "k_clip", &o->sweep_kc);
 }
 
 static int parse_args(int argc, char **argv, struct options *o)
@@ -65,6 +111,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	static const struct option own[] = {
 		{"k-clip", required_argument, NULL, 'K'}, {"all", no_argument, NULL, 'a'},
 		{"rates", required_argument, NULL, 'r'},  {"point", required_argument, NULL, 'p'},
+		{"sweep", required_argument, NULL, 's'},  {"tables", required_argument, NULL, 't'},
 		{"component", required_argument, NULL, OPT_COMPONENT},
 		{"layers", required_argument, NULL, 'l'}, {"no-header", no_argument, NULL, 'H'},
 		{"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
@@ -73,7 +120,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	struct option longopts[64];
 	copts_longopts_with(longopts, 64, own, sizeof own / sizeof own[0]);
 	char shortopts[64];
-	snprintf(shortopts, sizeof shortopts, "%sK:ar:p:l:Hqh", copts_shortopts());
+	snprintf(shortopts, sizeof shortopts, "%sK:ar:s:t:p:l:Hqh", copts_shortopts());
 
 	*o = (struct options){.header = 1};
 	cli_selection_init(&o->select);
@@ -91,6 +138,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			break;
 		case 'a': o->all_channels = 1; break;
 		case 'r': o->rates_path = optarg; break;
+		case 's': parse_sweep(optarg, o); break;
+		case 't': o->tables_dir = optarg; break;
 		case 'p': o->select.point_glob = optarg; break;
 		case OPT_COMPONENT: o->select.component = optarg; break;
 		case 'l': cli_selection_layers(&o->select, optarg); break;
@@ -101,8 +150,14 @@ static int parse_args(int argc, char **argv, struct options *o)
 		default: cli_bad_option(argv);
 		}
 	}
-	if (!o->k_clip_given)
+	if (o->n_ko) {
+		if (o->k_clip_given || o->rates_path || o->all_channels)
+			cli_usage_error("--sweep sets k_clip and writes the rates: no -K, -r or --all");
+	} else if (!o->k_clip_given) {
 		cli_usage_error("--k-clip K is required");
+	} else if (o->tables_dir) {
+		cli_usage_error("--tables goes with --sweep");
+	}
 	if (o->all_channels && o->criteria.given)
 		cli_usage_error("--all takes every channel: it cannot be combined with a criterion");
 	if (optind == argc)
@@ -113,6 +168,9 @@ static int parse_args(int argc, char **argv, struct options *o)
 	if (!o->all_channels && an_method_is_elementwise(o->criteria.params.method))
 		cli_usage_error("-m %s flags elements, not channels to clamp",
 		                an_method_name(o->criteria.params.method));
+	enum an_method m = o->criteria.params.method;
+	if (o->n_ko && m != AN_GRAND_MEAN && m != AN_LAYER_SIGMA && m != AN_MAD && m != AN_KURTOSIS)
+		cli_usage_error("--sweep varies -k: -m %s has none", an_method_name(m));
 	return optind;
 }
 
@@ -328,6 +386,247 @@ static void clip_point(struct at_reader *r, int32_t index, const struct options 
 	at_stats_free(&s);
 }
 
+/* ---------------------------------------------------------------- the sweep */
+
+/* The RecurrentGemma study's (k_outlier, k_clip) grid: per cell and
+ * component, the channels clipped and the clip rate, with each cell's bounds
+ * table on request.  Each point is read once: its outliers under every
+ * k_outlier, their bounds under every k_clip. */
+
+#define MAX_COMPONENTS 32
+
+struct cell_sum {
+	int64_t channels;
+	struct an_clip_rate hist, samples;
+};
+
+struct sweep {
+	const struct options *o;
+	const char *components[MAX_COMPONENTS];
+	int ncomponents;
+	struct cell_sum *sums; /* [ko][kc][component] */
+	FILE **tables;         /* [ko][kc], or NULL without --tables */
+	char **table_tmp, **table_path;
+};
+
+static struct cell_sum *cell(struct sweep *sw, int a, int b, int comp)
+{
+	return &sw->sums[((size_t)a * (size_t)sw->o->n_kc + (size_t)b) * MAX_COMPONENTS + (size_t)comp];
+}
+
+static int component_index(struct sweep *sw, const char *name, const char *path)
+{
+	for (int i = 0; i < sw->ncomponents; i++)
+		if (!strcmp(sw->components[i], name))
+			return i;
+	if (sw->ncomponents == MAX_COMPONENTS)
+		cli_fail(path, "more than %d components", MAX_COMPONENTS);
+	sw->components[sw->ncomponents] = name;
+	return sw->ncomponents++;
+}
+
+static void remove_tables(struct sweep *sw)
+{
+	for (int i = 0; sw->tables && i < sw->o->n_ko * sw->o->n_kc; i++) {
+		if (sw->tables[i])
+			fclose(sw->tables[i]);
+		sw->tables[i] = NULL;
+		if (sw->table_tmp[i])
+			remove(sw->table_tmp[i]);
+	}
+}
+
+_Noreturn static void sweep_fail(struct sweep *sw, const char *file, const char *msg)
+{
+	remove_tables(sw);
+	cli_fail(file, "%s", msg);
+}
+
+/* One table per cell, written to a temporary beside its name and renamed at
+ * the end; DIR is created when missing. */
+static void open_tables(struct sweep *sw)
+{
+	const struct options *o = sw->o;
+	if (!o->tables_dir)
+		return;
+	if (mkdir(o->tables_dir, 0777) != 0 && errno != EEXIST)
+		cli_fail(o->tables_dir, "cannot create the directory: %s", strerror(errno));
+	int n = o->n_ko * o->n_kc;
+	sw->tables = calloc((size_t)n, sizeof *sw->tables);
+	sw->table_tmp = calloc((size_t)n, sizeof *sw->table_tmp);
+	sw->table_path = calloc((size_t)n, sizeof *sw->table_path);
+	if (!sw->tables || !sw->table_tmp || !sw->table_path)
+		cli_fail(NULL, "out of memory");
+	for (int a = 0; a < o->n_ko; a++) {
+		for (int b = 0; b < o->n_kc; b++) {
+			int i = a * o->n_kc + b;
+			size_t len = strlen(o->tables_dir) + 96;
+			sw->table_path[i] = malloc(len);
+			sw->table_tmp[i] = malloc(len + 24);
+			if (!sw->table_path[i] || !sw->table_tmp[i])
+				sweep_fail(sw, NULL, "out of memory");
+			snprintf(sw->table_path[i], len, "%s/bounds-k%g-K%g.tsv", o->tables_dir,
+			         o->sweep_ko[a], o->sweep_kc[b]);
+			snprintf(sw->table_tmp[i], len + 24, "%s.tmp%ld", sw->table_path[i], (long)getpid());
+			sw->tables[i] = fopen(sw->table_tmp[i], "w");
+			if (!sw->tables[i]) {
+				char msg[256];
+				snprintf(msg, sizeof msg, "cannot write: %s", strerror(errno));
+				free(sw->table_tmp[i]);
+				sw->table_tmp[i] = NULL;
+				sweep_fail(sw, sw->table_path[i], msg);
+			}
+			if (o->header)
+				fputs("point\tchannel\tlower\tupper\n", sw->tables[i]);
+		}
+	}
+}
+
+static void close_tables(struct sweep *sw)
+{
+	for (int i = 0; sw->tables && i < sw->o->n_ko * sw->o->n_kc; i++) {
+		int bad = ferror(sw->tables[i]);
+		bad |= fclose(sw->tables[i]) != 0;
+		sw->tables[i] = NULL;
+		if (bad || rename(sw->table_tmp[i], sw->table_path[i]) != 0)
+			sweep_fail(sw, sw->table_path[i], "write error");
+		free(sw->table_tmp[i]);
+		sw->table_tmp[i] = NULL;
+		free(sw->table_path[i]);
+	}
+	free(sw->tables);
+	free(sw->table_tmp);
+	free(sw->table_path);
+}
+
+/* Every cell's outliers, bounds and rates of one point. */
+static void sweep_point(struct sweep *sw, struct at_reader *r, int32_t index)
+{
+	const struct options *o = sw->o;
+	const struct at_point_info *p = at_reader_point(r, index);
+	struct at_stats s;
+	struct at_error err = {0};
+	if (at_reader_load_stats(r, index, &s, &err))
+		sweep_fail(sw, NULL, err.message);
+	if (!s.hist) {
+		char msg[512];
+		snprintf(msg, sizeof msg, "point '%s' has no histogram, which --sweep needs", p->name);
+		sweep_fail(sw, at_reader_path(r), msg);
+	}
+	float *samples = NULL;
+	if (p->samples > 0) {
+		samples = malloc((size_t)(p->samples * p->channels) * sizeof *samples);
+		if (!samples)
+			sweep_fail(sw, at_reader_path(r), "out of memory for the samples");
+		if (at_reader_read_samples(r, index, 0, p->samples, samples, NULL, &err))
+			sweep_fail(sw, NULL, err.message);
+	}
+	int comp = component_index(sw, p->component, at_reader_path(r));
+	struct an_params params = o->criteria.params;
+	for (int a = 0; a < o->n_ko; a++) {
+		params.k = o->sweep_ko[a];
+		struct an_outliers out;
+		if (an_channel_outliers(&s, &params, &out, &err)) {
+			char msg[1536];
+			snprintf(msg, sizeof msg, "point '%s': %s", p->name, err.message);
+			sweep_fail(sw, at_reader_path(r), msg);
+		}
+		for (int b = 0; b < o->n_kc; b++) {
+			struct cell_sum *sum = cell(sw, a, b, comp);
+			FILE *table = sw->tables ? sw->tables[a * o->n_kc + b] : NULL;
+			for (int64_t i = 0; i < out.n; i++) {
+				int64_t c = out.flags[i].channel;
+				double lower, upper;
+				if (an_clip_bounds(&s, c, o->sweep_kc[b], &lower, &upper) != AT_OK)
+					continue;
+				if (table)
+					fprintf(table, "%s\t%lld\t%.17g\t%.17g\n", p->name, (long long)c, lower,
+					        upper);
+				struct an_clip_rate h, smp = {0};
+				an_clip_rate_hist(&s, c, lower, upper, &h);
+				add_rate(&sum->hist, &h);
+				if (samples) {
+					an_clip_rate_samples(samples, p->samples, p->channels, c, lower, upper,
+					                     &smp);
+					add_rate(&sum->samples, &smp);
+				}
+				sum->channels++;
+			}
+		}
+		an_outliers_free(&out);
+	}
+	free(samples);
+	at_stats_free(&s);
+}
+
+static void sweep_row(struct cli_table *t, double ko, double kc, const char *component,
+                      const struct cell_sum *c)
+{
+	cli_table_double(t, ko);
+	cli_table_double(t, kc);
+	cli_table_str(t, component);
+	cli_table_int(t, c->channels);
+	cli_table_uint(t, c->hist.values);
+	cli_table_uint(t, c->hist.low);
+	cli_table_uint(t, c->hist.high);
+	cli_table_double(t, share(c->hist.low, c->hist.values));
+	cli_table_double(t, share(c->hist.high, c->hist.values));
+	cli_table_uint(t, c->samples.values);
+	cli_table_uint(t, c->samples.low);
+	cli_table_double(t, share(c->samples.low, c->samples.values));
+	cli_table_end_row(t);
+}
+
+static void print_sweep(struct sweep *sw)
+{
+	static const char *const columns[] = {
+		"k_outlier", "k_clip", "component", "channels", "values", "clipped_low",
+		"clipped_high", "rate_low", "rate_high", "sample_values", "sample_clipped",
+		"sample_rate"};
+	const struct options *o = sw->o;
+	struct cli_table t;
+	cli_table_begin(&t, stdout, CLI_TSV, o->header, columns,
+	                (int)(sizeof columns / sizeof columns[0]));
+	t.digits = 9;
+	for (int a = 0; a < o->n_ko; a++) {
+		for (int b = 0; b < o->n_kc; b++) {
+			struct cell_sum all = {0};
+			for (int c = 0; c < sw->ncomponents; c++) {
+				const struct cell_sum *one = cell(sw, a, b, c);
+				sweep_row(&t, o->sweep_ko[a], o->sweep_kc[b], sw->components[c], one);
+				all.channels += one->channels;
+				add_rate(&all.hist, &one->hist);
+				add_rate(&all.samples, &one->samples);
+			}
+			sweep_row(&t, o->sweep_ko[a], o->sweep_kc[b], "all", &all);
+		}
+	}
+	cli_table_end(&t);
+}
+
+static void run_sweep(struct at_reader *r, const struct options *o)
+{
+	struct sweep sw = {.o = o};
+	sw.sums = calloc((size_t)o->n_ko * (size_t)o->n_kc * MAX_COMPONENTS, sizeof *sw.sums);
+	if (!sw.sums)
+		cli_fail(NULL, "out of memory");
+	open_tables(&sw);
+	int32_t n = at_reader_info(r)->points, chosen = 0;
+	for (int32_t i = 0; i < n; i++) {
+		if (!cli_selected(&o->select, at_reader_point(r, i)))
+			continue;
+		chosen++;
+		sweep_point(&sw, r, i);
+		cli_progress("points", i + 1, n);
+	}
+	cli_progress_done();
+	if (chosen == 0 && !cli_quiet)
+		cli_warn(at_reader_path(r), "warning: no point matches the selection");
+	close_tables(&sw);
+	print_sweep(&sw);
+	free(sw.sums);
+}
+
 int main(int argc, char **argv)
 {
 	cli_init(argv[0]);
@@ -335,6 +634,13 @@ int main(int argc, char **argv)
 	int first = parse_args(argc, argv, &o);
 	const char *path = argv[first];
 	struct at_reader *r = cli_open_trace(path);
+	if (o.n_ko) {
+		run_sweep(r, &o);
+		at_reader_close(r);
+		free(o.sweep_ko);
+		free(o.sweep_kc);
+		return CLI_EXIT_OK;
+	}
 	struct an_outliers *per_point = find_outliers(r, &o);
 	struct rates rt;
 	rates_begin(&rt, &o);
