@@ -307,6 +307,39 @@ def main():
             check.ok(got[0] == ["point", "channels", "clipped", "total", "clip_rate"] and
                      [r[:4] for r in got[1:]] == want_rows, f"clip report {got} vs {want_rows}")
 
+        # --- trace-clip's bounds and rates, then the clipped model: on one point
+        # with nothing clipped upstream, the clamp changes exactly what
+        # trace-clip counted on the samples (every row sampled), inside the
+        # bracket it estimated from the histograms
+        check.context = "trace-clip round trip"
+        base = os.path.join(tmp, "base.h5")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "-o", base,
+                                "--seq-len", 20, "--batch", 4, "--sample", "every:1")
+        check.ok(rc == 0, f"exit {rc}: {stderr}")
+        clip_bounds, rates = os.path.join(tmp, "clip-bounds.tsv"), os.path.join(tmp, "rates.tsv")
+        with open(clip_bounds, "w") as f:
+            done = subprocess.run(["trace-clip", "-p", "final_norm.out", "--all", "-K", "1",
+                                   "-r", rates, base], stdout=f, stderr=subprocess.PIPE,
+                                  text=True)
+        check.ok(done.returncode == 0, f"trace-clip: exit {done.returncode}: {done.stderr}")
+        report = os.path.join(tmp, "clip-report.tsv")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "--perplexity",
+                                "--clip", clip_bounds, "--clip-report", report, "--seq-len", 20,
+                                "--batch", 4)
+        check.ok(rc == 0, f"exit {rc}: {stderr}")
+        with open(rates) as f:
+            header, *rows = [l.rstrip("\n").split("\t") for l in f]
+        est = dict(zip(header, rows[0]))
+        with open(report) as f:
+            measured = dict(zip(*[l.rstrip("\n").split("\t") for l in f]))
+        clipped = int(measured["clipped"])
+        check.ok(est["point"] == measured["point"] == "final_norm.out" and clipped > 0,
+                 f"rates {est}, report {measured}")
+        check.ok(int(est["sample_clipped"]) == clipped,
+                 f"trace-clip counted {est['sample_clipped']} on the samples, the clamp {clipped}")
+        check.ok(int(est["clipped_low"]) <= clipped <= int(est["clipped_high"]),
+                 f"measured {clipped} outside [{est['clipped_low']}, {est['clipped_high']}]")
+
         # --- --clip without --perplexity records the clipped model
         check.context = "clipped trace"
         out = os.path.join(tmp, "clipped.h5")
