@@ -196,4 +196,25 @@ void an_clip_rate_hist(const struct at_stats *s, int64_t channel, double lower, 
 void an_clip_rate_samples(const float *rows, int64_t n, int64_t channels, int64_t channel,
                           double lower, double upper, struct an_clip_rate *out);
 
+/* ---------------------------------------------------------------- two traces */
+
+/* One channel of the same point in traces a and b. */
+struct an_channel_diff {
+	double shift;         /* (mean_b - mean_a) / sqrt((std_a^2 + std_b^2) / 2); NaN without
+	                         values, +-inf when both spreads are 0 and the means differ */
+	double absmax_ratio;  /* absmax_b / absmax_a */
+	double hist_distance; /* total variation between the normalised |x| histograms, 0..1;
+	                         NaN without histograms or values */
+};
+void an_diff_channel(const struct at_stats *a, const struct at_stats *b, int64_t channel,
+                     struct an_channel_diff *out);
+
+/* Outlier sets of the same point in a and b (flags sorted by channel). */
+struct an_set_diff {
+	int64_t kept, gained, lost; /* in both, in b only, in a only */
+	double jaccard;             /* kept / (kept + gained + lost); 1 when both are empty */
+};
+void an_compare_sets(const struct an_outliers *a, const struct an_outliers *b,
+                     struct an_set_diff *out);
+
 #endif /* AT_ANALYSIS_H */

@@ -263,3 +263,29 @@ int copts_run(struct at_reader *r, const struct an_params *p, const struct an_po
 	}
 	return AT_OK;
 }
+
+struct an_outliers *copts_outliers(struct at_reader *r, const struct an_params *p)
+{
+	int32_t n = at_reader_info(r)->points;
+	struct an_point_count *points = calloc((size_t)n + 1, sizeof *points);
+	struct an_outliers *per_point = calloc((size_t)n + 1, sizeof *per_point);
+	if (!points || !per_point)
+		cli_fail(at_reader_path(r), "out of memory");
+	for (int32_t i = 0; i < n; i++) {
+		const struct at_point_info *info = at_reader_point(r, i);
+		points[i] = (struct an_point_count){info->name, info->layer, info->component,
+		                                    info->site, info->channels, 0};
+	}
+	struct at_error err = {0};
+	if (copts_run(r, p, points, per_point, &err))
+		cli_fail_at(&err);
+	free(points);
+	return per_point;
+}
+
+void copts_outliers_free(struct an_outliers *per_point, int32_t n)
+{
+	for (int32_t i = 0; per_point && i < n; i++)
+		an_outliers_free(&per_point[i]);
+	free(per_point);
+}

@@ -76,4 +76,9 @@ int copts_needs_hist(enum an_method m);
 int copts_run(struct at_reader *r, const struct an_params *p, const struct an_point_count *points,
               struct an_outliers *per_point, struct at_error *err);
 
+/* copts_run over a whole trace for a tool: the per-point outliers (n = the
+ * trace's points), or exit 1 with the message; free with copts_outliers_free. */
+struct an_outliers *copts_outliers(struct at_reader *r, const struct an_params *p);
+void copts_outliers_free(struct an_outliers *per_point, int32_t n);
+
 #endif /* AT_CRITERIA_OPTS_H */

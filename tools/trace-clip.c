@@ -180,23 +180,7 @@ static int parse_args(int argc, char **argv, struct options *o)
  * condition looks across points), or NULL with --all. */
 static struct an_outliers *find_outliers(struct at_reader *r, const struct options *o)
 {
-	if (o->all_channels)
-		return NULL;
-	int32_t n = at_reader_info(r)->points;
-	struct an_point_count *points = calloc((size_t)n + 1, sizeof *points);
-	struct an_outliers *per_point = calloc((size_t)n + 1, sizeof *per_point);
-	if (!points || !per_point)
-		cli_fail(at_reader_path(r), "out of memory");
-	for (int32_t i = 0; i < n; i++) {
-		const struct at_point_info *p = at_reader_point(r, i);
-		points[i] = (struct an_point_count){p->name, p->layer, p->component, p->site,
-		                                    p->channels, 0};
-	}
-	struct at_error err = {0};
-	if (copts_run(r, &o->criteria.params, points, per_point, &err))
-		cli_fail_at(&err);
-	free(points);
-	return per_point;
+	return o->all_channels ? NULL : copts_outliers(r, &o->criteria.params);
 }
 
 /* ---------------------------------------------------------------- rates */
@@ -661,9 +645,7 @@ int main(int argc, char **argv)
 		cli_warn(path, "warning: no point matches the selection");
 	rates_end(&rt, &o);
 	cli_table_end(&bounds);
-	for (int32_t i = 0; per_point && i < n; i++)
-		an_outliers_free(&per_point[i]);
-	free(per_point);
+	copts_outliers_free(per_point, n);
 	at_reader_close(r);
 	return CLI_EXIT_OK;
 }
