@@ -31,6 +31,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 RG_SITE_TYPES = 26
@@ -150,7 +151,7 @@ def same_bits(a, b):
         b.contiguous().view(torch.int16 if b.element_size() == 2 else torch.int32))
 
 
-def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
+def capture_run(model, arch, out_dir, device, batches, batch, seq_len, overlap=False):
     vocab = model.config.vocab_size
     g = torch.Generator(device="cpu").manual_seed(1)
     inputs = [torch.randint(3, vocab, (batch, seq_len), generator=g).to(device)
@@ -165,9 +166,11 @@ def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
             model(input_ids=ids, use_cache=False)
         torch.cuda.synchronize() if device.startswith("cuda") else None
         plain = time.time() - started
-        path = os.path.join(out_dir, f"{arch}.h5")
+        path = os.path.join(out_dir, f"{arch}{'-overlap' if overlap else ''}.h5")
         started = time.time()
-        with acttrace.capture(model, path, sample="every:97") as cap:
+        with warnings.catch_warnings(record=True) as caught, \
+                acttrace.capture(model, path, sample="every:97", overlap=overlap) as cap:
+            warnings.simplefilter("always")
             opened = time.time()
             for ids in inputs:
                 model(input_ids=ids, use_cache=False)
@@ -178,6 +181,10 @@ def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
         setup = opened - started
         after = model(input_ids=inputs[0], use_cache=False).logits
     tokens = batches * batch * seq_len
+    if overlap:
+        changed = [str(w.message) for w in caught if "changed in place" in str(w.message)]
+        ok(not changed, f"{arch}: overlap: no recorded tensor changed in place {changed[:1]}")
+        arch = f"{arch} (overlap)"
     note(f"{arch}: {tokens} tokens: {tokens / plain:,.0f} tok/s plain, {tokens / forwards:,.0f} "
          f"tok/s under capture; points and weights {setup:.1f} s, close "
          f"{closed:.1f} s; trace {os.path.getsize(path) / 2**20:.1f} MiB")
@@ -190,6 +197,18 @@ def capture_run(model, arch, out_dir, device, batches, batch, seq_len):
     else:
         note(f"{arch}: two plain forwards differ (nondeterministic kernels): bit-identity not checked")
     return path, tokens
+
+
+def same_statistics(path, other, arch):
+    """The side stream changes where the kernels run, not what they compute:
+    trace-stats prints the same rows for both traces."""
+    stats = tool("trace-stats")
+    if not ok(stats is not None, "trace-stats found"):
+        return
+    rows = [subprocess.run([stats, f], capture_output=True, text=True).stdout for f in (path, other)]
+    ok(rows[0] == rows[1] and rows[0].count("\n") > 1,
+       f"{arch}: overlap: the same statistics as without "
+       f"({sum(a != b for a, b in zip(rows[0].splitlines(), rows[1].splitlines()))} rows differ)")
 
 
 def trace_stats(path, arch, out_dir, n_points, tokens):
@@ -274,6 +293,9 @@ def main():
     parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--seq-len", type=int, default=512)
     parser.add_argument("--skip-cli", action="store_true", help="no trace-capture run")
+    parser.add_argument("--overlap", action="store_true",
+                        help="capture again with overlap=True: no in-place change seen, and "
+                             "the same statistics as without")
     a = parser.parse_args()
     if a.device.startswith("cuda") and not torch.cuda.is_available():
         skip("no CUDA device (use --device cpu to run on the host)")
@@ -291,6 +313,10 @@ def main():
             pts = check_points(model, arch, catalogue)
             path, tokens = capture_run(model, arch, out_dir, a.device, a.batches, a.batch, seq_len)
             trace_stats(path, arch, out_dir, len(pts), tokens)
+            if a.overlap:
+                other, _ = capture_run(model, arch, out_dir, a.device, a.batches, a.batch,
+                                       seq_len, overlap=True)
+                same_statistics(path, other, arch)
         except Exception as e:  # noqa: BLE001 - report and go on with the next model
             ok(False, f"{arch}: {type(e).__name__}: {e}")
         finally:
