@@ -217,4 +217,25 @@ struct an_set_diff {
 void an_compare_sets(const struct an_outliers *a, const struct an_outliers *b,
                      struct an_set_diff *out);
 
+/* ---------------------------------------------------------------- quantization */
+
+/* Symmetric absmax quantization, Q_b(x) = step round(x / step) (Mamba-PTQ):
+ * the step of b bits for an absmax. */
+double an_quant_step(double absmax, int bits);
+
+/* Sums over the values of one or more channels: squared signal and squared
+ * quantization error (add with several calls). */
+struct an_quant_error {
+	uint64_t values;
+	double signal, error;
+};
+/* Exactly, over the finite sampled values of a channel. */
+void an_quant_samples(const float *rows, int64_t n, int64_t channels, int64_t channel,
+                      double step, struct an_quant_error *out);
+/* Estimated from the channel's |x| histogram (see quant.c); needs s->hist. */
+void an_quant_hist(const struct at_stats *s, int64_t channel, double step,
+                   struct an_quant_error *out);
+/* 10 log10(signal / error): inf for no error, NaN without values. */
+double an_quant_sqnr_db(const struct an_quant_error *e);
+
 #endif /* AT_ANALYSIS_H */

@@ -340,3 +340,51 @@ int cli_selected(const struct cli_selection *s, const struct at_point_info *p)
 		return 0;
 	return p->layer >= s->layer_min && p->layer <= s->layer_max;
 }
+
+int cli_selection_option(struct cli_selection *s, int opt, const char *arg, int component_opt)
+{
+	if (opt == 'p')
+		s->point_glob = arg;
+	else if (opt == component_opt)
+		s->component = arg;
+	else if (opt == 'l')
+		cli_selection_layers(s, arg);
+	else
+		return 0;
+	return 1;
+}
+
+const char *cli_selection_help(void)
+{
+	return "Selection:\n"
+	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
+	       "      --component=C      points of component C (mlp, attention, ...)\n"
+	       "  -l, --layers=A-B       points of layers A to B (or one layer A)\n";
+}
+
+void cli_format_opts_init(struct cli_format_opts *f)
+{
+	*f = (struct cli_format_opts){.format = CLI_TSV, .header = 1, .digits = 9};
+}
+
+int cli_format_opts_option(struct cli_format_opts *f, int opt, const char *arg)
+{
+	switch (opt) {
+	case 'f': f->format = cli_format_option(arg); return 1;
+	case 'H': f->header = 0; return 1;
+	case 'd': f->digits = cli_digits_option(arg); return 1;
+	case 'q': cli_quiet = 1; return 1;
+	default: return 0;
+	}
+}
+
+const char *cli_format_opts_help(void)
+{
+	return "Format:\n"
+	       "  -f, --format=FMT       tsv (default), csv or json\n"
+	       "  -H, --no-header        omit the header line\n"
+	       "  -d, --digits=N         significant digits of real numbers (default 9)\n"
+	       "  -q, --quiet            no progress, no warnings\n"
+	       "  -h, --help             this help\n"
+	       "      --version          print the version\n";
+}

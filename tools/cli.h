@@ -74,6 +74,23 @@ void cli_selection_init(struct cli_selection *s);
 /* -l's argument; a usage error (exit 2) when it is not A-B (A <= B) or A. */
 void cli_selection_layers(struct cli_selection *s, const char *arg);
 int cli_selected(const struct cli_selection *s, const struct at_point_info *p);
+/* One getopt_long result: 1 when it was -p, -l or component_opt (the tool's
+ * value for --component), handled; 0 when not. */
+int cli_selection_option(struct cli_selection *s, int opt, const char *arg, int component_opt);
+/* The selection's option lines for --help. */
+const char *cli_selection_help(void);
+
+/* The format options of a table tool: -f, -H, -d and -q; 1 when opt was one
+ * of them, handled (a bad value is a usage error). */
+struct cli_format_opts {
+	enum cli_format format;
+	int header;
+	int digits;
+};
+void cli_format_opts_init(struct cli_format_opts *f);
+int cli_format_opts_option(struct cli_format_opts *f, int opt, const char *arg);
+/* Their option lines for --help, with -h and --version. */
+const char *cli_format_opts_help(void);
 
 /* Progress on stderr, only when it is a terminal and not -q. */
 void cli_progress(const char *what, double done, double total);

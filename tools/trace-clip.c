@@ -53,10 +53,7 @@ _Noreturn static void usage(void)
 	       "                         rates per cell and component on standard output\n"
 	       "  -t, --tables=DIR       with --sweep: DIR/bounds-kKO-KKC.tsv, each cell's\n"
 	       "                         bounds table\n"
-	       "Selection:\n"
-	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
-	       "      --component=C      points of component C (mlp, attention, ...)\n"
-	       "  -l, --layers=A-B       points of layers A to B (or one layer A)\n"
+	       "%s"
 	       "Format:\n"
 	       "  -H, --no-header        omit the header lines\n"
 	       "  -q, --quiet            no progress, no warnings\n"
@@ -66,7 +63,7 @@ _Noreturn static void usage(void)
 	       "The rates: from the |x| histogram a bracket [rate_low, rate_high] (a bin\n"
 	       "straddling a bound counts in rate_high only), and, where the trace has\n"
 	       "samples, the exact share on them.  See trace-clip(1).\n",
-	       cli_prog, cli_prog, copts_help());
+	       cli_prog, cli_prog, copts_help(), cli_selection_help());
 	exit(CLI_EXIT_OK);
 }
 
@@ -128,7 +125,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int opt;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-		if (copts_handle(&o->criteria, opt, optarg))
+		if (copts_handle(&o->criteria, opt, optarg) ||
+		    cli_selection_option(&o->select, opt, optarg, OPT_COMPONENT))
 			continue;
 		switch (opt) {
 		case 'K':
@@ -140,9 +138,6 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'r': o->rates_path = optarg; break;
 		case 's': parse_sweep(optarg, o); break;
 		case 't': o->tables_dir = optarg; break;
-		case 'p': o->select.point_glob = optarg; break;
-		case OPT_COMPONENT: o->select.component = optarg; break;
-		case 'l': cli_selection_layers(&o->select, optarg); break;
 		case 'H': o->header = 0; break;
 		case 'q': cli_quiet = 1; break;
 		case 'h': usage();

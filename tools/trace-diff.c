@@ -19,9 +19,7 @@ struct options {
 	struct copts criteria;
 	enum mode mode;
 	struct cli_selection select;
-	enum cli_format format;
-	int header;
-	int digits;
+	struct cli_format_opts out;
 };
 
 _Noreturn static void usage(void)
@@ -36,22 +34,12 @@ _Noreturn static void usage(void)
 	       "Output (one row per point by default):\n"
 	       "      --channels         one row per channel\n"
 	       "      --components       one row per component\n"
-	       "Selection:\n"
-	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
-	       "      --component=C      points of component C (mlp, attention, ...)\n"
-	       "  -l, --layers=A-B       points of layers A to B (or one layer A)\n"
-	       "Format:\n"
-	       "  -f, --format=FMT       tsv (default), csv or json\n"
-	       "  -H, --no-header        omit the header line\n"
-	       "  -d, --digits=N         significant digits of real numbers (default 9)\n"
-	       "  -q, --quiet            no progress, no warnings\n"
-	       "  -h, --help             this help\n"
-	       "      --version          print the version\n"
+	       "%s%s"
 	       "\n"
 	       "shift = (mean_B - mean_A) / sqrt((std_A^2 + std_B^2) / 2); absmax_ratio =\n"
 	       "absmax_B / absmax_A; hist_distance = total variation between the two\n"
 	       "normalised |x| histograms (0: the same, 1: disjoint).  See trace-diff(1).\n",
-	       cli_prog, copts_help());
+	       cli_prog, copts_help(), cli_selection_help(), cli_format_opts_help());
 	exit(CLI_EXIT_OK);
 }
 
@@ -72,24 +60,20 @@ static int parse_args(int argc, char **argv, struct options *o)
 	char shortopts[64];
 	snprintf(shortopts, sizeof shortopts, "%sp:l:f:Hd:qh", copts_shortopts());
 
-	*o = (struct options){.format = CLI_TSV, .header = 1, .digits = 9};
+	*o = (struct options){.mode = MODE_POINTS};
 	cli_selection_init(&o->select);
+	cli_format_opts_init(&o->out);
 	copts_init(&o->criteria);
 	int opt;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-		if (copts_handle(&o->criteria, opt, optarg))
+		if (copts_handle(&o->criteria, opt, optarg) ||
+		    cli_selection_option(&o->select, opt, optarg, OPT_COMPONENT) ||
+		    cli_format_opts_option(&o->out, opt, optarg))
 			continue;
 		switch (opt) {
 		case OPT_CHANNELS: o->mode = MODE_CHANNELS; break;
 		case OPT_COMPONENTS: o->mode = MODE_COMPONENTS; break;
-		case 'p': o->select.point_glob = optarg; break;
-		case OPT_COMPONENT: o->select.component = optarg; break;
-		case 'l': cli_selection_layers(&o->select, optarg); break;
-		case 'f': o->format = cli_format_option(optarg); break;
-		case 'H': o->header = 0; break;
-		case 'd': o->digits = cli_digits_option(optarg); break;
-		case 'q': cli_quiet = 1; break;
 		case 'h': usage();
 		case OPT_VERSION: cli_version();
 		default: cli_bad_option(argv);
@@ -272,8 +256,8 @@ int main(int argc, char **argv)
 	int ncolumns = o.mode == MODE_CHANNELS     ? (int)(sizeof channel_columns / sizeof *columns)
 	               : o.mode == MODE_COMPONENTS ? (int)(sizeof component_columns / sizeof *columns)
 	                                           : (int)(sizeof point_columns / sizeof *columns);
-	cli_table_begin(&t, stdout, o.format, o.header, columns, ncolumns);
-	t.digits = o.digits;
+	cli_table_begin(&t, stdout, o.out.format, o.out.header, columns, ncolumns);
+	t.digits = o.out.digits;
 	struct component_sum sums[MAX_COMPONENTS];
 	int ncomponents = 0, chosen = 0;
 	int32_t n = at_reader_info(a)->points;

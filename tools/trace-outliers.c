@@ -44,10 +44,7 @@ _Noreturn static void usage(void)
 	       "  -c, --count            one row per point: channels and outliers\n"
 	       "  -s, --sweep=K1:K2:STEP outliers per threshold and component\n"
 	       "      --channels         channel rows for ratio and massive too\n"
-	       "Selection:\n"
-	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
-	       "      --component=C      points of component C (mlp, attention, ...)\n"
-	       "  -l, --layers=A-B       points of layers A to B (or one layer A)\n"
+	       "%s"
 	       "Format:\n"
 	       "  -f, --format=FMT       tsv (default), csv or json\n"
 	       "  -H, --no-header        omit the header line\n"
@@ -61,7 +58,7 @@ _Noreturn static void usage(void)
 	       "score > threshold.  Element rows: point layer channel token seq pos value\n"
 	       "ratio.  With several FILEs a first column `trace` names the file.\n"
 	       "See trace-outliers(1) and acttrace-criteria(7).\n",
-	       cli_prog, copts_help());
+	       cli_prog, copts_help(), cli_selection_help());
 	exit(CLI_EXIT_OK);
 }
 
@@ -106,15 +103,13 @@ static int parse_args(int argc, char **argv, struct options *o)
 	int opt, channels_only = 0;
 	opterr = 0;
 	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
-		if (copts_handle(&o->criteria, opt, optarg))
+		if (copts_handle(&o->criteria, opt, optarg) ||
+		    cli_selection_option(&o->select, opt, optarg, OPT_COMPONENT))
 			continue;
 		switch (opt) {
 		case 'c': o->mode = MODE_COUNT; break;
 		case 's': parse_sweep(optarg, o); break;
 		case OPT_CHANNELS: channels_only = 1; break;
-		case 'p': o->select.point_glob = optarg; break;
-		case OPT_COMPONENT: o->select.component = optarg; break;
-		case 'l': cli_selection_layers(&o->select, optarg); break;
 		case 'f': o->format = cli_format_option(optarg); break;
 		case 'H': o->header = 0; break;
 		case 'd': o->digits = cli_digits_option(optarg); break;

@@ -1,0 +1,59 @@
+/* quant.c: the error of symmetric absmax quantization of activations, from a
+ * trace alone (Mamba-PTQ, paper 004: per-tensor absmax W8/W4/W8A8, and the
+ * outlier channels that make the per-tensor step coarse for every other
+ * channel).  Q_b(x) = step * round(x / step), step = absmax / (2^(b-1) - 1),
+ * absmax over the tensor (per tensor) or over the channel (per channel); no
+ * value is clamped, since absmax sets the step. */
+#include <math.h>
+
+#include "analysis.h"
+
+double an_quant_step(double absmax, int bits)
+{
+	return absmax / (double)((1 << (bits - 1)) - 1);
+}
+
+void an_quant_samples(const float *rows, int64_t n, int64_t channels, int64_t channel,
+                      double step, struct an_quant_error *out)
+{
+	for (int64_t i = 0; i < n; i++) {
+		double x = rows[i * channels + channel];
+		if (!isfinite(x))
+			continue;
+		/* round half to even, as torch.round and numpy.round do */
+		double q = step > 0 ? nearbyint(x / step) * step : 0.0;
+		out->values++;
+		out->signal += x * x;
+		out->error += (x - q) * (x - q);
+	}
+}
+
+/* An estimate from the |x| histogram: a bin's values taken at its geometric
+ * middle (bin 1, below 2^AT_HIST_MIN_EXP, at half its upper edge; the last
+ * bin at its lower edge); a value that rounds to 0 errs by itself, any other
+ * by the uniform rounding error step^2 / 12.  That holds when a channel's
+ * values spread over several steps; a channel narrower than a step (an
+ * outlier channel with a large mean under its own scale) has errors far from
+ * uniform, which bins 19%% of |x| wide cannot resolve: trace-quant(1) states
+ * what this costs.  The signal is exact, from the moments. */
+void an_quant_hist(const struct at_stats *s, int64_t channel, double step,
+                   struct an_quant_error *out)
+{
+	const uint32_t *h = s->hist + channel * AT_HIST_BINS;
+	double n = (double)s->count[channel];
+	out->values += s->count[channel];
+	out->signal += s->m2[channel] + n * s->mean[channel] * s->mean[channel];
+	for (int b = 1; b < AT_HIST_BINS; b++) {
+		if (!h[b])
+			continue;
+		double lo = at_hist_lower_edge(b), hi = at_hist_lower_edge(b + 1);
+		double x = b == 1 ? 0.5 * hi : isinf(hi) ? lo : sqrt(lo * hi);
+		double err = step > 0 && x >= 0.5 * step ? step * step / 12.0 : x * x;
+		out->error += h[b] * err;
+	}
+}
+
+double an_quant_sqnr_db(const struct an_quant_error *e)
+{
+	return 10.0 * log10(e->signal / e->error);
+}

@@ -1,0 +1,222 @@
+/* trace-quant: what symmetric absmax quantization of the activations would
+ * cost, from a trace alone (Mamba-PTQ): per point, for each bit width, per
+ * tensor and per channel, the SQNR estimated from the histograms and exact
+ * on the samples, and the bits that the outlier channels take from every
+ * other channel of a per-tensor scale.  The arithmetic lives in
+ * analysis/quant.c. */
+#include "config.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "analysis.h"
+#include "cli.h"
+#include "criteria-opts.h"
+
+struct options {
+	struct copts criteria;
+	int bits[8];
+	int nbits;
+	struct cli_selection select;
+	struct cli_format_opts out;
+};
+
+_Noreturn static void usage(void)
+{
+	printf("Usage: %s [OPTIONS] FILE\n"
+	       "The error of symmetric absmax quantization of each point's activations\n"
+	       "(Q_b(x) = step round(x / step), step = absmax / (2^(b-1) - 1), Mamba-PTQ),\n"
+	       "per tensor and per channel, from the histograms and, where the trace has\n"
+	       "them, exactly on the samples; and the bits the outlier channels cost the\n"
+	       "others under a per-tensor scale.\n"
+	       "\n"
+	       "Outlier channels (default -m layer-sigma, Mamba-PTQ's 6 sigma):\n"
+	       "%s"
+	       "\n"
+	       "  -b, --bits=B,...       bit widths (default 8,4; each 2 to 16)\n"
+	       "%s%s"
+	       "See trace-quant(1).\n",
+	       cli_prog, copts_help(), cli_selection_help(), cli_format_opts_help());
+	exit(CLI_EXIT_OK);
+}
+
+static void parse_bits(const char *arg, struct options *o)
+{
+	char buf[128];
+	snprintf(buf, sizeof buf, "%s", arg);
+	o->nbits = 0;
+	for (char *item = buf, *comma; item; item = comma ? comma + 1 : NULL) {
+		if ((comma = strchr(item, ',')))
+			*comma = '\0';
+		int64_t b;
+		if (o->nbits == 8 || cli_parse_int64(item, 2, 16, &b))
+			cli_usage_error("--bits wants up to 8 widths from 2 to 16, not '%s'", arg);
+		o->bits[o->nbits++] = (int)b;
+	}
+}
+
+static int parse_args(int argc, char **argv, struct options *o)
+{
+	enum { OPT_VERSION = 512, OPT_COMPONENT };
+	static const struct option own[] = {
+		{"bits", required_argument, NULL, 'b'},   {"point", required_argument, NULL, 'p'},
+		{"component", required_argument, NULL, OPT_COMPONENT},
+		{"layers", required_argument, NULL, 'l'}, {"format", required_argument, NULL, 'f'},
+		{"no-header", no_argument, NULL, 'H'},    {"digits", required_argument, NULL, 'd'},
+		{"quiet", no_argument, NULL, 'q'},        {"help", no_argument, NULL, 'h'},
+		{"version", no_argument, NULL, OPT_VERSION},
+	};
+	struct option longopts[64];
+	copts_longopts_with(longopts, 64, own, sizeof own / sizeof own[0]);
+	char shortopts[64];
+	snprintf(shortopts, sizeof shortopts, "%sb:p:l:f:Hd:qh", copts_shortopts());
+
+	*o = (struct options){.bits = {8, 4}, .nbits = 2};
+	cli_selection_init(&o->select);
+	cli_format_opts_init(&o->out);
+	copts_init(&o->criteria);
+	o->criteria.method = AN_LAYER_SIGMA; /* Mamba-PTQ's criterion unless -m says otherwise */
+	int opt;
+	opterr = 0;
+	while ((opt = getopt_long(argc, argv, shortopts, longopts, NULL)) != -1) {
+		if (copts_handle(&o->criteria, opt, optarg) ||
+		    cli_selection_option(&o->select, opt, optarg, OPT_COMPONENT) ||
+		    cli_format_opts_option(&o->out, opt, optarg))
+			continue;
+		switch (opt) {
+		case 'b': parse_bits(optarg, o); break;
+		case 'h': usage();
+		case OPT_VERSION: cli_version();
+		default: cli_bad_option(argv);
+		}
+	}
+	if (argc - optind != 1)
+		cli_usage_error(optind == argc ? "no trace file given" : "one trace at a time");
+	copts_finish(&o->criteria);
+	if (an_method_is_elementwise(o->criteria.params.method))
+		cli_usage_error("-m %s flags elements, not outlier channels",
+		                an_method_name(o->criteria.params.method));
+	return optind;
+}
+
+/* ---------------------------------------------------------------- one point */
+
+static const char *const columns[] = {
+	"point", "layer", "component", "site", "bits", "scope", "step", "sqnr_hist_db",
+	"sqnr_samples_db", "mse_hist", "mse_samples", "sample_values", "outliers", "bits_lost"};
+
+/* The point's absmax over all its channels and over its non-outlier ones. */
+static void absmax_of(const struct at_stats *s, const struct an_outliers *flags, double *all,
+                      double *rest)
+{
+	*all = *rest = 0;
+	for (int64_t c = 0; c < s->channels; c++) {
+		double a = s->absmax[c];
+		if (!(a >= 0)) /* a channel without values */
+			continue;
+		*all = fmax(*all, a);
+		if (!an_outliers_has(flags, c))
+			*rest = fmax(*rest, a);
+	}
+}
+
+static double mse(const struct an_quant_error *e)
+{
+	return e->values ? e->error / (double)e->values : NAN;
+}
+
+static void quant_row(struct cli_table *t, const struct at_point_info *p, int bits,
+                      const char *scope, double step, const struct an_quant_error *h,
+                      const struct an_quant_error *smp, int64_t outliers, double bits_lost)
+{
+	cli_table_str(t, p->name);
+	cli_table_int(t, p->layer);
+	cli_table_str(t, p->component);
+	cli_table_str(t, p->site);
+	cli_table_int(t, bits);
+	cli_table_str(t, scope);
+	cli_table_double(t, step);
+	cli_table_double(t, an_quant_sqnr_db(h));
+	cli_table_double(t, smp->values ? an_quant_sqnr_db(smp) : NAN);
+	cli_table_double(t, mse(h));
+	cli_table_double(t, mse(smp));
+	cli_table_uint(t, smp->values);
+	cli_table_int(t, outliers);
+	cli_table_double(t, bits_lost);
+	cli_table_end_row(t);
+}
+
+static void quant_point(struct cli_table *t, struct at_reader *r, int32_t index,
+                        const struct options *o, const struct an_outliers *flags)
+{
+	const struct at_point_info *p = at_reader_point(r, index);
+	struct at_stats s;
+	struct at_error err = {0};
+	if (at_reader_load_stats(r, index, &s, &err))
+		cli_fail_at(&err);
+	if (!s.hist)
+		cli_fail(at_reader_path(r), "point '%s' has no histogram, which trace-quant needs",
+		         p->name);
+	float *samples = NULL;
+	if (p->samples > 0) {
+		samples = malloc((size_t)(p->samples * p->channels) * sizeof *samples);
+		if (!samples)
+			cli_fail(at_reader_path(r), "out of memory for the samples of '%s'", p->name);
+		if (at_reader_read_samples(r, index, 0, p->samples, samples, NULL, &err))
+			cli_fail_at(&err);
+	}
+	double all, rest;
+	absmax_of(&s, flags, &all, &rest);
+	/* log2 of the step with the outliers over the step without them */
+	double bits_lost = all > 0 && rest > 0 ? log2(all / rest) : 0.0;
+	for (int k = 0; k < o->nbits; k++) {
+		int bits = o->bits[k];
+		struct an_quant_error th = {0}, ts = {0}, ch = {0}, cs = {0};
+		double tensor_step = an_quant_step(all, bits);
+		for (int64_t c = 0; c < p->channels; c++) {
+			if (s.count[c] == 0)
+				continue;
+			double channel_step = an_quant_step(s.absmax[c], bits);
+			an_quant_hist(&s, c, tensor_step, &th);
+			an_quant_hist(&s, c, channel_step, &ch);
+			if (samples) {
+				an_quant_samples(samples, p->samples, p->channels, c, tensor_step, &ts);
+				an_quant_samples(samples, p->samples, p->channels, c, channel_step, &cs);
+			}
+		}
+		quant_row(t, p, bits, "tensor", tensor_step, &th, &ts, flags->n, bits_lost);
+		quant_row(t, p, bits, "channel", NAN, &ch, &cs, flags->n, bits_lost);
+	}
+	free(samples);
+	at_stats_free(&s);
+}
+
+int main(int argc, char **argv)
+{
+	cli_init(argv[0]);
+	struct options o;
+	int first = parse_args(argc, argv, &o);
+	struct at_reader *r = cli_open_trace(argv[first]);
+	struct an_outliers *flags = copts_outliers(r, &o.criteria.params);
+	struct cli_table t;
+	cli_table_begin(&t, stdout, o.out.format, o.out.header, columns,
+	                (int)(sizeof columns / sizeof columns[0]));
+	t.digits = o.out.digits;
+	int32_t n = at_reader_info(r)->points, chosen = 0;
+	for (int32_t i = 0; i < n; i++) {
+		if (!cli_selected(&o.select, at_reader_point(r, i)))
+			continue;
+		chosen++;
+		quant_point(&t, r, i, &o, &flags[i]);
+		cli_progress("points", i + 1, n);
+	}
+	cli_progress_done();
+	if (chosen == 0 && !cli_quiet)
+		cli_warn(argv[first], "warning: no point matches the selection");
+	cli_table_end(&t);
+	copts_outliers_free(flags, n);
+	at_reader_close(r);
+	return CLI_EXIT_OK;
+}
