@@ -340,6 +340,64 @@ def main():
         check.ok(int(est["clipped_low"]) <= clipped <= int(est["clipped_high"]),
                  f"measured {clipped} outside [{est['clipped_low']}, {est['clipped_high']}]")
 
+        # --- --choices: accuracy equal to a plain PyTorch scoring of the same
+        # items; every channel of the final norm clipped to [0, 0] lowers it
+        check.context = "choices"
+        items = [("The quick brown", [" fox", " dog", " cat"]),
+                 ("Zwölf Boxkämpfer", [" jagen", " rennen", " springen"]),
+                 ("over the lazy", [" dog", " fox", " hen"]),
+                 ("a b c d", [" e", " f", " z"]),
+                 ("1 2 3 4", [" 5", " 6", " 9"]),
+                 ("Sylter", [" Deich", " Strand", " Meer"])]
+
+        def scores(model, context, choices):
+            out = []
+            for choice in choices:
+                ctx, cont = [BOS] + text_ids(context), text_ids(choice)
+                with torch.no_grad():
+                    logits = model(input_ids=torch.tensor([ctx + cont]))
+                lp = torch.log_softmax(logits[0, len(ctx) - 1:-1].float(), dim=-1)
+                out.append(lp.gather(1, torch.tensor(cont)[:, None]).sum().item())
+            return out
+
+        def first_best(v):
+            return max(range(len(v)), key=lambda k: (v[k], -k))
+        # the answers: the unclipped model's choice, so that clipping can only lose
+        answers = [first_best(scores(llama, c, ch)) for c, ch in items]
+        zero = {"final_norm.out": {c: (0.0, 0.0) for c in range(llama.config.hidden_size)}}
+        with acttrace.clip(llama, zero):
+            clipped_right = sum(first_best(scores(llama, c, ch)) == a
+                                for (c, ch), a in zip(items, answers))
+        jsonl = os.path.join(tmp, "items.jsonl")
+        with open(jsonl, "w", encoding="utf-8") as f:
+            for (context, choices), answer in zip(items, answers):
+                f.write(json.dumps({"context": context, "choices": choices, "answer": answer}) + "\n")
+        zero_bounds = os.path.join(tmp, "zero.tsv")
+        acttrace.write_bounds(zero_bounds, zero)
+        rc, stdout, stderr = env.run("--model", llama_dir, "--choices", jsonl, "--clip", zero_bounds)
+        rows = [l.split("\t") for l in stdout.splitlines()]
+        check.ok(rc == 0 and rows[0] == ["run", "items", "correct", "accuracy"] and len(rows) == 3,
+                 f"exit {rc}: {rows} {stderr}")
+        if len(rows) == 3:
+            check.ok(rows[1][:3] == ["baseline", str(len(items)), str(len(items))],
+                     f"baseline {rows[1]}: the reference gets all {len(items)}")
+            check.ok(rows[2][:3] == ["clipped", str(len(items)), str(clipped_right)] and
+                     clipped_right < len(items),
+                     f"clipped {rows[2]}: the reference gets {clipped_right} of {len(items)}")
+        # bad items: one line naming the file and line, exit 1
+        for text, want in (("{not json", "items-bad.jsonl:1: not JSON"),
+                           ('{"context": "a", "choices": ["b"], "answer": 0}', "two or more"),
+                           ('{"context": "a", "choices": ["b", "c"], "answer": 2}', "not the index"),
+                           ('{"context": "a", "choices": ["b", "c"]}', "no answer")):
+            bad = os.path.join(tmp, "items-bad.jsonl")
+            with open(bad, "w", encoding="utf-8") as f:
+                f.write(text + "\n")
+            rc, stdout, stderr = env.run("--model", llama_dir, "--choices", bad)
+            check.ok(rc == 1 and want in stderr and stderr.count("\n") == 1 and stdout == "",
+                     f"{text}: exit {rc}: {stderr!r}")
+        rc, _, stderr = env.run("--model", llama_dir, "--choices", jsonl, "--text", files[0])
+        check.ok(rc == 2 and "takes no --text" in stderr, f"--choices with --text: {rc} {stderr!r}")
+
         # --- --clip without --perplexity records the clipped model
         check.context = "clipped trace"
         out = os.path.join(tmp, "clipped.h5")
