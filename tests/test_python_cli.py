@@ -398,6 +398,48 @@ def main():
         rc, _, stderr = env.run("--model", llama_dir, "--choices", jsonl, "--text", files[0])
         check.ok(rc == 2 and "takes no --text" in stderr, f"--choices with --text: {rc} {stderr!r}")
 
+        # --- weight zeroing: the API restores every weight bit for bit, and
+        # --zero-weights adds a pass whose perplexity is the reference's
+        check.context = "zero weights"
+        target = next(p.module for p in acttrace.points(llama) if p.site == "mlp.down_proj.in")
+        weight = acttrace.catalogue.module_at(llama, target).weight
+        before = weight.detach().clone()
+        table = os.path.join(tmp, "zero.tsv")
+        threshold = float(before.abs().flatten().sort().values[-5])  # the 4 largest go
+        with open(table, "w", encoding="utf-8") as f:
+            f.write(f"module\tkind\tvalue\n{target}\trow\t1\n{target}\tcolumn\t2\n"
+                    f"{target}\tabove\t{threshold!r}\n")
+        with acttrace.zero_weights(llama, table) as z:
+            inside = weight.detach().clone()
+            zmean, zn = reference_perplexity(llama, batches_of(sequences_of(texts[:1], 20, bos=True), 4))
+        want = before.clone()
+        want[1, :] = 0
+        want[:, 2] = 0
+        want[before.abs() > threshold] = 0
+        check.ok(torch.equal(inside, want), "row, column and threshold zeroed inside the block")
+        check.ok(torch.equal(weight, before), "every weight back, bit for bit, after it")
+        check.ok(z.counts()[target] == int(((want == 0) & (before != 0)).sum()),
+                 f"counts {z.counts()}")
+        rc, stdout, stderr = env.run("--model", llama_dir, "--text", files[0], "--perplexity",
+                                     "--zero-weights", table, "--seq-len", 20, "--batch", 4)
+        rows = [l.split("\t") for l in stdout.splitlines()]
+        check.ok(rc == 0 and [r[0] for r in rows[1:]] == ["baseline", "zeroed"], f"{rows} {stderr}")
+        if rc == 0 and len(rows) == 3:
+            check.ok(math.isclose(float(rows[2][3]), math.exp(zmean), rel_tol=1e-6),
+                     f"zeroed {rows[2]}, expected {math.exp(zmean)}")
+        for text, want_err in (("module\tkind\tvalue\nx\tdiagonal\t1\n", "zero.tsv:2: kind"),
+                               (f"module\tkind\tvalue\n{target}\trow\t99999\n", "rows"),
+                               ("module\tkind\tvalue\nno.such.module\trow\t1\n", "no.such.module")):
+            with open(table, "w", encoding="utf-8") as f:
+                f.write(text)
+            rc, stdout, stderr = env.run("--model", llama_dir, "--text", files[0], "--perplexity",
+                                         "--zero-weights", table)
+            check.ok(rc == 1 and want_err in stderr and stderr.count("\n") == 1,
+                     f"{text!r}: exit {rc}: {stderr!r}")
+        rc, _, stderr = env.run("--model", llama_dir, "--text", files[0], "-o",
+                                os.path.join(tmp, "z.h5"), "--zero-weights", table)
+        check.ok(rc == 2 and "needs --perplexity" in stderr, f"without a measure: {rc} {stderr!r}")
+
         # --- --clip without --perplexity records the clipped model
         check.context = "clipped trace"
         out = os.path.join(tmp, "clipped.h5")

@@ -17,10 +17,11 @@ from .capture import Capture, capture, tokens
 from .catalogue import COMPONENTS, Point, names as catalogues, points
 from .clip import Clip, clip, read_bounds, write_bounds
 from .writer import CONV, ROWS, Writer
+from .zero import ZeroWeights, read_zero_table, zero_weights
 
 __version__ = version()
 __all__ = [
     "COMPONENTS", "CONV", "Capture", "Clip", "Error", "Point", "ROWS", "Writer", "capture",
-    "catalogues", "clip", "library_path", "points", "read_bounds", "tokens", "version",
-    "write_bounds",
+    "catalogues", "clip", "library_path", "points", "read_bounds", "read_zero_table", "tokens",
+    "version", "write_bounds", "ZeroWeights", "zero_weights",
 ]
