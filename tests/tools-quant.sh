@@ -40,6 +40,14 @@ awk -F'\t' 'NR > 1 { s[$1, $6, $5] = $9 } END {
 	exit bad }' "$tmp/quant.tsv" || fail "8 bits no better than 4"
 trace-quant -b 8 -p 'layers.1.*' "$tmp/q.h5" | head -n 1 >/dev/null || fail "a closed pipe"
 
+# --- SmoothQuant: usage, and a trace without weight matrices
+expect_exit 2 trace-quant --smooth 1.5 "$tmp/q.h5"
+expect_exit 2 trace-quant --smooth 0.5,x "$tmp/q.h5"
+expect_exit 2 trace-quant --factors "$tmp/f.tsv" "$tmp/q.h5"
+expect_exit 0 trace-quant --smooth 0.5 "$tmp/q.h5"
+expect_stderr "no selected point is a Linear's input"
+test "$(wc -l <"$tmp/out")" -eq 1 || fail "--smooth without weights: rows $(cat "$tmp/out")"
+
 # --- numbers, against numpy on h5py's reading of the same file
 if test -z "${PYTHON_TEST:-}"; then
 	echo "# skipped the numpy checks: no Python with h5py, hdf5plugin and numpy"
@@ -83,6 +91,53 @@ for r in rows:
                    f"{sqnr:.3f} dB: more than {limit} dB apart")
 if not any(int(r[col["outliers"]]) for r in rows):
     bad.append("no point with outliers: bits_lost untested")
+print("\n".join(bad[:10]))
+sys.exit(1 if bad else 0)
+EOF
+# SmoothQuant's factors against numpy on the raw activations and weight that
+# at-feed recorded (nothing read back from the trace)
+"$PYTHON_TEST" - "$tmp" <<'EOF' || fail "writing the raw inputs"
+import sys
+import numpy as np
+rng = np.random.default_rng(1)
+x = rng.normal(0, 1, (64, 32)).astype(np.float32)
+x[:, 5] *= 40  # an outlier channel
+x[:, 9] += 25
+w = rng.normal(0, 0.05, (16, 32)).astype(np.float32)
+w[:, 3] *= 10
+x.tofile(sys.argv[1] + "/x.raw")
+w.tofile(sys.argv[1] + "/w.raw")
+EOF
+"$top_builddir/tests/at-feed" --dtype f32 --layout tc --batches 1 --rows 64 --channels 32 \
+	--weight "$tmp/w.raw:16:32" -o "$tmp/sq.h5" "$tmp/x.raw" || fail "at-feed"
+trace-quant -d 17 --smooth 0,0.5,1 --factors "$tmp/factors.tsv" "$tmp/sq.h5" >"$tmp/smooth.tsv"
+"$PYTHON_TEST" - "$tmp" <<'EOF' || fail "SmoothQuant against numpy"
+import sys
+import numpy as np
+d = sys.argv[1]
+x = np.fromfile(d + "/x.raw", dtype=np.float32).reshape(64, 32).astype(np.float64)
+w = np.fromfile(d + "/w.raw", dtype=np.float32).reshape(16, 32).astype(np.float64)
+a, wc = np.abs(x).max(axis=0), np.abs(w).max(axis=0)
+bad = []
+header, *rows = [l.rstrip("\n").split("\t") for l in open(d + "/factors.tsv")]
+if len(rows) != 3 * 32:
+    bad.append(f"{len(rows)} factor rows, expected {3 * 32}")
+for r in rows:
+    j, alpha, f = int(r[1]), float(r[2]), float(r[5])
+    want = a[j] ** alpha / wc[j] ** (1 - alpha)
+    if abs(f - want) > 1e-12 * want:
+        bad.append(f"channel {j} alpha {alpha}: {f!r} vs numpy {want!r}")
+header, *rows = [l.rstrip("\n").split("\t") for l in open(d + "/smooth.tsv")]
+col = {h: i for i, h in enumerate(header)}
+for r in rows:
+    alpha = float(r[col["alpha"]])
+    s = a ** alpha / wc ** (1 - alpha)
+    for what, want in (("act_absmax_smoothed", (a / s).max()), ("w_absmax_smoothed", (wc * s).max()),
+                       ("act_bits_gained", np.log2(a.max() / (a / s).max())),
+                       ("w_bits_lost", np.log2((wc * s).max() / wc.max()))):
+        got = float(r[col[what]])
+        if abs(got - want) > 1e-12 * max(1.0, abs(want)):
+            bad.append(f"alpha {alpha} {what}: {got!r} vs numpy {want!r}")
 print("\n".join(bad[:10]))
 sys.exit(1 if bad else 0)
 EOF

@@ -6,10 +6,13 @@
  * analysis/quant.c. */
 #include "config.h"
 
+#include <errno.h>
 #include <getopt.h>
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "analysis.h"
 #include "cli.h"
@@ -21,6 +24,9 @@ struct options {
 	int nbits;
 	struct cli_selection select;
 	struct cli_format_opts out;
+	double alphas[8]; /* --smooth */
+	int nalphas;
+	const char *factors_path;
 };
 
 _Noreturn static void usage(void)
@@ -36,6 +42,11 @@ _Noreturn static void usage(void)
 	       "%s"
 	       "\n"
 	       "  -b, --bits=B,...       bit widths (default 8,4; each 2 to 16)\n"
+	       "  -s, --smooth=A,...     SmoothQuant instead: for each point that is a\n"
+	       "                         Linear's input with the Linear's weight in the\n"
+	       "                         trace, the factors s_j = max|X_j|^A / max|W_j|^(1-A)\n"
+	       "                         and the INT8 steps before and after (A in [0, 1])\n"
+	       "      --factors=FILE     with --smooth: every channel's factor (TSV)\n"
 	       "%s%s"
 	       "See trace-quant(1).\n",
 	       cli_prog, copts_help(), cli_selection_help(), cli_format_opts_help());
@@ -57,11 +68,27 @@ static void parse_bits(const char *arg, struct options *o)
 	}
 }
 
+static void parse_alphas(const char *arg, struct options *o)
+{
+	char buf[256];
+	snprintf(buf, sizeof buf, "%s", arg);
+	o->nalphas = 0;
+	for (char *item = buf, *comma; item; item = comma ? comma + 1 : NULL) {
+		if ((comma = strchr(item, ',')))
+			*comma = '\0';
+		double a;
+		if (o->nalphas == 8 || cli_parse_double(item, &a) || !(a >= 0 && a <= 1))
+			cli_usage_error("--smooth wants up to 8 migration strengths in [0, 1], not '%s'", arg);
+		o->alphas[o->nalphas++] = a;
+	}
+}
+
 static int parse_args(int argc, char **argv, struct options *o)
 {
-	enum { OPT_VERSION = 512, OPT_COMPONENT };
+	enum { OPT_VERSION = 512, OPT_COMPONENT, OPT_FACTORS };
 	static const struct option own[] = {
 		{"bits", required_argument, NULL, 'b'},   {"point", required_argument, NULL, 'p'},
+		{"smooth", required_argument, NULL, 's'}, {"factors", required_argument, NULL, OPT_FACTORS},
 		{"component", required_argument, NULL, OPT_COMPONENT},
 		{"layers", required_argument, NULL, 'l'}, {"format", required_argument, NULL, 'f'},
 		{"no-header", no_argument, NULL, 'H'},    {"digits", required_argument, NULL, 'd'},
@@ -71,7 +98,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	struct option longopts[64];
 	copts_longopts_with(longopts, 64, own, sizeof own / sizeof own[0]);
 	char shortopts[64];
-	snprintf(shortopts, sizeof shortopts, "%sb:p:l:f:Hd:qh", copts_shortopts());
+	snprintf(shortopts, sizeof shortopts, "%sb:s:p:l:f:Hd:qh", copts_shortopts());
 
 	*o = (struct options){.bits = {8, 4}, .nbits = 2};
 	cli_selection_init(&o->select);
@@ -87,6 +114,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 			continue;
 		switch (opt) {
 		case 'b': parse_bits(optarg, o); break;
+		case 's': parse_alphas(optarg, o); break;
+		case OPT_FACTORS: o->factors_path = optarg; break;
 		case 'h': usage();
 		case OPT_VERSION: cli_version();
 		default: cli_bad_option(argv);
@@ -94,6 +123,8 @@ static int parse_args(int argc, char **argv, struct options *o)
 	}
 	if (argc - optind != 1)
 		cli_usage_error(optind == argc ? "no trace file given" : "one trace at a time");
+	if (o->factors_path && !o->nalphas)
+		cli_usage_error("--factors goes with --smooth");
 	copts_finish(&o->criteria);
 	if (an_method_is_elementwise(o->criteria.params.method))
 		cli_usage_error("-m %s flags elements, not outlier channels",
@@ -193,12 +224,133 @@ static void quant_point(struct cli_table *t, struct at_reader *r, int32_t index,
 	at_stats_free(&s);
 }
 
+/* ---------------------------------------------------------------- SmoothQuant */
+
+/* SmoothQuant (Xiao et al. 2023): X W = (X diag(s)^-1) (diag(s) W), with
+ * s_j = max|X_j|^alpha / max|W_j|^(1 - alpha) over input channel j, so that
+ * the activations' outlier channels hand part of their range to the weights.
+ * A channel whose activation or weight absmax is 0 keeps s_j = 1. */
+static double smooth_factor(double act, double w, double alpha)
+{
+	return act > 0 && w > 0 ? pow(act, alpha) / pow(w, 1 - alpha) : 1.0;
+}
+
+static const char *const smooth_columns[] = {
+	"point", "module", "alpha", "channels", "act_absmax", "act_absmax_smoothed", "w_absmax",
+	"w_absmax_smoothed", "act_bits_gained", "w_bits_lost"};
+
+/* The index of the weight of a point's module, or -1. */
+static int32_t weight_of_point(struct at_reader *r, const struct at_point_info *p)
+{
+	for (int32_t i = 0; i < at_reader_info(r)->weights; i++)
+		if (!strcmp(at_reader_weight_name(r, i), p->module))
+			return i;
+	return -1;
+}
+
+static void smooth_point(struct cli_table *t, FILE *factors, struct at_reader *r, int32_t index,
+                         int32_t widx, const struct options *o)
+{
+	const struct at_point_info *p = at_reader_point(r, index);
+	struct at_stats s;
+	struct at_weight_stats w;
+	struct at_error err = {0};
+	if (at_reader_load_moments(r, index, &s, &err) || at_reader_load_weight(r, widx, &w, &err))
+		cli_fail_at(&err);
+	for (int k = 0; k < o->nalphas; k++) {
+		double alpha = o->alphas[k], act = 0, act_s = 0, wmax = 0, wmax_s = 0;
+		for (int64_t j = 0; j < p->channels; j++) {
+			double a = s.absmax[j] >= 0 ? s.absmax[j] : 0, wj = w.col_absmax[j];
+			double f = smooth_factor(a, wj, alpha);
+			act = fmax(act, a);
+			act_s = fmax(act_s, a / f);
+			wmax = fmax(wmax, wj);
+			wmax_s = fmax(wmax_s, wj * f);
+			if (factors)
+				fprintf(factors, "%s\t%lld\t%.17g\t%.17g\t%.17g\t%.17g\n", p->name,
+				        (long long)j, alpha, a, wj, f);
+		}
+		cli_table_str(t, p->name);
+		cli_table_str(t, p->module);
+		cli_table_double(t, alpha);
+		cli_table_int(t, p->channels);
+		cli_table_double(t, act);
+		cli_table_double(t, act_s);
+		cli_table_double(t, wmax);
+		cli_table_double(t, wmax_s);
+		/* per-tensor INT8 steps scale with the absmax: bits = log2 of the ratio */
+		cli_table_double(t, act > 0 && act_s > 0 ? log2(act / act_s) : 0.0);
+		cli_table_double(t, wmax > 0 && wmax_s > 0 ? log2(wmax_s / wmax) : 0.0);
+		cli_table_end_row(t);
+	}
+	at_weight_stats_free(&w);
+	at_stats_free(&s);
+}
+
+static void run_smooth(struct at_reader *r, const struct options *o, const char *path)
+{
+	FILE *factors = NULL;
+	char tmp[4096];
+	if (o->factors_path) {
+		snprintf(tmp, sizeof tmp, "%s.tmp%ld", o->factors_path, (long)getpid());
+		if (!(factors = fopen(tmp, "w")))
+			cli_fail(o->factors_path, "cannot write: %s", strerror(errno));
+		if (o->out.header)
+			fputs("point\tchannel\talpha\tact_absmax\tw_absmax\tfactor\n", factors);
+	}
+	struct cli_table t;
+	cli_table_begin(&t, stdout, o->out.format, o->out.header, smooth_columns,
+	                (int)(sizeof smooth_columns / sizeof smooth_columns[0]));
+	t.digits = o->out.digits;
+	int32_t n = at_reader_info(r)->points, paired = 0, unpaired = 0;
+	for (int32_t i = 0; i < n; i++) {
+		const struct at_point_info *p = at_reader_point(r, i);
+		if (!cli_selected(&o->select, p))
+			continue;
+		int32_t widx = strcmp(p->direction, "in") ? -1 : weight_of_point(r, p);
+		int fits = 0;
+		if (widx >= 0) {
+			struct at_weight_stats probe;
+			struct at_error err = {0};
+			if (at_reader_load_weight(r, widx, &probe, &err))
+				cli_fail_at(&err);
+			fits = probe.rows > 1 && probe.cols == p->channels;
+			at_weight_stats_free(&probe);
+		}
+		if (!fits) {
+			unpaired++;
+			continue;
+		}
+		smooth_point(&t, factors, r, i, widx, o);
+		paired++;
+	}
+	if (!paired && !cli_quiet)
+		cli_warn(path, "warning: no selected point is a Linear's input with its weight in the "
+		               "trace");
+	else if (unpaired && !cli_quiet)
+		cli_warn(path, "%d selected points have no weight matrix of their width: skipped",
+		         (int)unpaired);
+	if (factors) {
+		int bad = ferror(factors);
+		if (fclose(factors) != 0 || bad || rename(tmp, o->factors_path) != 0) {
+			remove(tmp);
+			cli_fail(o->factors_path, "write error");
+		}
+	}
+	cli_table_end(&t);
+}
+
 int main(int argc, char **argv)
 {
 	cli_init(argv[0]);
 	struct options o;
 	int first = parse_args(argc, argv, &o);
 	struct at_reader *r = cli_open_trace(argv[first]);
+	if (o.nalphas) {
+		run_smooth(r, &o, argv[first]);
+		at_reader_close(r);
+		return CLI_EXIT_OK;
+	}
 	struct an_outliers *flags = copts_outliers(r, &o.criteria.params);
 	struct cli_table t;
 	cli_table_begin(&t, stdout, o.out.format, o.out.header, columns,
