@@ -8,6 +8,7 @@
  * themselves: the trace's |x| histogram brackets it, its samples give it on
  * the rows they hold. */
 #include <math.h>
+#include <pthread.h>
 
 #include "analysis.h"
 
@@ -41,9 +42,21 @@ static int bin_clipped(double lo, double hi, double lower, double upper)
 	return pos_some || neg_some ? 1 : 0;
 }
 
+/* The bins' edges, computed once: the rates run over every bin of every
+ * bounded channel, once per cell of a sweep. */
+static double edge[AT_HIST_BINS + 1];
+static pthread_once_t edge_once = PTHREAD_ONCE_INIT;
+
+static void edge_init(void)
+{
+	for (int b = 0; b <= AT_HIST_BINS; b++)
+		edge[b] = at_hist_lower_edge(b);
+}
+
 void an_clip_rate_hist(const struct at_stats *s, int64_t channel, double lower, double upper,
                        struct an_clip_rate *out)
 {
+	pthread_once(&edge_once, edge_init);
 	const uint32_t *h = s->hist + channel * AT_HIST_BINS;
 	out->values = out->low = out->high = 0;
 	for (int b = 0; b < AT_HIST_BINS; b++) {
@@ -54,8 +67,7 @@ void an_clip_rate_hist(const struct at_stats *s, int64_t channel, double lower, 
 		if (b == 0) /* exact zeros: clamped only when 0 is outside the bounds */
 			clipped = 0.0 < lower || 0.0 > upper ? 2 : 0;
 		else
-			clipped = bin_clipped(at_hist_lower_edge(b), at_hist_lower_edge(b + 1), lower,
-			                      upper);
+			clipped = bin_clipped(edge[b], edge[b + 1], lower, upper);
 		if (clipped == 2)
 			out->low += h[b];
 		if (clipped)

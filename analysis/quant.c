@@ -5,6 +5,7 @@
  * absmax over the tensor (per tensor) or over the channel (per channel); no
  * value is clamped, since absmax sets the step. */
 #include <math.h>
+#include <pthread.h>
 
 #include "analysis.h"
 
@@ -36,20 +37,33 @@ void an_quant_samples(const float *rows, int64_t n, int64_t channels, int64_t ch
  * outlier channel with a large mean under its own scale) has errors far from
  * uniform, which bins 19%% of |x| wide cannot resolve: trace-quant(1) states
  * what this costs.  The signal is exact, from the moments. */
+/* The value a bin stands for (computed once: the estimate runs over every
+ * bin of every channel, once per scale). */
+static double bin_value[AT_HIST_BINS];
+static pthread_once_t bin_value_once = PTHREAD_ONCE_INIT;
+
+static void bin_value_init(void)
+{
+	for (int b = 1; b < AT_HIST_BINS; b++) {
+		double lo = at_hist_lower_edge(b), hi = at_hist_lower_edge(b + 1);
+		bin_value[b] = b == 1 ? 0.5 * hi : isinf(hi) ? lo : sqrt(lo * hi);
+	}
+}
+
 void an_quant_hist(const struct at_stats *s, int64_t channel, double step,
                    struct an_quant_error *out)
 {
+	pthread_once(&bin_value_once, bin_value_init);
 	const uint32_t *h = s->hist + channel * AT_HIST_BINS;
 	double n = (double)s->count[channel];
 	out->values += s->count[channel];
 	out->signal += s->m2[channel] + n * s->mean[channel] * s->mean[channel];
+	const double uniform = step * step / 12.0, half = 0.5 * step;
 	for (int b = 1; b < AT_HIST_BINS; b++) {
 		if (!h[b])
 			continue;
-		double lo = at_hist_lower_edge(b), hi = at_hist_lower_edge(b + 1);
-		double x = b == 1 ? 0.5 * hi : isinf(hi) ? lo : sqrt(lo * hi);
-		double err = step > 0 && x >= 0.5 * step ? step * step / 12.0 : x * x;
-		out->error += h[b] * err;
+		double x = bin_value[b];
+		out->error += h[b] * (step > 0 && x >= half ? uniform : x * x);
 	}
 }
 
