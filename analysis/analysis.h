@@ -235,6 +235,10 @@ void an_quant_samples(const float *rows, int64_t n, int64_t channels, int64_t ch
 /* Estimated from the channel's |x| histogram (see quant.c); needs s->hist. */
 void an_quant_hist(const struct at_stats *s, int64_t channel, double step,
                    struct an_quant_error *out);
+/* The same for several steps at once, outs[k] for steps[k]: one pass over the
+ * channel's bins. */
+void an_quant_hist_steps(const struct at_stats *s, int64_t channel, const double *steps,
+                         int nsteps, struct an_quant_error *outs);
 /* 10 log10(signal / error): inf for no error, NaN without values. */
 double an_quant_sqnr_db(const struct an_quant_error *e);
 

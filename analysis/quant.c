@@ -53,17 +53,40 @@ static void bin_value_init(void)
 void an_quant_hist(const struct at_stats *s, int64_t channel, double step,
                    struct an_quant_error *out)
 {
+	an_quant_hist_steps(s, channel, &step, 1, out);
+}
+
+void an_quant_hist_steps(const struct at_stats *s, int64_t channel, const double *steps,
+                         int nsteps, struct an_quant_error *outs)
+{
 	pthread_once(&bin_value_once, bin_value_init);
 	const uint32_t *h = s->hist + channel * AT_HIST_BINS;
 	double n = (double)s->count[channel];
-	out->values += s->count[channel];
-	out->signal += s->m2[channel] + n * s->mean[channel] * s->mean[channel];
-	const double uniform = step * step / 12.0, half = 0.5 * step;
+	double signal = s->m2[channel] + n * s->mean[channel] * s->mean[channel];
+	/* below[b]: values and their x^2 in the bins before b (bin 0, exact
+	 * zeros, errs by nothing) */
+	double values_below[AT_HIST_BINS + 1], square_below[AT_HIST_BINS + 1];
+	values_below[1] = square_below[1] = 0;
 	for (int b = 1; b < AT_HIST_BINS; b++) {
-		if (!h[b])
-			continue;
-		double x = bin_value[b];
-		out->error += h[b] * (step > 0 && x >= half ? uniform : x * x);
+		values_below[b + 1] = values_below[b] + h[b];
+		square_below[b + 1] = square_below[b] + h[b] * bin_value[b] * bin_value[b];
+	}
+	for (int k = 0; k < nsteps; k++) {
+		double step = steps[k];
+		/* the first bin whose value reaches half a step (bin_value rises) */
+		int lo = 1, hi = AT_HIST_BINS;
+		while (step > 0 && lo < hi) {
+			int mid = (lo + hi) / 2;
+			if (bin_value[mid] >= 0.5 * step)
+				hi = mid;
+			else
+				lo = mid + 1;
+		}
+		int first = step > 0 ? lo : AT_HIST_BINS;
+		double rounded = values_below[AT_HIST_BINS] - values_below[first];
+		outs[k].values += s->count[channel];
+		outs[k].signal += signal;
+		outs[k].error += square_below[first] + rounded * step * step / 12.0;
 	}
 }
 

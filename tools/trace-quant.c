@@ -202,23 +202,28 @@ static void quant_point(struct cli_table *t, struct at_reader *r, int32_t index,
 	absmax_of(&s, flags, &all, &rest);
 	/* log2 of the step with the outliers over the step without them */
 	double bits_lost = all > 0 && rest > 0 ? log2(all / rest) : 0.0;
-	for (int k = 0; k < o->nbits; k++) {
-		int bits = o->bits[k];
-		struct an_quant_error th = {0}, ts = {0}, ch = {0}, cs = {0};
-		double tensor_step = an_quant_step(all, bits);
-		for (int64_t c = 0; c < p->channels; c++) {
-			if (s.count[c] == 0)
-				continue;
-			double channel_step = an_quant_step(s.absmax[c], bits);
-			an_quant_hist(&s, c, tensor_step, &th);
-			an_quant_hist(&s, c, channel_step, &ch);
-			if (samples) {
-				an_quant_samples(samples, p->samples, p->channels, c, tensor_step, &ts);
-				an_quant_samples(samples, p->samples, p->channels, c, channel_step, &cs);
-			}
+	/* [k] per tensor and [nbits + k] per channel, for bit width k */
+	struct an_quant_error hist[16] = {{0}}, smp[16] = {{0}};
+	double tensor_step[8];
+	for (int k = 0; k < o->nbits; k++)
+		tensor_step[k] = an_quant_step(all, o->bits[k]);
+	for (int64_t c = 0; c < p->channels; c++) {
+		if (s.count[c] == 0)
+			continue;
+		double steps[16];
+		for (int k = 0; k < o->nbits; k++) {
+			steps[k] = tensor_step[k];
+			steps[o->nbits + k] = an_quant_step(s.absmax[c], o->bits[k]);
 		}
-		quant_row(t, p, bits, "tensor", tensor_step, &th, &ts, flags->n, bits_lost);
-		quant_row(t, p, bits, "channel", NAN, &ch, &cs, flags->n, bits_lost);
+		an_quant_hist_steps(&s, c, steps, 2 * o->nbits, hist);
+		for (int k = 0; samples && k < 2 * o->nbits; k++)
+			an_quant_samples(samples, p->samples, p->channels, c, steps[k], &smp[k]);
+	}
+	for (int k = 0; k < o->nbits; k++) {
+		quant_row(t, p, o->bits[k], "tensor", tensor_step[k], &hist[k], &smp[k], flags->n,
+		          bits_lost);
+		quant_row(t, p, o->bits[k], "channel", NAN, &hist[o->nbits + k], &smp[o->nbits + k],
+		          flags->n, bits_lost);
 	}
 	free(samples);
 	at_stats_free(&s);
