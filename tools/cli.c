@@ -388,3 +388,22 @@ const char *cli_format_opts_help(void)
 	       "  -h, --help             this help\n"
 	       "      --version          print the version\n";
 }
+
+int cli_parse_list(const char *s, double *out, int max)
+{
+	int n = 0;
+	for (const char *item = s;; item++) {
+		const char *comma = strchr(item, ',');
+		size_t len = comma ? (size_t)(comma - item) : strlen(item);
+		char buf[64];
+		if (len == 0 || len >= sizeof buf || n == max)
+			return -1;
+		memcpy(buf, item, len);
+		buf[len] = '\0';
+		if (cli_parse_double(buf, &out[n++]))
+			return -1;
+		if (!comma)
+			return n;
+		item = comma;
+	}
+}

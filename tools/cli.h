@@ -35,6 +35,10 @@ struct at_reader *cli_open_trace(const char *path);
 int cli_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_parse_double(const char *s, double *out);
 
+/* A comma-separated list of numbers ("4,6,8") into out, at most max of them:
+ * how many, or -1 for an empty item, a bad number or too many. */
+int cli_parse_list(const char *s, double *out, int max);
+
 /* Tables: one header line (unless disabled), one row per thing. */
 enum cli_format { CLI_TSV, CLI_CSV, CLI_JSON };
 int cli_parse_format(const char *s, enum cli_format *out);

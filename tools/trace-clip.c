@@ -70,22 +70,16 @@ _Noreturn static void usage(void)
 /* A comma-separated list of numbers >= 0 (at most 64 of them). */
 static int parse_list(const char *text, const char *what, double **out)
 {
-	char buf[1024];
-	if (strlen(text) >= sizeof buf)
-		cli_usage_error("--sweep: the %s list is too long", what);
-	snprintf(buf, sizeof buf, "%s", text);
 	double *v = malloc(64 * sizeof *v);
 	if (!v)
 		cli_fail(NULL, "out of memory");
-	int n = 0;
-	for (char *item = buf, *comma; item; item = comma ? comma + 1 : NULL) {
-		if ((comma = strchr(item, ',')))
-			*comma = '\0';
-		if (n == 64 || cli_parse_double(item, &v[n]) || !(v[n] >= 0) || !isfinite(v[n]))
-			cli_usage_error("--sweep: '%s' in the %s list is not a number >= 0 (64 at most)",
-			                item, what);
-		n++;
-	}
+	int n = cli_parse_list(text, v, 64);
+	for (int i = 0; i < n; i++)
+		if (!(v[i] >= 0) || !isfinite(v[i]))
+			n = -1;
+	if (n < 0)
+		cli_usage_error("--sweep: the %s list '%s' is not numbers >= 0 (64 at most)", what,
+		                text);
 	*out = v;
 	return n;
 }

@@ -55,32 +55,27 @@ _Noreturn static void usage(void)
 
 static void parse_bits(const char *arg, struct options *o)
 {
-	char buf[128];
-	snprintf(buf, sizeof buf, "%s", arg);
-	o->nbits = 0;
-	for (char *item = buf, *comma; item; item = comma ? comma + 1 : NULL) {
-		if ((comma = strchr(item, ',')))
-			*comma = '\0';
-		int64_t b;
-		if (o->nbits == 8 || cli_parse_int64(item, 2, 16, &b))
-			cli_usage_error("--bits wants up to 8 widths from 2 to 16, not '%s'", arg);
-		o->bits[o->nbits++] = (int)b;
-	}
+	double v[8];
+	int n = cli_parse_list(arg, v, 8);
+	for (int i = 0; i < n; i++)
+		if (!(v[i] >= 2 && v[i] <= 16 && v[i] == floor(v[i])))
+			n = -1;
+	if (n < 0)
+		cli_usage_error("--bits wants up to 8 widths from 2 to 16, not '%s'", arg);
+	for (int i = 0; i < n; i++)
+		o->bits[i] = (int)v[i];
+	o->nbits = n;
 }
 
 static void parse_alphas(const char *arg, struct options *o)
 {
-	char buf[256];
-	snprintf(buf, sizeof buf, "%s", arg);
-	o->nalphas = 0;
-	for (char *item = buf, *comma; item; item = comma ? comma + 1 : NULL) {
-		if ((comma = strchr(item, ',')))
-			*comma = '\0';
-		double a;
-		if (o->nalphas == 8 || cli_parse_double(item, &a) || !(a >= 0 && a <= 1))
-			cli_usage_error("--smooth wants up to 8 migration strengths in [0, 1], not '%s'", arg);
-		o->alphas[o->nalphas++] = a;
-	}
+	int n = cli_parse_list(arg, o->alphas, 8);
+	for (int i = 0; i < n; i++)
+		if (!(o->alphas[i] >= 0 && o->alphas[i] <= 1))
+			n = -1;
+	if (n < 0)
+		cli_usage_error("--smooth wants up to 8 migration strengths in [0, 1], not '%s'", arg);
+	o->nalphas = n;
 }
 
 static int parse_args(int argc, char **argv, struct options *o)

@@ -14,7 +14,6 @@ value is clipped exactly when it lies outside [lower, upper].
 
 Clip rate (per point): clipped elements / all elements the point's tensors
 had, over every forward while the hooks were on."""
-import csv
 import math
 import os
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ import torch
 
 from . import _hooks
 from ._lib import Error
+from ._tables import read_table
 from .catalogue import module_at, points as catalogue_points, resolve_name
 from .writer import CONV
 
@@ -44,37 +44,17 @@ def read_bounds(path):
     """Read a bounds table (TSV with the header point, channel, lower, upper;
     other columns are ignored, '#' lines and blank lines skipped) into
     {point: {channel: (lower, upper)}}.  Errors name the file and line."""
-    path = os.fspath(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [(n, line) for n, line in enumerate(f, 1)
-                    if line.strip() and not line.startswith("#")]
-    except OSError as e:
-        raise Error(f"{path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise Error(f"{path}: not UTF-8 text") from None
-    if not rows:
-        raise Error(f"{path}: empty bounds table (expected a header: {' '.join(BOUNDS_COLUMNS)})")
-    header_line, header = rows[0][0], next(csv.reader([rows[0][1]], delimiter="\t"))
-    header = [h.strip() for h in header]
-    missing = [c for c in BOUNDS_COLUMNS if c not in header]
-    if missing:
-        raise Error(f"{path}:{header_line}: header lacks column '{missing[0]}' "
-                    f"(expected {', '.join(BOUNDS_COLUMNS)})")
-    col = {c: header.index(c) for c in BOUNDS_COLUMNS}
+    path, rows = read_table(path, BOUNDS_COLUMNS, "bounds table")
     bounds = {}
-    for n, line in rows[1:]:
+    for n, row in rows:
         where = f"{path}:{n}"
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) < len(header):
-            raise Error(f"{where}: {len(fields)} fields, the header has {len(header)}")
-        point = fields[col["point"]].strip()
+        point = row["point"].strip()
         try:
-            channel = int(fields[col["channel"]])
+            channel = int(row["channel"])
         except ValueError:
-            raise Error(f"{where}: channel '{fields[col['channel']]}' is not an integer") from None
-        lower = _parse_bound(fields[col["lower"]], "lower", where)
-        upper = _parse_bound(fields[col["upper"]], "upper", where)
+            raise Error(f"{where}: channel '{row['channel']}' is not an integer") from None
+        lower = _parse_bound(row["lower"], "lower", where)
+        upper = _parse_bound(row["upper"], "upper", where)
         if not point:
             raise Error(f"{where}: empty point name")
         if channel < 0:

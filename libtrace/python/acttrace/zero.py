@@ -13,13 +13,13 @@ module is a module path of the model whose `weight` is a matrix [out, in]
 (a Linear's); kind is `row` (output feature `value`), `column` (input
 feature `value`) or `above` (every element with |w| > value).  The weights
 are changed in place and restored bit for bit when the block ends."""
-import csv
 import math
 import os
 
 import torch
 
 from ._lib import Error
+from ._tables import read_table
 from .catalogue import module_at
 
 ZERO_COLUMNS = ("module", "kind", "value")
@@ -30,29 +30,11 @@ def read_zero_table(path):
     """[(module, kind, value)] from a TSV table (header module, kind, value;
     other columns ignored, '#' and blank lines skipped); errors name the
     file and line."""
-    path = os.fspath(path)
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = [(n, line) for n, line in enumerate(f, 1)
-                    if line.strip() and not line.startswith("#")]
-    except OSError as e:
-        raise Error(f"{path}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise Error(f"{path}: not UTF-8 text") from None
-    if not rows:
-        raise Error(f"{path}: empty table (expected a header: {' '.join(ZERO_COLUMNS)})")
-    header = [h.strip() for h in next(csv.reader([rows[0][1]], delimiter="\t"))]
-    missing = [c for c in ZERO_COLUMNS if c not in header]
-    if missing:
-        raise Error(f"{path}:{rows[0][0]}: header lacks column '{missing[0]}'")
-    col = {c: header.index(c) for c in ZERO_COLUMNS}
+    path, rows = read_table(path, ZERO_COLUMNS, "table")
     out = []
-    for n, line in rows[1:]:
+    for n, row in rows:
         where = f"{path}:{n}"
-        fields = line.rstrip("\r\n").split("\t")
-        if len(fields) < len(header):
-            raise Error(f"{where}: {len(fields)} fields, the header has {len(header)}")
-        module, kind, text = (fields[col[c]].strip() for c in ZERO_COLUMNS)
+        module, kind, text = (row[c].strip() for c in ZERO_COLUMNS)
         if not module:
             raise Error(f"{where}: empty module")
         if kind not in KINDS:
