@@ -1,0 +1,94 @@
+/* fuzz-trace.c: everything the tools do with a trace after opening it, on
+ * one input: the points' moments and whole statistics, a few sampled rows,
+ * tokens and every weight.  Errors are fine; a crash, a leak or undefined
+ * behaviour is what it looks for (under ASan and UBSan).
+ *
+ * Two builds of the same code:
+ *   - a replay driver (default): fuzz-trace FILE... runs each file and
+ *     prints "ok FILE"; tests/fuzz-replay.sh runs it in make check over
+ *     tests/fuzz/corpus and damaged copies of a good trace;
+ *   - a libFuzzer target (-DFUZZ_LIBFUZZER, clang -fsanitize=fuzzer): each
+ *     input is written to an in-memory file and opened by its /proc path;
+ *     tests/fuzz/run.sh builds and runs it. */
+#define _GNU_SOURCE
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "acttrace.h"
+
+/* The most values one read may ask for: a damaged trace may claim sizes the
+ * reader accepts (up to 2^31 channels) that no test machine can hold. */
+#define MAX_READ_VALUES ((int64_t)1 << 24)
+
+static void traverse(struct at_reader *r)
+{
+	const struct at_trace_info *info = at_reader_info(r);
+	struct at_error err;
+	for (int32_t i = 0; i < info->points; i++) {
+		const struct at_point_info *p = at_reader_point(r, i);
+		struct at_stats s;
+		if (at_reader_load_moments(r, i, &s, &err) == AT_OK)
+			at_stats_free(&s);
+		if (p->channels * 256 <= MAX_READ_VALUES && at_reader_load_stats(r, i, &s, &err) == AT_OK)
+			at_stats_free(&s);
+		int64_t rows = p->samples < 64 ? p->samples : 64;
+		if (rows > 0 && rows * p->channels <= MAX_READ_VALUES) {
+			float *values = malloc((size_t)(rows * p->channels) * sizeof *values);
+			int64_t *tokens = malloc((size_t)rows * sizeof *tokens);
+			if (values && tokens)
+				at_reader_read_samples(r, i, 0, rows, values, tokens, &err);
+			free(values);
+			free(tokens);
+		}
+	}
+	int64_t n = info->tokens < 64 ? info->tokens : 64;
+	if (n > 0) {
+		int32_t seq[64], pos[64], id[64];
+		at_reader_read_tokens(r, 0, n, seq, pos, id, &err);
+	}
+	for (int32_t i = 0; i < info->weights; i++) {
+		struct at_weight_stats w;
+		if (at_reader_load_weight(r, i, &w, &err) == AT_OK)
+			at_weight_stats_free(&w);
+	}
+}
+
+static void fuzz_path(const char *path)
+{
+	struct at_reader *r = NULL;
+	struct at_error err;
+	if (at_reader_open(&r, path, &err) == AT_OK) {
+		traverse(r);
+		at_reader_close(r);
+	}
+}
+
+#ifdef FUZZ_LIBFUZZER
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+	int fd = memfd_create("trace", 0);
+	if (fd < 0)
+		return 0;
+	if (write(fd, data, size) == (ssize_t)size) {
+		char path[64];
+		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+		fuzz_path(path);
+	}
+	close(fd);
+	return 0;
+}
+#else
+int main(int argc, char **argv)
+{
+	for (int i = 1; i < argc; i++) {
+		fuzz_path(argv[i]);
+		printf("ok %s\n", argv[i]);
+		fflush(stdout);
+	}
+	return 0;
+}
+#endif
