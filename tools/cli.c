@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
@@ -406,4 +407,96 @@ int cli_parse_list(const char *s, double *out, int max)
 			return n;
 		item = comma;
 	}
+}
+
+/* ---------------------------------------------------------------- a point's data */
+
+void cli_load_point(struct at_reader *r, int32_t index, int whole, const char *hist_for,
+                    struct at_stats *s)
+{
+	struct at_error err = {0};
+	if (whole ? at_reader_load_stats(r, index, s, &err) : at_reader_load_moments(r, index, s, &err))
+		cli_fail_at(&err);
+	if (hist_for && !s->hist)
+		cli_fail(at_reader_path(r), "point '%s' has no histogram, which %s needs",
+		         at_reader_point(r, index)->name, hist_for);
+}
+
+float *cli_load_samples(struct at_reader *r, int32_t index, int64_t **tokens)
+{
+	const struct at_point_info *p = at_reader_point(r, index);
+	if (tokens)
+		*tokens = NULL;
+	if (p->samples == 0)
+		return NULL;
+	float *rows = malloc((size_t)(p->samples * p->channels) * sizeof *rows);
+	int64_t *tok = tokens ? malloc((size_t)p->samples * sizeof *tok) : NULL;
+	if (!rows || (tokens && !tok))
+		cli_fail(at_reader_path(r), "out of memory for the samples of '%s'", p->name);
+	struct at_error err = {0};
+	if (at_reader_read_samples(r, index, 0, p->samples, rows, tok, &err))
+		cli_fail_at(&err);
+	if (tokens)
+		*tokens = tok;
+	return rows;
+}
+
+/* ---------------------------------------------------------------- output files */
+
+/* The temporaries not yet committed, removed at exit and on a signal. */
+static struct cli_out_file *volatile pending;
+
+static void remove_pending(void)
+{
+	for (struct cli_out_file *o = pending; o; o = o->next)
+		unlink(o->tmp);
+}
+
+static void remove_pending_on_signal(int sig)
+{
+	remove_pending();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void cli_out_open(struct cli_out_file *o, const char *path)
+{
+	static int armed;
+	if (!armed) {
+		atexit(remove_pending);
+		signal(SIGPIPE, remove_pending_on_signal);
+		signal(SIGINT, remove_pending_on_signal);
+		signal(SIGTERM, remove_pending_on_signal);
+		armed = 1;
+	}
+	size_t len = strlen(path) + 32;
+	o->path = malloc(len);
+	o->tmp = malloc(len);
+	if (!o->path || !o->tmp)
+		cli_fail(path, "out of memory");
+	snprintf(o->path, len, "%s", path);
+	snprintf(o->tmp, len, "%s.tmp%ld", path, (long)getpid());
+	o->f = fopen(o->tmp, "w");
+	if (!o->f)
+		cli_fail(path, "cannot write: %s", strerror(errno));
+	o->next = pending;
+	pending = o;
+}
+
+void cli_out_commit(struct cli_out_file *o)
+{
+	int bad = ferror(o->f);
+	bad |= fclose(o->f) != 0;
+	o->f = NULL;
+	if (bad)
+		cli_fail(o->path, "write error"); /* the temporary goes at exit */
+	if (rename(o->tmp, o->path) != 0)
+		cli_fail(o->path, "cannot write: %s", strerror(errno));
+	struct cli_out_file *volatile *link = &pending;
+	while (*link && *link != o)
+		link = &(*link)->next;
+	if (*link)
+		*link = o->next;
+	free(o->path);
+	free(o->tmp);
 }

@@ -31,6 +31,30 @@ void cli_warn(const char *file, const char *fmt, ...) __attribute__((format(prin
  * incomplete trace (complete=0) is read as of its last checkpoint. */
 struct at_reader *cli_open_trace(const char *path);
 
+/* A point's statistics, whole (with the histogram and extremes) or its
+ * moments only, or exit 1 with the reader's message.  hist_for, when not
+ * NULL, names what needs the histogram: a point without one is an error
+ * ("point 'P' has no histogram, which HIST_FOR needs"). */
+void cli_load_point(struct at_reader *r, int32_t index, int whole, const char *hist_for,
+                    struct at_stats *s);
+/* All sampled rows of a point ([samples][channels]), and their tokens when
+ * tokens is not NULL; NULL (and no tokens) when it has none; exit 1 on
+ * failure. */
+float *cli_load_samples(struct at_reader *r, int32_t index, int64_t **tokens);
+
+/* A file written through a temporary beside it and renamed over it by
+ * cli_out_commit: until then, an exit (cli_fail included) or a signal
+ * (SIGPIPE from a reader that stopped, ^C) removes the temporary, so that
+ * FILE is never left half-written.  cli_out_open exits 1 when it cannot
+ * create the temporary, cli_out_commit when the writes or the rename fail. */
+struct cli_out_file {
+	FILE *f;
+	char *path, *tmp;
+	struct cli_out_file *next;
+};
+void cli_out_open(struct cli_out_file *o, const char *path);
+void cli_out_commit(struct cli_out_file *o);
+
 /* Strict parsers: the whole string must be a number in range; 0 on success. */
 int cli_parse_int64(const char *s, int64_t min, int64_t max, int64_t *out);
 int cli_parse_double(const char *s, double *out);

@@ -7,7 +7,6 @@
 #include <errno.h>
 #include <getopt.h>
 #include <math.h>
-#include <signal.h>
 #include <stdio.h>
 #include <sys/stat.h>
 #include <stdlib.h>
@@ -175,8 +174,7 @@ static struct an_outliers *find_outliers(struct at_reader *r, const struct optio
 /* ---------------------------------------------------------------- rates */
 
 struct rates {
-	FILE *out;
-	char *tmp_path;
+	struct cli_out_file file; /* file.f is NULL without --rates */
 	struct cli_table table;
 	struct an_clip_rate total_hist, total_samples;
 	int64_t total_channels;
@@ -186,18 +184,6 @@ static const char *const rate_columns[] = {
 	"point", "layer", "component", "site", "channels", "values", "clipped_low",
 	"clipped_high", "rate_low", "rate_high", "sample_values", "sample_clipped", "sample_rate"};
 
-/* The temporary rates file, removed if a signal ends the run (a reader of
- * the bounds that closes the pipe early, ^C). */
-static char *volatile pending_tmp;
-
-static void remove_pending(int sig)
-{
-	if (pending_tmp)
-		unlink(pending_tmp);
-	signal(sig, SIG_DFL);
-	raise(sig);
-}
-
 /* The rates go to a temporary file beside FILE, renamed over it at the end:
  * a failure leaves no half-written table. */
 static void rates_begin(struct rates *rt, const struct options *o)
@@ -205,31 +191,10 @@ static void rates_begin(struct rates *rt, const struct options *o)
 	memset(rt, 0, sizeof *rt);
 	if (!o->rates_path)
 		return;
-	size_t len = strlen(o->rates_path) + 16;
-	rt->tmp_path = malloc(len);
-	if (!rt->tmp_path)
-		cli_fail(o->rates_path, "out of memory");
-	snprintf(rt->tmp_path, len, "%s.tmp%ld", o->rates_path, (long)getpid());
-	rt->out = fopen(rt->tmp_path, "w");
-	if (!rt->out)
-		cli_fail(o->rates_path, "cannot write: %s", strerror(errno));
-	pending_tmp = rt->tmp_path;
-	signal(SIGPIPE, remove_pending);
-	signal(SIGINT, remove_pending);
-	signal(SIGTERM, remove_pending);
-	cli_table_begin(&rt->table, rt->out, CLI_TSV, o->header, rate_columns,
+	cli_out_open(&rt->file, o->rates_path);
+	cli_table_begin(&rt->table, rt->file.f, CLI_TSV, o->header, rate_columns,
 	                (int)(sizeof rate_columns / sizeof rate_columns[0]));
 	rt->table.digits = 9;
-}
-
-static void rates_fail(struct rates *rt, const char *file, const char *msg)
-{
-	if (rt->out) {
-		fclose(rt->out);
-		remove(rt->tmp_path);
-		pending_tmp = NULL;
-	}
-	cli_fail(file, "%s", msg);
 }
 
 static double share(uint64_t part, uint64_t whole)
@@ -265,41 +230,13 @@ static void add_rate(struct an_clip_rate *to, const struct an_clip_rate *r)
 	to->high += r->high;
 }
 
-static void rates_end(struct rates *rt, const struct options *o)
+static void rates_end(struct rates *rt)
 {
-	if (!rt->out)
+	if (!rt->file.f)
 		return;
 	rates_row(rt, "total", -1, "all", "all", rt->total_channels, &rt->total_hist,
 	          &rt->total_samples);
-	int bad = ferror(rt->out);
-	if (fclose(rt->out) != 0 || bad) {
-		remove(rt->tmp_path);
-		pending_tmp = NULL;
-		cli_fail(o->rates_path, "write error");
-	}
-	rt->out = NULL;
-	if (rename(rt->tmp_path, o->rates_path) != 0) {
-		int e = errno;
-		remove(rt->tmp_path);
-		cli_fail(o->rates_path, "cannot write: %s", strerror(e));
-	}
-	pending_tmp = NULL;
-	free(rt->tmp_path);
-}
-
-/* The sampled rows of a point, or NULL when it has none. */
-static float *load_samples(struct at_reader *r, int32_t index, struct rates *rt)
-{
-	const struct at_point_info *p = at_reader_point(r, index);
-	if (p->samples == 0)
-		return NULL;
-	float *rows = malloc((size_t)(p->samples * p->channels) * sizeof *rows);
-	if (!rows)
-		rates_fail(rt, at_reader_path(r), "out of memory for the samples");
-	struct at_error err = {0};
-	if (at_reader_read_samples(r, index, 0, p->samples, rows, NULL, &err))
-		rates_fail(rt, NULL, err.message);
-	return rows;
+	cli_out_commit(&rt->file);
 }
 
 /* ---------------------------------------------------------------- one point */
@@ -309,18 +246,10 @@ static void clip_point(struct at_reader *r, int32_t index, const struct options 
                        struct rates *rt)
 {
 	const struct at_point_info *p = at_reader_point(r, index);
+	int rates = rt->file.f != NULL;
 	struct at_stats s;
-	struct at_error err = {0};
-	int status = rt->out ? at_reader_load_stats(r, index, &s, &err)
-	                     : at_reader_load_moments(r, index, &s, &err);
-	if (status)
-		rates_fail(rt, NULL, err.message);
-	if (rt->out && !s.hist) {
-		char msg[512];
-		snprintf(msg, sizeof msg, "point '%s' has no histogram, which --rates needs", p->name);
-		rates_fail(rt, at_reader_path(r), msg);
-	}
-	float *samples = rt->out ? load_samples(r, index, rt) : NULL;
+	cli_load_point(r, index, rates, rates ? "--rates" : NULL, &s);
+	float *samples = rates ? cli_load_samples(r, index, NULL) : NULL;
 	struct an_clip_rate hist_sum = {0}, sample_sum = {0};
 	int64_t n = o->all_channels ? p->channels : flags->n, clamped = 0, empty = 0;
 	for (int64_t i = 0; i < n; i++) {
@@ -336,7 +265,7 @@ static void clip_point(struct at_reader *r, int32_t index, const struct options 
 		cli_table_double(bounds, upper);
 		cli_table_end_row(bounds);
 		clamped++;
-		if (!rt->out)
+		if (!rates)
 			continue;
 		struct an_clip_rate h, smp = {0};
 		an_clip_rate_hist(&s, c, lower, upper, &h);
@@ -349,7 +278,7 @@ static void clip_point(struct at_reader *r, int32_t index, const struct options 
 	if (empty && !cli_quiet)
 		cli_warn(at_reader_path(r), "point '%s': %lld chosen channels have no values: no bounds",
 		         p->name, (long long)empty);
-	if (rt->out) {
+	if (rates) {
 		rates_row(rt, p->name, p->layer, p->component, p->site, clamped, &hist_sum, &sample_sum);
 		add_rate(&rt->total_hist, &hist_sum);
 		add_rate(&rt->total_samples, &sample_sum);
@@ -377,9 +306,8 @@ struct sweep {
 	const struct options *o;
 	const char *components[MAX_COMPONENTS];
 	int ncomponents;
-	struct cell_sum *sums; /* [ko][kc][component] */
-	FILE **tables;         /* [ko][kc], or NULL without --tables */
-	char **table_tmp, **table_path;
+	struct cell_sum *sums;         /* [ko][kc][component] */
+	struct cli_out_file *tables;   /* [ko][kc], or NULL without --tables */
 };
 
 static struct cell_sum *cell(struct sweep *sw, int a, int b, int comp)
@@ -398,23 +326,6 @@ static int component_index(struct sweep *sw, const char *name, const char *path)
 	return sw->ncomponents++;
 }
 
-static void remove_tables(struct sweep *sw)
-{
-	for (int i = 0; sw->tables && i < sw->o->n_ko * sw->o->n_kc; i++) {
-		if (sw->tables[i])
-			fclose(sw->tables[i]);
-		sw->tables[i] = NULL;
-		if (sw->table_tmp[i])
-			remove(sw->table_tmp[i]);
-	}
-}
-
-_Noreturn static void sweep_fail(struct sweep *sw, const char *file, const char *msg)
-{
-	remove_tables(sw);
-	cli_fail(file, "%s", msg);
-}
-
 /* One table per cell, written to a temporary beside its name and renamed at
  * the end; DIR is created when missing. */
 static void open_tables(struct sweep *sw)
@@ -424,52 +335,27 @@ static void open_tables(struct sweep *sw)
 		return;
 	if (mkdir(o->tables_dir, 0777) != 0 && errno != EEXIST)
 		cli_fail(o->tables_dir, "cannot create the directory: %s", strerror(errno));
-	int n = o->n_ko * o->n_kc;
-	sw->tables = calloc((size_t)n, sizeof *sw->tables);
-	sw->table_tmp = calloc((size_t)n, sizeof *sw->table_tmp);
-	sw->table_path = calloc((size_t)n, sizeof *sw->table_path);
-	if (!sw->tables || !sw->table_tmp || !sw->table_path)
+	sw->tables = calloc((size_t)(o->n_ko * o->n_kc), sizeof *sw->tables);
+	if (!sw->tables)
 		cli_fail(NULL, "out of memory");
 	for (int a = 0; a < o->n_ko; a++) {
 		for (int b = 0; b < o->n_kc; b++) {
-			int i = a * o->n_kc + b;
-			size_t len = strlen(o->tables_dir) + 96;
-			sw->table_path[i] = malloc(len);
-			sw->table_tmp[i] = malloc(len + 24);
-			if (!sw->table_path[i] || !sw->table_tmp[i])
-				sweep_fail(sw, NULL, "out of memory");
-			snprintf(sw->table_path[i], len, "%s/bounds-k%g-K%g.tsv", o->tables_dir,
+			char path[4096];
+			snprintf(path, sizeof path, "%s/bounds-k%g-K%g.tsv", o->tables_dir,
 			         o->sweep_ko[a], o->sweep_kc[b]);
-			snprintf(sw->table_tmp[i], len + 24, "%s.tmp%ld", sw->table_path[i], (long)getpid());
-			sw->tables[i] = fopen(sw->table_tmp[i], "w");
-			if (!sw->tables[i]) {
-				char msg[256];
-				snprintf(msg, sizeof msg, "cannot write: %s", strerror(errno));
-				free(sw->table_tmp[i]);
-				sw->table_tmp[i] = NULL;
-				sweep_fail(sw, sw->table_path[i], msg);
-			}
+			struct cli_out_file *t = &sw->tables[a * o->n_kc + b];
+			cli_out_open(t, path);
 			if (o->header)
-				fputs("point\tchannel\tlower\tupper\n", sw->tables[i]);
+				fputs("point\tchannel\tlower\tupper\n", t->f);
 		}
 	}
 }
 
 static void close_tables(struct sweep *sw)
 {
-	for (int i = 0; sw->tables && i < sw->o->n_ko * sw->o->n_kc; i++) {
-		int bad = ferror(sw->tables[i]);
-		bad |= fclose(sw->tables[i]) != 0;
-		sw->tables[i] = NULL;
-		if (bad || rename(sw->table_tmp[i], sw->table_path[i]) != 0)
-			sweep_fail(sw, sw->table_path[i], "write error");
-		free(sw->table_tmp[i]);
-		sw->table_tmp[i] = NULL;
-		free(sw->table_path[i]);
-	}
+	for (int i = 0; sw->tables && i < sw->o->n_ko * sw->o->n_kc; i++)
+		cli_out_commit(&sw->tables[i]);
 	free(sw->tables);
-	free(sw->table_tmp);
-	free(sw->table_path);
 }
 
 /* Every cell's outliers, bounds and rates of one point. */
@@ -479,34 +365,18 @@ static void sweep_point(struct sweep *sw, struct at_reader *r, int32_t index)
 	const struct at_point_info *p = at_reader_point(r, index);
 	struct at_stats s;
 	struct at_error err = {0};
-	if (at_reader_load_stats(r, index, &s, &err))
-		sweep_fail(sw, NULL, err.message);
-	if (!s.hist) {
-		char msg[512];
-		snprintf(msg, sizeof msg, "point '%s' has no histogram, which --sweep needs", p->name);
-		sweep_fail(sw, at_reader_path(r), msg);
-	}
-	float *samples = NULL;
-	if (p->samples > 0) {
-		samples = malloc((size_t)(p->samples * p->channels) * sizeof *samples);
-		if (!samples)
-			sweep_fail(sw, at_reader_path(r), "out of memory for the samples");
-		if (at_reader_read_samples(r, index, 0, p->samples, samples, NULL, &err))
-			sweep_fail(sw, NULL, err.message);
-	}
+	cli_load_point(r, index, 1, "--sweep", &s);
+	float *samples = cli_load_samples(r, index, NULL);
 	int comp = component_index(sw, p->component, at_reader_path(r));
 	struct an_params params = o->criteria.params;
 	for (int a = 0; a < o->n_ko; a++) {
 		params.k = o->sweep_ko[a];
 		struct an_outliers out;
-		if (an_channel_outliers(&s, &params, &out, &err)) {
-			char msg[1536];
-			snprintf(msg, sizeof msg, "point '%s': %s", p->name, err.message);
-			sweep_fail(sw, at_reader_path(r), msg);
-		}
+		if (an_channel_outliers(&s, &params, &out, &err))
+			cli_fail(at_reader_path(r), "point '%s': %s", p->name, err.message);
 		for (int b = 0; b < o->n_kc; b++) {
 			struct cell_sum *sum = cell(sw, a, b, comp);
-			FILE *table = sw->tables ? sw->tables[a * o->n_kc + b] : NULL;
+			FILE *table = sw->tables ? sw->tables[a * o->n_kc + b].f : NULL;
 			for (int64_t i = 0; i < out.n; i++) {
 				int64_t c = out.flags[i].channel;
 				double lower, upper;
@@ -632,7 +502,7 @@ int main(int argc, char **argv)
 	cli_progress_done();
 	if (chosen == 0 && !cli_quiet)
 		cli_warn(path, "warning: no point matches the selection");
-	rates_end(&rt, &o);
+	rates_end(&rt);
 	cli_table_end(&bounds);
 	copts_outliers_free(per_point, n);
 	at_reader_close(r);

@@ -107,13 +107,6 @@ static void check_same_points(struct at_reader *a, struct at_reader *b)
 		cli_fail(at_reader_path(b), "%d points, %s has %d", (int)nb, at_reader_path(a), (int)na);
 }
 
-static void load(struct at_reader *r, int32_t index, struct at_stats *s)
-{
-	struct at_error err = {0};
-	if (at_reader_load_stats(r, index, s, &err))
-		cli_fail_at(&err);
-}
-
 /* ---------------------------------------------------------------- rows */
 
 static const char *const point_columns[] = {
@@ -271,8 +264,8 @@ int main(int argc, char **argv)
 			continue;
 		}
 		struct at_stats sa, sb;
-		load(a, i, &sa);
-		load(b, i, &sb);
+		cli_load_point(a, i, 1, NULL, &sa);
+		cli_load_point(b, i, 1, NULL, &sb);
 		if (o.mode == MODE_CHANNELS)
 			channel_rows(&t, p, &sa, &sb, &oa[i], &ob[i]);
 		else

@@ -145,14 +145,11 @@ static int32_t *select_points(const struct options *o, const struct at_reader *r
 
 static void load_point(struct at_reader *r, int32_t index, enum an_method m, struct at_stats *s)
 {
-	struct at_error err = {0};
-	int status = copts_needs_hist(m) ? at_reader_load_stats(r, index, s, &err)
-	                                 : at_reader_load_moments(r, index, s, &err);
-	if (status)
-		cli_fail_at(&err);
-	if (copts_needs_hist(m) && m != AN_RATIO && !s->hist) /* ratio needs the extremes only */
-		cli_fail(at_reader_path(r), "point '%s' has no histogram, which -m %s needs",
-		         at_reader_point(r, index)->name, an_method_name(m));
+	char needs[64];
+	snprintf(needs, sizeof needs, "-m %s", an_method_name(m));
+	int whole = copts_needs_hist(m);
+	/* ratio reads the whole statistics for its extremes only */
+	cli_load_point(r, index, whole, whole && m != AN_RATIO ? needs : NULL, s);
 }
 
 static void run_criterion(struct at_reader *r, const struct at_stats *s, int32_t index,
@@ -237,25 +234,6 @@ static void print_count_row(struct output *out, const struct at_reader *r,
 
 /* ---------------------------------------------------------------- element rows */
 
-/* The sampled rows of a point, when it has any. */
-static void load_samples(struct at_reader *r, int32_t index, float **rows, int64_t **tokens,
-                         int64_t *n)
-{
-	const struct at_point_info *p = at_reader_point(r, index);
-	struct at_error err = {0};
-	*rows = NULL;
-	*tokens = NULL;
-	*n = p->samples;
-	if (*n == 0)
-		return;
-	*rows = malloc((size_t)(*n * p->channels) * sizeof **rows);
-	*tokens = malloc((size_t)*n * sizeof **tokens);
-	if (!*rows || !*tokens)
-		cli_fail(at_reader_path(r), "out of memory for the samples of '%s'", p->name);
-	if (at_reader_read_samples(r, index, 0, *n, *rows, *tokens, &err))
-		cli_fail_at(&err);
-}
-
 static void print_element_rows(struct output *out, struct at_reader *r, int32_t index,
                                const struct an_elements *e)
 {
@@ -289,12 +267,12 @@ static void print_element_rows(struct output *out, struct at_reader *r, int32_t 
 static void elements_of_point(struct output *out, struct at_reader *r, int32_t index,
                               const struct at_stats *s, const struct an_params *params)
 {
-	float *rows;
-	int64_t *tokens, n;
+	int64_t *tokens;
+	float *rows = cli_load_samples(r, index, &tokens);
 	struct an_elements e;
 	struct at_error err = {0};
-	load_samples(r, index, &rows, &tokens, &n);
-	if (an_element_outliers(s, rows, tokens, n, params, &e, &err))
+	if (an_element_outliers(s, rows, tokens, at_reader_point(r, index)->samples, params, &e,
+	                        &err))
 		cli_fail(at_reader_path(r), "point '%s': %s", at_reader_point(r, index)->name,
 		         err.message);
 	print_element_rows(out, r, index, &e);

@@ -6,13 +6,11 @@
  * analysis/quant.c. */
 #include "config.h"
 
-#include <errno.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include "analysis.h"
 #include "cli.h"
@@ -179,20 +177,8 @@ static void quant_point(struct cli_table *t, struct at_reader *r, int32_t index,
 {
 	const struct at_point_info *p = at_reader_point(r, index);
 	struct at_stats s;
-	struct at_error err = {0};
-	if (at_reader_load_stats(r, index, &s, &err))
-		cli_fail_at(&err);
-	if (!s.hist)
-		cli_fail(at_reader_path(r), "point '%s' has no histogram, which trace-quant needs",
-		         p->name);
-	float *samples = NULL;
-	if (p->samples > 0) {
-		samples = malloc((size_t)(p->samples * p->channels) * sizeof *samples);
-		if (!samples)
-			cli_fail(at_reader_path(r), "out of memory for the samples of '%s'", p->name);
-		if (at_reader_read_samples(r, index, 0, p->samples, samples, NULL, &err))
-			cli_fail_at(&err);
-	}
+	cli_load_point(r, index, 1, "trace-quant", &s);
+	float *samples = cli_load_samples(r, index, NULL);
 	double all, rest;
 	absmax_of(&s, flags, &all, &rest);
 	/* log2 of the step with the outliers over the step without them */
@@ -249,18 +235,15 @@ static int32_t weight_of_point(struct at_reader *r, const struct at_point_info *
 }
 
 static void smooth_point(struct cli_table *t, FILE *factors, struct at_reader *r, int32_t index,
-                         int32_t widx, const struct options *o)
+                         const struct at_weight_stats *w, const struct options *o)
 {
 	const struct at_point_info *p = at_reader_point(r, index);
 	struct at_stats s;
-	struct at_weight_stats w;
-	struct at_error err = {0};
-	if (at_reader_load_moments(r, index, &s, &err) || at_reader_load_weight(r, widx, &w, &err))
-		cli_fail_at(&err);
+	cli_load_point(r, index, 0, NULL, &s);
 	for (int k = 0; k < o->nalphas; k++) {
 		double alpha = o->alphas[k], act = 0, act_s = 0, wmax = 0, wmax_s = 0;
 		for (int64_t j = 0; j < p->channels; j++) {
-			double a = s.absmax[j] >= 0 ? s.absmax[j] : 0, wj = w.col_absmax[j];
+			double a = s.absmax[j] >= 0 ? s.absmax[j] : 0, wj = w->col_absmax[j];
 			double f = smooth_factor(a, wj, alpha);
 			act = fmax(act, a);
 			act_s = fmax(act_s, a / f);
@@ -283,20 +266,16 @@ static void smooth_point(struct cli_table *t, FILE *factors, struct at_reader *r
 		cli_table_double(t, wmax > 0 && wmax_s > 0 ? log2(wmax_s / wmax) : 0.0);
 		cli_table_end_row(t);
 	}
-	at_weight_stats_free(&w);
 	at_stats_free(&s);
 }
 
 static void run_smooth(struct at_reader *r, const struct options *o, const char *path)
 {
-	FILE *factors = NULL;
-	char tmp[4096];
+	struct cli_out_file factors = {0};
 	if (o->factors_path) {
-		snprintf(tmp, sizeof tmp, "%s.tmp%ld", o->factors_path, (long)getpid());
-		if (!(factors = fopen(tmp, "w")))
-			cli_fail(o->factors_path, "cannot write: %s", strerror(errno));
+		cli_out_open(&factors, o->factors_path);
 		if (o->out.header)
-			fputs("point\tchannel\talpha\tact_absmax\tw_absmax\tfactor\n", factors);
+			fputs("point\tchannel\talpha\tact_absmax\tw_absmax\tfactor\n", factors.f);
 	}
 	struct cli_table t;
 	cli_table_begin(&t, stdout, o->out.format, o->out.header, smooth_columns,
@@ -308,21 +287,21 @@ static void run_smooth(struct at_reader *r, const struct options *o, const char 
 		if (!cli_selected(&o->select, p))
 			continue;
 		int32_t widx = strcmp(p->direction, "in") ? -1 : weight_of_point(r, p);
-		int fits = 0;
-		if (widx >= 0) {
-			struct at_weight_stats probe;
-			struct at_error err = {0};
-			if (at_reader_load_weight(r, widx, &probe, &err))
-				cli_fail_at(&err);
-			fits = probe.rows > 1 && probe.cols == p->channels;
-			at_weight_stats_free(&probe);
-		}
-		if (!fits) {
+		if (widx < 0) {
 			unpaired++;
 			continue;
 		}
-		smooth_point(&t, factors, r, i, widx, o);
-		paired++;
+		struct at_weight_stats w;
+		struct at_error err = {0};
+		if (at_reader_load_weight(r, widx, &w, &err))
+			cli_fail_at(&err);
+		if (w.rows > 1 && w.cols == p->channels) {
+			smooth_point(&t, factors.f, r, i, &w, o);
+			paired++;
+		} else {
+			unpaired++;
+		}
+		at_weight_stats_free(&w);
 	}
 	if (!paired && !cli_quiet)
 		cli_warn(path, "warning: no selected point is a Linear's input with its weight in the "
@@ -330,13 +309,8 @@ static void run_smooth(struct at_reader *r, const struct options *o, const char 
 	else if (unpaired && !cli_quiet)
 		cli_warn(path, "%d selected points have no weight matrix of their width: skipped",
 		         (int)unpaired);
-	if (factors) {
-		int bad = ferror(factors);
-		if (fclose(factors) != 0 || bad || rename(tmp, o->factors_path) != 0) {
-			remove(tmp);
-			cli_fail(o->factors_path, "write error");
-		}
-	}
+	if (factors.f)
+		cli_out_commit(&factors);
 	cli_table_end(&t);
 }
 
