@@ -82,6 +82,13 @@ trace-outliers -H --count -l 1 "$tmp/tiny.h5" | awk -F'\t' '$2 != 1 { bad = 1 } 
 	fail "--layers"
 expect_exit 0 trace-outliers -p 'no.such.*' "$tmp/tiny.h5"
 expect_stderr "no point matches"
+# repeated -p: the union of what each selects, in trace order
+trace-outliers -H -p '*mlp*' "$tmp/tiny.h5" >"$tmp/p1"
+trace-outliers -H -p '*norm*' "$tmp/tiny.h5" >"$tmp/p2"
+[ -s "$tmp/p1" ] && [ -s "$tmp/p2" ] || fail "no mlp or norm outliers to select"
+trace-outliers -H -p '*mlp*' -p '*norm*' "$tmp/tiny.h5" >"$tmp/p12"
+sort "$tmp/p1" "$tmp/p2" | cmp -s - "$(sort "$tmp/p12" >"$tmp/p12s"; echo "$tmp/p12s")" ||
+	fail "-p A -p B is not the union of -p A and -p B"
 
 # --- several traces: a trace column, one block each
 cp "$tmp/tiny.h5" "$tmp/again.h5"

@@ -333,9 +333,17 @@ void cli_selection_layers(struct cli_selection *s, const char *arg)
 	s->layer_max = (int32_t)b;
 }
 
+static int glob_matches(const struct cli_selection *s, const char *name)
+{
+	for (int i = 0; i < s->globs; i++)
+		if (fnmatch(s->point_glob[i], name, 0) == 0)
+			return 1;
+	return s->globs == 0;
+}
+
 int cli_selected(const struct cli_selection *s, const struct at_point_info *p)
 {
-	if (s->point_glob && fnmatch(s->point_glob, p->name, 0) != 0)
+	if (!glob_matches(s, p->name))
 		return 0;
 	if (s->component && strcmp(s->component, p->component) != 0)
 		return 0;
@@ -344,9 +352,11 @@ int cli_selected(const struct cli_selection *s, const struct at_point_info *p)
 
 int cli_selection_option(struct cli_selection *s, int opt, const char *arg, int component_opt)
 {
-	if (opt == 'p')
-		s->point_glob = arg;
-	else if (opt == component_opt)
+	if (opt == 'p') {
+		if (s->globs == CLI_MAX_GLOBS)
+			cli_usage_error("at most %d -p/--point patterns", CLI_MAX_GLOBS);
+		s->point_glob[s->globs++] = arg;
+	} else if (opt == component_opt)
 		s->component = arg;
 	else if (opt == 'l')
 		cli_selection_layers(s, arg);
@@ -358,7 +368,8 @@ int cli_selection_option(struct cli_selection *s, int opt, const char *arg, int 
 const char *cli_selection_help(void)
 {
 	return "Selection:\n"
-	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch)\n"
+	       "  -p, --point=GLOB       points whose name matches GLOB (fnmatch; repeat for\n"
+	       "                         several: a point matching any)\n"
 	       "      --component=C      points of component C (mlp, attention, ...)\n"
 	       "  -l, --layers=A-B       points of layers A to B (or one layer A)\n";
 }

@@ -92,9 +92,12 @@ void cli_table_end_row(struct cli_table *t);
 void cli_table_end(struct cli_table *t);
 
 /* The point selection of the tools that read many points: -p/--point GLOB
- * (fnmatch), --component C, -l/--layers A-B or A. */
+ * (fnmatch; repeated, a point matching any of them), --component C,
+ * -l/--layers A-B or A. */
+#define CLI_MAX_GLOBS 32
 struct cli_selection {
-	const char *point_glob;
+	const char *point_glob[CLI_MAX_GLOBS];
+	int globs;
 	const char *component;
 	int32_t layer_min, layer_max;
 };
