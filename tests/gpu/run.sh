@@ -92,6 +92,15 @@ if step build; then
 		done
 		gcc $CFLAGS tools/trace-stats.c tools/cli.c -o "$B/trace-stats" \
 			-L"$B" -Wl,-rpath,"$B" -lacttrace -lm
+		for tool in trace-outliers trace-clip trace-layers; do
+			gcc $CFLAGS -Ianalysis "tools/$tool.c" tools/cli.c tools/criteria-opts.c \
+				tools/tsv.c analysis/*.c -o "$B/$tool" -L"$B" -Wl,-rpath,"$B" -lacttrace -lm
+		done
+		sed -e "s|@PYTHON_CAPTURE@|/usr/bin/env python3|" -e "s|@PACKAGE_VERSION@|0.1.0-gpu|" \
+			-e "s|@pythondir@|$PWD/libtrace/python|" -e "s|@libdir@|$B|" \
+			tools/trace-capture.in >"$B/trace-capture"
+		chmod +x "$B/trace-capture"
+		ln -sf libacttrace.so "$B/libacttrace.so.0"
 	) >"$OUT/build.log" 2>&1; then
 		note "build: ok in $(($(date +%s) - t0)) s"
 	else
