@@ -151,6 +151,20 @@ test "$(cut -f 1 "$tmp/count/bars3d.dat" | grep -v '^#' | sort -u | wc -l)" -eq 
 	fail "bars3d: not one row of bars per layer"
 awk -F'\t' '!/^#/ && $5 == 1 { red++ } END { exit !(red >= 1) }' "$tmp/count/bars3d.dat" ||
 	fail "bars3d: no red bar"
+# top --distinct channel: per layer, the 3 channels of largest absmax, as
+# trace-stats -p lists them; --distinct position: distinct positions
+trace-plot top --distinct channel "$trace" --script "$tmp/topc" -o x.png
+grep -v '^#' "$tmp/topc/top.dat" | while IFS="$(printf '\t')" read -r layer t1 t2 t3 median c1 c2 c3; do
+	want=$(trace-stats -H -p "layers.$layer.layer.out" "$trace" |
+		sort -t "$(printf '\t')" -k9,9gr -k1,1n | head -n 3 | awk -F'\t' '{ printf "%s:%.9g ", $1, $9 }')
+	got="$c1:$t1 $c2:$t2 $c3:$t3 "
+	test "$got" = "$want" || fail "top --distinct channel, layer $layer: $got, trace-stats: $want"
+done
+trace-plot top --distinct position "$trace" --script "$tmp/topp" -o x.png
+awk -F'\t' '!/^#/ && (($6 == $7 && $6 != "-") || ($7 == $8 && $7 != "-")) { bad = 1 } END { exit bad }' \
+	"$tmp/topp/top.dat" || fail "top --distinct position repeats a position"
+expect_exit 2 trace-plot top --distinct cell "$trace" -o x.png
+expect_exit 2 trace-plot bars3d --site layer.out --distinct channel "$trace" -o x.png
 # the criterion options reach the criterion: a lower k flags more
 trace-plot bars3d --site mlp.up_proj.out -k 2 "$trace" --script "$tmp/count2" -o x.png
 more=$(sed -n "s|^title_text = 'Outlier channels: \([0-9]*\)/.*|\1|p" "$tmp/count2/bars3d.gp")

@@ -25,6 +25,11 @@ static const char *const kind_names[KIND_COUNT] = {"bars3d", "layers", "top",
 /* The number of largest |x| per layer that `top` draws (Sun et al. 2024, Fig. 1). */
 #define TOP_K 3
 
+/* What `top`'s three largest must differ in.  A massive activation sits at one
+ * channel of one position in every sequence, so the largest elements are the
+ * same element over and over and three lines would coincide. */
+enum top_distinct { TOP_ELEMENT, TOP_CHANNEL, TOP_POSITION };
+
 struct options {
 	enum kind kind;
 	const char *input;
@@ -37,10 +42,12 @@ struct options {
 	const char *metric;
 	const char *title;
 	const char *size, *font, *logscale, *template_path, *script_dir;
+	enum top_distinct distinct;
 	struct copts criteria; /* criteria.params: the criterion */
 	int criterion_stat_given;
 	/* which of the kind-specific options were given, to refuse them elsewhere */
-	int given_site, given_point, given_channel, given_stat, given_bin, given_metric;
+	int given_site, given_point, given_channel, given_stat, given_bin, given_metric,
+	    given_distinct;
 };
 
 _Noreturn static void usage(void)
@@ -66,6 +73,9 @@ _Noreturn static void usage(void)
 	       "                       mean, absmax, std or rms\n"
 	       "      --bin=N          bars3d: channels per bar, each the largest value of its\n"
 	       "                       channels (default: at most %d bars per layer)\n"
+	       "      --distinct=WHAT  top: the 3 largest |x| of distinct elements (element,\n"
+	       "                       the default), channels (channel) or positions in the\n"
+	       "                       sequence (position)\n"
 	       "      --metric=COLUMN  sweep: the column drawn per component (outliers), or pct\n"
 	       "                       (100 outliers / channels)\n"
 	       "      --title=TEXT     the title instead of the default ('' for none)\n"
@@ -114,6 +124,15 @@ static enum kind parse_kind(const char *name)
 	cli_usage_error("unknown kind '%s' (bars3d, layers, top, channels, hist or sweep)", name);
 }
 
+static enum top_distinct parse_distinct(const char *what)
+{
+	static const char *const names[] = {"element", "channel", "position"};
+	for (int i = 0; i < 3; i++)
+		if (strcmp(what, names[i]) == 0)
+			return (enum top_distinct)i;
+	cli_usage_error("--distinct wants element, channel or position, not '%s'", what);
+}
+
 static void check_logscale(const char *axes)
 {
 	if (strcmp(axes, "none") == 0)
@@ -139,6 +158,7 @@ static void check_kind_options(struct options *o)
 	refuse(o->given_stat && k != KIND_BARS3D && k != KIND_CHANNELS, "--stat", o);
 	refuse(o->given_bin && k != KIND_BARS3D, "--bin", o);
 	refuse(o->given_metric && k != KIND_SWEEP, "--metric", o);
+	refuse(o->given_distinct && k != KIND_TOP, "--distinct", o);
 	int judges = k == KIND_BARS3D || k == KIND_LAYERS || k == KIND_CHANNELS;
 	refuse(o->criteria.given && !judges, "a criterion option (-m, -k, ...)", o);
 	if (k == KIND_BARS3D && !o->site)
@@ -159,7 +179,7 @@ static void check_kind_options(struct options *o)
 }
 
 enum { OPT_VERSION = 256, OPT_STAT, OPT_BIN, OPT_METRIC, OPT_TITLE, OPT_SIZE, OPT_LOGSCALE,
-       OPT_FONT, OPT_TEMPLATE, OPT_SCRIPT };
+       OPT_FONT, OPT_TEMPLATE, OPT_SCRIPT, OPT_DISTINCT };
 
 /* Our options, then criteria-opts.h's, whose --stat is ours here (the
  * statistic drawn): the criterion's is --criterion-stat. */
@@ -170,6 +190,7 @@ static struct option *all_longopts(void)
 		{"point", required_argument, NULL, 'p'}, {"channel", required_argument, NULL, 'c'},
 		{"stat", required_argument, NULL, OPT_STAT}, {"bin", required_argument, NULL, OPT_BIN},
 		{"metric", required_argument, NULL, OPT_METRIC},
+		{"distinct", required_argument, NULL, OPT_DISTINCT},
 		{"title", required_argument, NULL, OPT_TITLE}, {"size", required_argument, NULL, OPT_SIZE},
 		{"logscale", required_argument, NULL, OPT_LOGSCALE},
 		{"font", required_argument, NULL, OPT_FONT},
@@ -223,6 +244,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 			o->given_bin = 1;
 			break;
 		case OPT_METRIC: o->metric = optarg; o->given_metric = 1; break;
+		case OPT_DISTINCT: o->distinct = parse_distinct(optarg); o->given_distinct = 1; break;
 		case OPT_TITLE: o->title = optarg; break;
 		case OPT_SIZE: o->size = optarg; break;
 		case OPT_LOGSCALE: check_logscale(optarg); o->logscale = optarg; break;
@@ -587,45 +609,110 @@ static void plot_layers(struct at_reader *r, const struct options *o, struct plo
 
 /* ---------------------------------------------------------------- top */
 
+/* The TOP_K largest |x| of distinct channels: the channels' own maxima. */
+static int top_channels(const struct at_stats *s, double *top, int64_t *which)
+{
+	int found = 0;
+	for (int64_t c = 0; c < s->channels; c++) {
+		double v = s->absmax[c];
+		if (s->count[c] == 0 || isnan(v) || (found == TOP_K && v <= top[TOP_K - 1]))
+			continue;
+		int at = found < TOP_K ? found++ : TOP_K - 1;
+		for (; at > 0 && top[at - 1] < v; at--) {
+			top[at] = top[at - 1];
+			which[at] = which[at - 1];
+		}
+		top[at] = v;
+		which[at] = c;
+	}
+	return found;
+}
+
+/* The TOP_K largest |x| at distinct positions, from the extremes (sorted by
+ * |x|, so the first at a position is its largest): positions without an
+ * extreme are not seen, and fewer than TOP_K may be found. */
+static int top_positions(struct at_reader *r, const struct at_stats *s, double *top,
+                         int64_t *which)
+{
+	int found = 0;
+	for (int32_t e = 0; e < s->n_extremes && found < TOP_K; e++) {
+		int32_t pos;
+		struct at_error err;
+		if (at_reader_read_tokens(r, s->extremes[e].token, 1, NULL, &pos, NULL, &err))
+			cli_fail_at(&err);
+		int seen = 0;
+		for (int k = 0; k < found; k++)
+			seen |= which[k] == pos;
+		if (!seen) {
+			top[found] = fabs(s->extremes[e].value);
+			which[found++] = pos;
+		}
+	}
+	return found;
+}
+
+static int top_elements(const struct at_stats *s, double *top, int64_t *which)
+{
+	int found = s->n_extremes < TOP_K ? s->n_extremes : TOP_K;
+	for (int k = 0; k < found; k++) {
+		top[k] = fabs(s->extremes[k].value);
+		which[k] = s->extremes[k].channel;
+	}
+	return found;
+}
+
 static void plot_top(struct at_reader *r, const struct options *o, struct plot *pl)
 {
+	static const char *const what[] = {"channel", "channel", "position"};
 	int32_t n;
 	int32_t *chosen = site_points(r, o->site, &n);
 	FILE *f = plot_data(pl, "top.dat");
-	fputs("# layer\ttop1\ttop2\ttop3\tmedian\n", f);
+	fprintf(f, "# layer\ttop1\ttop2\ttop3\tmedian\t%s1\t%s2\t%s3\n", what[o->distinct],
+	        what[o->distinct], what[o->distinct]);
 	int any = 0;
 	for (int32_t i = 0; i < n; i++) {
 		struct at_stats s;
 		load_point(r, chosen[i], 1, &s);
+		double top[TOP_K];
+		int64_t which[TOP_K];
+		int found = o->distinct == TOP_CHANNEL    ? top_channels(&s, top, which)
+		            : o->distinct == TOP_POSITION ? top_positions(r, &s, top, which)
+		                                          : top_elements(&s, top, which);
 		fprintf(f, "%d", (int)at_reader_point(r, chosen[i])->layer);
-		for (int k = 0; k < TOP_K; k++) {
-			if (k < s.n_extremes)
-				fprintf(f, "\t%.9g", fabs(s.extremes[k].value));
-			else
-				fputs("\tNaN", f);
-		}
+		for (int k = 0; k < TOP_K; k++)
+			fprintf(f, k < found ? "\t%.9g" : "\tNaN", k < found ? top[k] : 0.0);
 		double median = an_hist_median_abs(&s);
-		fprintf(f, "\t%.9g\n", isnan(median) ? NAN : median);
-		any |= s.n_extremes > 0;
+		fprintf(f, "\t%.9g", isnan(median) ? NAN : median);
+		for (int k = 0; k < TOP_K; k++)
+			fprintf(f, k < found ? "\t%lld" : "\t-", k < found ? (long long)which[k] : 0LL);
+		fputc('\n', f);
+		any |= found > 0;
 		at_stats_free(&s);
 		cli_progress("reading points", i + 1, n);
 	}
 	cli_progress_done();
 	plot_data_close(pl, f, "top.dat");
 	if (!any)
-		cli_fail(at_reader_path(r), "site '%s': no extremes recorded (a trace of no tokens?)",
-		         o->site);
+		cli_fail(at_reader_path(r), "site '%s': no %s recorded (a trace of no tokens?)", o->site,
+		         o->distinct == TOP_CHANNEL ? "values" : "extremes");
+	static const char *const subtitles[] = {
+		"the 3 largest |x| over all tokens and channels, and the median |x| (from the "
+		"histogram, within 9%)",
+		"the largest |x| of the 3 largest channels, and the median |x| (from the histogram, "
+		"within 9%)",
+		"the largest |x| at the 3 largest positions in the sequence (from the extremes), and "
+		"the median |x| (from the histogram, within 9%)"};
+	static const char *const series[][4] = {
+		{"largest |x|", "2nd largest", "3rd largest", "median |x|"},
+		{"largest channel", "2nd channel", "3rd channel", "median |x|"},
+		{"largest position", "2nd position", "3rd position", "median |x|"}};
 	char title[256];
 	snprintf(title, sizeof title, "Largest activations per layer: %s", o->site);
-	plot_comment(pl, "trace-plot top of %s, site %s", at_reader_path(r), o->site);
-	set_common(pl, o, title,
-	           "the 3 largest |x| over all tokens and channels, and the median |x| (from the "
-	           "histogram, within 9%)",
-	           "Layer", "Magnitude |x|");
-	static const char *const series[] = {"largest |x|", "2nd largest", "3rd largest",
-	                                     "median |x|"};
+	plot_comment(pl, "trace-plot top of %s, site %s, distinct %s", at_reader_path(r), o->site,
+	             o->distinct == TOP_ELEMENT ? "element" : what[o->distinct]);
+	set_common(pl, o, title, subtitles[o->distinct], "Layer", "Magnitude |x|");
 	plot_var_string(pl, "data_file", "top.dat");
-	plot_var_strings(pl, "series_names", series, 4, 1);
+	plot_var_strings(pl, "series_names", series[o->distinct], 4, 1);
 	plot_var_int(pl, "first_layer", at_reader_point(r, chosen[0])->layer);
 	plot_var_int(pl, "last_layer", at_reader_point(r, chosen[n - 1])->layer);
 	free(chosen);
