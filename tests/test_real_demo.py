@@ -115,7 +115,19 @@ def run(*args):
     return [line.split("\t") for line in r.stdout.splitlines()]
 
 
+def every_tool_reads_it():
+    """Each tool, run on the trace as a user would, exits 0 with rows."""
+    for args in (["trace-stats", TRACE], ["trace-stats", "-i", TRACE],
+                 ["trace-outliers", "--count", TRACE],
+                 ["trace-layers", "-m", "grand-mean", "--by", "layer", TRACE],
+                 ["trace-clip", "-k", "6", "-K", "3", TRACE],
+                 ["trace-quant", TRACE], ["trace-diff", TRACE, TRACE]):
+        rows = run(*args)
+        check(len(rows) > 1, f"{' '.join(args[:-1])}: {len(rows)} rows")
+
+
 def tool(channel):
+    every_tool_reads_it()
     rows = run("trace-outliers", "-m", "massive", "--ratio", "100", "-p", "*layer.out", TRACE)
     head, body = rows[0], rows[1:]
     c, p = head.index("channel"), head.index("pos")
