@@ -442,33 +442,17 @@ def overlap_case(tmp):
         o.watch(d, 4)  # no version to watch: not an error
         d.add_(1)
     check.ok(o.changed() == [], "inference tensors are not watched")
-    for bad in (0, 65, 1.5, "4"):
-        try:
-            Overlap(bad)
-            check.ok(False, f"Overlap({bad!r}) is refused")
-        except acttrace.Error as e:
-            check.ok("streams must be an integer" in str(e), f"Overlap({bad!r}): {e}")
-    try:
-        acttrace.capture(tiny_llama(), os.path.join(tmp, "overlap-0.h5"), overlap=0)
-        check.ok(False, "capture(overlap=0) is refused")
-    except acttrace.Error:
-        check.ok(not os.path.exists(os.path.join(tmp, "overlap-0.h5")),
-                 "capture(overlap=0): refused before any file")
     model = tiny_llama()
     ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(3))
-    flags = (False, True, 3)
-    paths = [os.path.join(tmp, f"overlap-{flag}.h5") for flag in flags]
-    for flag, path in zip(flags, paths):
+    paths = [os.path.join(tmp, f"overlap-{flag}.h5") for flag in (False, True)]
+    for flag, path in zip((False, True), paths):
         with torch.no_grad(), acttrace.capture(model, path, overlap=flag, weights=False):
             model(ids)
-    with h5py.File(paths[0], "r") as f0:
-        for other in paths[1:]:
-            with h5py.File(other, "r") as f1:
-                for name in ("layers.0.mlp.down_proj.in", "final_norm.out"):
-                    for stat in ("count", "mean", "m2", "max"):
-                        check.ok(np.array_equal(f0["points"][name][stat][()],
-                                                f1["points"][name][stat][()]),
-                                 f"{name} {stat}: {other} the same as without overlap")
+    with h5py.File(paths[0], "r") as f0, h5py.File(paths[1], "r") as f1:
+        for name in ("layers.0.mlp.down_proj.in", "final_norm.out"):
+            for stat in ("count", "mean", "m2", "max"):
+                check.ok(np.array_equal(f0["points"][name][stat][()], f1["points"][name][stat][()]),
+                         f"{name} {stat}: the same with and without overlap")
 
 
 # ---------------------------------------------------------------- fused paths

@@ -16,9 +16,8 @@ points), in four variants measured in one run:
   capture-s64c  the same with sample="every:64", max_samples=4096
   capture-s64c-mem  the same with sample_bytes_in_flight=12 GiB: the rows
                 wait in memory for the writer thread instead of the forward
-  capture-overlap  capture with overlap=True: the statistics kernels on
-                side streams, their launch tails overlapping the model's work
-                (capture-overlapN: N side streams)
+  capture-overlap  capture with overlap=True: the statistics kernels on a
+                side stream, their launch tails overlapping the model's work
 
 For each: warm-up forwards, then the median over --repeats forwards of the
 time between CUDA events around model(input_ids) (hook work included, since
@@ -341,9 +340,8 @@ def main():
                 options = {"sample": "every:64", "max_samples": 4096}
             if variant == "capture-s64c-mem":  # room for every sample: nothing waits
                 options["sample_bytes_in_flight"] = 12 << 30
-            if variant.startswith("capture-overlap"):  # statistics on side streams
-                n = variant[len("capture-overlap"):]
-                options["overlap"] = int(n) if n else True
+            if variant == "capture-overlap":  # statistics on a side stream
+                options["overlap"] = True
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
             t0 = time.perf_counter()
             package = package_capture(model, path, options)

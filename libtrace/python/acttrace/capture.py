@@ -24,7 +24,7 @@ from . import _hooks
 from ._lib import Error, version
 from .catalogue import module_at, points as catalogue_points, resolve_name, weight_of
 from .catalogue import embedding_module
-from .writer import CONV, Writer, overlap_streams, parse_sample
+from .writer import CONV, Writer, parse_sample
 
 _active = []  # open captures, innermost last
 
@@ -76,8 +76,7 @@ class Capture:
         self.points = _select_points(catalogue_points(model, self.catalogue), points)
         if not self.points:
             raise Error("capture: no recording points selected")
-        parse_sample(sample)  # refuse bad options before anything is created
-        overlap_streams(overlap)
+        parse_sample(sample)  # refuse a bad policy before anything is created
         config = getattr(model, "config", None)
         self._writer_options = dict(
             model=model_name or getattr(config, "_name_or_path", "") or type(model).__name__,

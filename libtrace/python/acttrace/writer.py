@@ -108,24 +108,6 @@ def _supported(t):
     raise Error(f"tensor: dtype {t.dtype} is not float32, float16, bfloat16 or float64")
 
 
-# Side streams per device for overlap=True (docs/BENCHMARKS-gpu.md: 1, 2
-# and 4 measured on Llama 1.1B).
-OVERLAP_STREAMS = 4
-
-
-def overlap_streams(overlap):
-    """The side streams per device that the option overlap asks for: 0 for
-    False or None, OVERLAP_STREAMS for True, else the number itself (Error
-    unless 1 to 64)."""
-    if overlap is False or overlap is None:
-        return 0
-    if overlap is True:
-        return OVERLAP_STREAMS
-    if isinstance(overlap, bool) or not isinstance(overlap, int) or not 1 <= overlap <= 64:
-        raise Error(f"overlap: streams must be an integer from 1 to 64, not {overlap!r}")
-    return overlap
-
-
 class Overlap:
     """Statistics kernels on a side stream per device, so that their launch
     tails overlap the model's next kernels instead of delaying them (the
@@ -139,31 +121,21 @@ class Overlap:
     the end of each forward; changed() names those seen changed, whose
     statistics may hold the new values.  A tensor changed and freed between
     two observations goes unseen, and so does any change under
-    torch.inference_mode(), whose tensors keep no version.
+    torch.inference_mode(), whose tensors keep no version."""
 
-    With several side streams per device (streams > 1), a point always goes
-    to the same one (point id modulo streams), so that its kernels stay in
-    order, and the kernels of different points may run together: one's
-    dependent tail (the merge of its splits, the fold into the accumulators)
-    overlaps the next one's loads."""
-
-    def __init__(self, streams=1):
-        self.n_streams = overlap_streams(streams)
-        if not self.n_streams:
-            raise Error(f"overlap: streams must be an integer from 1 to 64, not {streams!r}")
+    def __init__(self):
         self.streams = {}
         self.watched = []  # (weak reference, version, what) of tensors alive when last looked at
         self.seen_changed = []
 
-    def stream_for(self, tensor, point_id):
+    def stream_for(self, tensor, what):
         device = tensor.device
-        key = (device.index, point_id % self.n_streams)
-        side = self.streams.get(key)
+        side = self.streams.get(device.index)
         if side is None:
-            side = self.streams[key] = torch.cuda.Stream(device)
+            side = self.streams[device.index] = torch.cuda.Stream(device)
         side.wait_stream(torch.cuda.current_stream(device))
         tensor.record_stream(side)
-        self.watch(tensor, point_id)
+        self.watch(tensor, what)
         return side
 
     def join(self):
@@ -171,7 +143,7 @@ class Overlap:
         forward): the side stream never lags more than a forward behind, so
         the memory record_stream holds for it is freed a forward later at
         most, not when the allocator runs dry."""
-        for (index, _), side in self.streams.items():
+        for index, side in self.streams.items():
             torch.cuda.current_stream(index).wait_stream(side)
 
     def look(self):
@@ -269,17 +241,15 @@ class Writer:
     "first:N" or None), max_samples, compression_level (1..19), threads,
     sample_bytes_in_flight (bytes of full sample chunks that may wait for the
     background writer; None: 512 MiB), when_busy ("wait", the default, or
-    "drop": chunks beyond that are dropped and counted) and overlap (False;
-    True: CUDA tensors are reduced on side streams, OVERLAP_STREAMS per
-    device; or that number itself; see Overlap)."""
+    "drop": chunks beyond that are dropped and counted) and overlap (bool:
+    CUDA tensors are reduced on a side stream; see Overlap)."""
 
     def __init__(self, path, *, model=None, source_dtype=None, notes=None, producer=None,
                  hist=True, extremes=None, sample=None, max_samples=None,
                  compression_level=None, threads=None, sample_bytes_in_flight=None,
                  when_busy=None, overlap=False):
         self.path = os.fspath(path)
-        streams = overlap_streams(overlap)
-        self.overlap = Overlap(streams) if streams else None
+        self.overlap = Overlap() if overlap else None
         opts = _lib.at_writer_options()
         _lib.lib.at_writer_options_init(ctypes.byref(opts))
         for field, value in (("model", model), ("source_dtype", source_dtype), ("notes", notes),
