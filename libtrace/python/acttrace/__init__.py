@@ -16,12 +16,14 @@ from ._lib import Error, library_path, version
 from .capture import Capture, capture, tokens
 from .catalogue import COMPONENTS, Point, names as catalogues, points
 from .clip import Clip, clip, read_bounds, write_bounds
+from .merge import merge
 from .writer import CONV, ROWS, Writer
 from .zero import ZeroWeights, read_zero_table, zero_weights
 
 __version__ = version()
 __all__ = [
     "COMPONENTS", "CONV", "Capture", "Clip", "Error", "Point", "ROWS", "Writer", "capture",
-    "catalogues", "clip", "library_path", "points", "read_bounds", "read_zero_table", "tokens",
+    "catalogues", "clip", "library_path", "merge", "points", "read_bounds", "read_zero_table",
+    "tokens",
     "version", "write_bounds", "ZeroWeights", "zero_weights",
 ]

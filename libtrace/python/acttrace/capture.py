@@ -14,7 +14,13 @@ every point observes that forward's tensors with the batch's token_base, so
 row (b, t) is token token_base + b*T + t.  The ids come from
 acttrace.tokens(ids) when it was called before the forward, else from the
 model's input_ids, else from the embedding's input; a forward with none of
-these (inputs_embeds) gets id -1 and its shape from the first tensor seen."""
+these (inputs_embeds) gets id -1 and its shape from the first tensor seen.
+
+Data parallelism: under torch.distributed (torchrun) with several ranks,
+every rank records its own trace (run.h5 -> run.rank0.h5, run.rank1.h5, ...,
+or a path with "{rank}" in it), and merge=True (or merge=PATH) has rank 0
+merge them after a barrier at the end of the block, as if one process had
+seen every rank's tokens (acttrace.merge)."""
 import os
 import warnings
 
@@ -24,6 +30,7 @@ from . import _hooks
 from ._lib import Error, version
 from .catalogue import module_at, points as catalogue_points, resolve_name, weight_of
 from .catalogue import embedding_module
+from .merge import merge as merge_traces
 from .writer import CONV, Writer, parse_sample
 
 _active = []  # open captures, innermost last
@@ -54,6 +61,35 @@ def _select_points(found, wanted):
     return [p for p in found if p.name in keep]
 
 
+def _world():
+    """(rank, world size, torch.distributed) of the process group, or (0, 1,
+    None) outside one."""
+    dist = getattr(torch, "distributed", None)
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), dist
+    return 0, 1, None
+
+
+def rank_path(path, rank):
+    """The trace one rank writes: "{rank}" in path replaced by the rank, or
+    ".rankN" put before the extension (run.h5 -> run.rank3.h5)."""
+    if "{rank}" in path:
+        return path.replace("{rank}", str(rank))
+    stem, ext = os.path.splitext(path)
+    return f"{stem}.rank{rank}{ext}"
+
+
+def _merged_path(path, merge):
+    """Where merge= puts the merged trace: True means path itself, which then
+    may not be a "{rank}" template."""
+    if merge is True:
+        if "{rank}" in path:
+            raise Error(f"{path}: merge=True needs a plain path for the merged trace "
+                        "(or merge=PATH)")
+        return path
+    return os.fspath(merge)
+
+
 def _model_dtype(model):
     for p in model.parameters():
         if p.is_floating_point():
@@ -67,11 +103,19 @@ class Capture:
     def __init__(self, model, path, catalogue="auto", *, sample=None, hist=True, extremes=None,
                  max_samples=None, compression_level=None, threads=None, weights=True,
                  points=None, model_name=None, notes=None, checkpoint_every=0,
-                 sample_bytes_in_flight=None, when_busy=None, overlap=False):
+                 sample_bytes_in_flight=None, when_busy=None, overlap=False, merge=False):
         if not isinstance(model, torch.nn.Module):
             raise Error(f"capture: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
-        self.path = os.fspath(path)
+        self.rank, self.world_size, self._dist = _world()
+        path = os.fspath(path)
+        self._given_path = path
+        self.merged_path = _merged_path(path, merge) if merge else None
+        self.path = rank_path(path, self.rank) if self.world_size > 1 or "{rank}" in path else path
+        if self.merged_path is not None and self.world_size > 1 and \
+                os.path.abspath(self.merged_path) in {
+                    os.path.abspath(rank_path(path, r)) for r in range(self.world_size)}:
+            raise Error(f"{self.merged_path}: the merged trace would overwrite a rank's trace")
         self.catalogue = resolve_name(model, catalogue)
         self.points = _select_points(catalogue_points(model, self.catalogue), points)
         if not self.points:
@@ -138,6 +182,8 @@ class Capture:
             if exc_type is None:
                 self.writer.close()
                 self._warn_unobserved()
+                if self.merged_path is not None:
+                    self._merge_ranks()
             else:
                 # Keep what was seen (complete=0 says the trace is partial).
                 try:
@@ -145,7 +191,41 @@ class Capture:
                 except Error:
                     pass
                 self.writer.abandon()
+                self._skip_merge()
         return False
+
+    def rank_paths(self):
+        """The traces of every rank (this one's alone outside a process group)."""
+        if self.world_size == 1:
+            return [self.path]
+        return [rank_path(self._given_path, r) for r in range(self.world_size)]
+
+    def _merge_ranks(self):
+        """After every rank has closed its trace (a barrier), rank 0 merges
+        them into merged_path; the others wait for it (a second barrier), so
+        that the merged trace exists when the block ends on any rank.  A
+        failed merge raises on rank 0 and leaves the ranks' traces."""
+        if self._dist is not None:
+            self._dist.barrier()
+        failure = None
+        try:
+            if self.rank == 0 and (self.world_size > 1 or self.merged_path != self.path):
+                merge_traces(self.merged_path, self.rank_paths())
+        except Error as e:
+            failure = e
+        finally:
+            if self._dist is not None:
+                self._dist.barrier()
+        if failure is not None:
+            raise failure
+
+    def _skip_merge(self):
+        """A rank leaving by an exception still meets the others at the merge's
+        two barriers, so that they do not wait for it forever; rank 0 then
+        refuses to merge its incomplete trace."""
+        if self.merged_path is not None and self._dist is not None:
+            self._dist.barrier()
+            self._dist.barrier()
 
     def checkpoint(self):
         """Write everything seen so far; a crash later leaves this state."""
@@ -311,9 +391,10 @@ def capture(model, path, catalogue="auto", **options):
     weights (record weight statistics, default True), points (names or a
     predicate on Point: a subset), model_name, notes, checkpoint_every
     (forwards between checkpoints, 0: only at the end), sample_bytes_in_flight,
-    when_busy ("wait" or "drop", when the sample writer is behind) and overlap
+    when_busy ("wait" or "drop", when the sample writer is behind), overlap
     (reduce CUDA tensors on a side stream; writer.Overlap says what it
-    assumes).
+    assumes) and merge (under torch.distributed: True, or the merged trace's
+    path; see the module's doc).
 
     Leaving the block normally closes the trace (complete=1); leaving it by
     an exception keeps what was seen in an incomplete trace (complete=0).
