@@ -31,7 +31,8 @@ enum at_status {
 	AT_ENOTFOUND = -5, /* no such point, dataset or weight */
 	AT_ERANGE = -6,    /* a count would overflow its storage */
 	AT_ECODEC = -7,    /* zstd failed to compress or decompress */
-	AT_ENOSYS = -8     /* feature not built into this library */
+	AT_ENOSYS = -8,    /* feature not built into this library */
+	AT_ECANCELED = -9  /* the caller's callback asked to stop */
 };
 
 struct at_error {
@@ -320,6 +321,42 @@ const char *at_reader_weight_name(const struct at_reader *r, int32_t index);
 int at_reader_load_weight(struct at_reader *r, int32_t index, struct at_weight_stats *out,
                           struct at_error *err);
 void at_weight_stats_free(struct at_weight_stats *w);
+
+/* ---------------------------------------------------------------- merge */
+
+/* One trace from several of the same points (trace-merge(1)): counts,
+ * nonfinite counts, histograms and abssum add, min/max/absmax combine, the
+ * moments combine by Chan / Pebay (at_stats_merge), the extremes are the top
+ * K of the union (K the smallest extremes_k of the inputs) under the order of
+ * acttrace-format(5), /tokens is the inputs' concatenation (each input's
+ * sequence numbers shifted so that its smallest follows the largest before
+ * it; the first input's kept), and the samples are concatenated, their
+ * tokens remapped, up to the largest max_samples of the inputs.  The inputs
+ * must have the same points (names, widths, histograms) in the same order and
+ * the same sampling policy; their weight statistics must agree.  The root
+ * dataset /provenance lists every input (path, model, created, tokens,
+ * complete).
+ *
+ * The output is written to a temporary file beside `out` and renamed over it
+ * at the end; on any failure nothing is left at `out` (an existing file there
+ * is untouched).  `out` may not be one of the inputs (compared by device and
+ * inode).  Errors name the input at fault and the first difference. */
+struct at_merge_options {
+	int force;            /* weights that differ: keep the first input's (recorded:
+	                         root attribute merged_weights_differ = 1) instead of failing */
+	int allow_incomplete; /* merge inputs with complete=0 too (recorded:
+	                         merged_incomplete = 1) instead of failing */
+	int threads;          /* over points and compression; 0: OpenMP's default */
+	int compression_level; /* zstd level of the output, 1..19 (default 3) */
+	/* Called on the calling thread as the merge goes (stage "statistics" or
+	 * "samples", done of total); a non-zero return stops it: AT_ECANCELED,
+	 * the temporary removed.  May be NULL. */
+	int (*progress)(void *arg, const char *stage, double done, double total);
+	void *progress_arg;
+};
+void at_merge_options_init(struct at_merge_options *o);
+int at_merge(const char *out, const char *const *inputs, int n_inputs,
+             const struct at_merge_options *o, struct at_error *err);
 
 #ifdef __cplusplus
 }

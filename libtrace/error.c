@@ -30,6 +30,7 @@ const char *at_status_name(int code)
 	case AT_ERANGE: return "AT_ERANGE";
 	case AT_ECODEC: return "AT_ECODEC";
 	case AT_ENOSYS: return "AT_ENOSYS";
+	case AT_ECANCELED: return "AT_ECANCELED";
 	default: return "AT_EUNKNOWN";
 	}
 }

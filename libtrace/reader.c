@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 
 #include "h5util.h"
+#include "reader-internal.h"
 
 /* Sample chunks decompressed per parallel batch: bounds memory while giving
  * every thread work. */
@@ -22,6 +23,11 @@ struct at_reader {
 	struct at_point_info *points;
 	char **weight_names;
 };
+
+hid_t reader_file(const struct at_reader *r)
+{
+	return r->file;
+}
 
 const char *at_reader_path(const struct at_reader *r)
 {
@@ -488,14 +494,17 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	if (!p)
 		return at_fail(err, AT_ENOTFOUND, "%s: no point with index %d", r->path, (int)point);
 	int64_t k = 0;
+	/* under the lock: several threads may load points of one reader (merge.c) */
+	struct h5_quiet q;
+	h5_quiet_begin(&q);
 	h5_attr_get_int(r->file, "extremes_k", &k); /* 0 to 2^20: checked at open */
+	h5_quiet_end(&q);
 	int32_t capacity = p->n_extremes > k ? p->n_extremes : (int32_t)k;
 	int status = at_stats_init(s, p->channels, whole && p->has_hist, whole ? capacity : 0, err);
 	if (status)
 		return status;
 	char where[512];
 	snprintf(where, sizeof where, "%s: point '%s'", r->path, p->name);
-	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	hid_t g = H5Gopen2(r->points_group, p->name, H5P_DEFAULT);
 	if (g < 0)

@@ -398,7 +398,21 @@ struct options {
 	const char *output;
 	const char *truth;
 	int list_points;
+	int64_t shard, shards; /* --shard I/N: this run writes shard I of N (0 <= I < N) */
 };
+
+/* Tokens [first, end) of the stream that --shard I/N writes: shard I's
+ * contiguous share of whole sequences, sequence s going to shard
+ * floor(s N / S) of S sequences, so that the shards' concatenation is the
+ * unsharded stream. */
+static void shard_tokens(const struct options *o, int64_t *first, int64_t *end)
+{
+	int64_t sequences = (o->tokens + o->seq_len - 1) / o->seq_len;
+	int64_t seq0 = sequences * o->shard / o->shards;
+	int64_t seq1 = sequences * (o->shard + 1) / o->shards;
+	*first = seq0 * o->seq_len < o->tokens ? seq0 * o->seq_len : o->tokens;
+	*end = seq1 * o->seq_len < o->tokens ? seq1 * o->seq_len : o->tokens;
+}
 
 _Noreturn static void usage(void)
 {
@@ -413,6 +427,9 @@ _Noreturn static void usage(void)
 	       "  --seq-len T      tokens per sequence (default 128)\n"
 	       "  --batch N        rows per observe call (default 64)\n"
 	       "  --samples N      keep about N sampled rows per point (default 0: none)\n"
+	       "  --shard I/N      write only shard I (0 to N-1) of the N shards the token\n"
+	       "                   stream is cut into, by whole sequences; trace-merge of\n"
+	       "                   all N shards equals the unsharded trace\n"
 	       "  --truth FILE     write the planted channels as TSV (point, channel,\n"
 	       "                   planted_scale); '-' for standard output\n"
 	       "  -q, --quiet      no progress\n"
@@ -433,10 +450,24 @@ static int64_t parse_count(const char *opt, const char *s, int64_t min, int64_t 
 	return v;
 }
 
+/* "I/N" with 0 <= I < N. */
+static void parse_shard(const char *s, struct options *o)
+{
+	char index[32];
+	const char *slash = strchr(s, '/');
+	if (slash && (size_t)(slash - s) < sizeof index) {
+		snprintf(index, sizeof index, "%.*s", (int)(slash - s), s);
+		if (cli_parse_int64(slash + 1, 1, INT32_MAX, &o->shards) == 0 &&
+		    cli_parse_int64(index, 0, o->shards - 1, &o->shard) == 0)
+			return;
+	}
+	cli_usage_error("--shard wants I/N with 0 <= I < N, not '%s'", s);
+}
+
 static void parse_args(int argc, char **argv, struct options *o)
 {
 	enum { OPT_ARCH = 256, OPT_TOKENS, OPT_SEED, OPT_SAMPLES, OPT_SEQ_LEN, OPT_BATCH,
-	       OPT_TRUTH, OPT_VERSION, OPT_LIST_POINTS };
+	       OPT_TRUTH, OPT_VERSION, OPT_LIST_POINTS, OPT_SHARD };
 	static const struct option longopts[] = {
 		{"arch", required_argument, NULL, OPT_ARCH},
 		{"tokens", required_argument, NULL, OPT_TOKENS},
@@ -450,9 +481,10 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{"help", no_argument, NULL, 'h'},
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"list-points", no_argument, NULL, OPT_LIST_POINTS},
+		{"shard", required_argument, NULL, OPT_SHARD},
 		{NULL, 0, NULL, 0},
 	};
-	*o = (struct options){.tokens = 256, .seq_len = 128, .batch = 64};
+	*o = (struct options){.tokens = 256, .seq_len = 128, .batch = 64, .shard = 0, .shards = 1};
 	const char *arch = NULL;
 	int opt;
 	opterr = 0;
@@ -470,6 +502,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'h': usage();
 		case OPT_VERSION: cli_version();
 		case OPT_LIST_POINTS: o->list_points = 1; break;
+		case OPT_SHARD: parse_shard(optarg, o); break;
 		case ':': cli_usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: /* optopt: a short option, or the value of a long one given an argument */
 			if (!optopt)
@@ -523,20 +556,24 @@ static void write_truth(FILE *out, const char *path, const struct synth_point *p
 		cli_fail(path, "write error: %s", strerror(errno));
 }
 
-/* The synthetic token stream: sequences of seq_len tokens, a BOS id at pos 0. */
+/* The synthetic token stream: sequences of seq_len tokens, a BOS id at pos 0;
+ * a shard's rows carry the numbers of the whole stream. */
 static int add_tokens(struct at_writer *w, const struct options *o, struct at_error *err)
 {
-	int64_t n = o->tokens;
-	int32_t *seq = malloc((size_t)n * sizeof *seq);
-	int32_t *pos = malloc((size_t)n * sizeof *pos);
-	int32_t *id = malloc((size_t)n * sizeof *id);
+	int64_t first, end;
+	shard_tokens(o, &first, &end);
+	int64_t n = end - first;
+	int32_t *seq = malloc((size_t)(n ? n : 1) * sizeof *seq);
+	int32_t *pos = malloc((size_t)(n ? n : 1) * sizeof *pos);
+	int32_t *id = malloc((size_t)(n ? n : 1) * sizeof *id);
 	int rc = AT_ENOMEM;
 	if (seq && pos && id) {
 		uint64_t vocab = (uint64_t)o->arch->vocab;
-		for (int64_t t = 0; t < n; t++) {
-			seq[t] = (int32_t)(t / o->seq_len);
-			pos[t] = (int32_t)(t % o->seq_len);
-			id[t] = pos[t] == 0 ? 1
+		for (int64_t i = 0; i < n; i++) {
+			int64_t t = first + i;
+			seq[i] = (int32_t)(t / o->seq_len);
+			pos[i] = (int32_t)(t % o->seq_len);
+			id[i] = pos[i] == 0 ? 1
 			                    : (int32_t)(2 + hash4(o->seed, MODEL_KEY, STREAM(S_TOKEN_ID),
 			                                          (uint64_t)t) % (vocab - 2));
 		}
@@ -591,11 +628,15 @@ static int feed_point(struct at_writer *w, int32_t id, const struct synth_point 
                       const struct point_plan *pp, const struct options *o, struct batch *b,
                       double *mu, double *sigma, struct at_error *err)
 {
+	int64_t shard_first, shard_end;
+	shard_tokens(o, &shard_first, &shard_end);
 	channel_constants(p, pp, o->seed, mu, sigma);
-	for (int64_t first = 0; first < o->tokens; first += o->batch) {
-		int64_t n = o->tokens - first < o->batch ? o->tokens - first : o->batch;
+	/* rows are drawn by their token in the whole stream, and observed as the
+	 * rows of this shard's /tokens */
+	for (int64_t first = shard_first; first < shard_end; first += o->batch) {
+		int64_t n = shard_end - first < o->batch ? shard_end - first : o->batch;
 		generate_rows(p, pp, o->seed, mu, sigma, first, n, o->seq_len, b->values);
-		int rc = feed_rows(w, id, p, b, first, n, err);
+		int rc = feed_rows(w, id, p, b, first - shard_first, n, err);
 		if (rc != AT_OK)
 			return rc;
 	}
@@ -621,11 +662,15 @@ static void *xcalloc(size_t n, size_t size)
 
 static void describe(const struct options *o, char *notes, size_t size)
 {
+	char shard[64] = "";
+	if (o->shards > 1)
+		snprintf(shard, sizeof shard, " --shard %lld/%lld", (long long)o->shard,
+		         (long long)o->shards);
 	snprintf(notes, size,
 	         "synthetic trace: trace-synth --arch %s --tokens %lld --seed %llu --seq-len %lld"
-	         " --batch %lld --samples %lld",
+	         " --batch %lld --samples %lld%s",
 	         o->arch->name, (long long)o->tokens, (unsigned long long)o->seed,
-	         (long long)o->seq_len, (long long)o->batch, (long long)o->samples);
+	         (long long)o->seq_len, (long long)o->batch, (long long)o->samples, shard);
 }
 
 static int synthesize(const struct options *o, const struct synth_point *points,
@@ -639,6 +684,7 @@ static int synthesize(const struct options *o, const struct synth_point *points,
 	wo.source_dtype = "float32";
 	wo.notes = notes;
 	if (o->samples > 0) {
+		/* of the whole stream, so that every shard samples alike */
 		wo.sample_policy = AT_SAMPLE_EVERY;
 		wo.sample_n = o->tokens / o->samples > 1 ? o->tokens / o->samples : 1;
 		wo.max_samples = o->samples;
