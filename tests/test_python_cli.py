@@ -17,6 +17,7 @@ import math
 import os
 import pty
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -205,6 +206,42 @@ def same_trace(got_path, want_path, what):
                          f"{what}: {name}/sample_tokens")
 
 
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun_case(env, tmp, model, model_dir, files, texts):
+    out = os.path.join(tmp, "dp.h5")
+    port = str(free_port())
+    procs = []
+    for rank in range(2):
+        e = dict(env.env, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                 MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [sys.executable, env.prog, "--model", model_dir, "--text", *files, "-o", out,
+               "--batch", 2, "--seq-len", 8, "--device", "cpu", "--merge", "--perplexity"]
+        procs.append(subprocess.Popen([str(c) for c in cmd], env=e, stdout=subprocess.PIPE,
+                                      stderr=subprocess.PIPE, text=True))
+    results = [p.communicate(timeout=300) for p in procs]
+    codes = [p.returncode for p in procs]
+    check.ok(codes == [0, 0], f"both ranks exit 0: {codes} {[r[1] for r in results]}")
+    seqs = sequences_of(texts, 8, bos=True)
+    groups = batches_of(seqs[0::2], 2) + batches_of(seqs[1::2], 2)
+    want = os.path.join(tmp, "dp-ref.h5")
+    reference_trace(model, want, groups)
+    check.ok(all(os.path.exists(os.path.join(tmp, f"dp.rank{r}.h5")) for r in range(2)),
+             "each rank's trace is kept")
+    if check.ok(os.path.exists(out), "rank 0 merged them"):
+        same_trace(out, want, "merged")
+    nll, n = reference_perplexity(model, groups)
+    rows = [line.split("\t") for line in results[0][0].splitlines()]
+    check.ok(len(rows) == 2 and rows[1][0] == "baseline" and int(rows[1][1]) == n and
+             abs(float(rows[1][2]) - nll) <= 1e-6 * abs(nll),
+             f"rank 0 prints the perplexity over both ranks: {rows}, want {nll} over {n}")
+    check.ok(results[1][0] == "", f"rank 1 prints nothing: {results[1][0]!r}")
+
+
 def main():
     if make_zstd_filter_available() is None:
         print("SKIP: no zstd filter (32015) for h5py: set HDF5_PLUGIN_PATH to the build's hdf5-plugins")
@@ -253,6 +290,13 @@ def main():
                                      "--device", "cpu", "--overlap")
         check.ok(rc == 0 and stderr == "", f"exit {rc}: {stderr}")
         same_trace(out, want, "llama --overlap")
+
+        # --- torchrun's environment, two ranks on the CPU (gloo): each records
+        # its share of the sequences, rank 0 merges them and prints the
+        # perplexity over both; the same as one process over rank 0's
+        # sequences and then rank 1's
+        check.context = "torchrun"
+        torchrun_case(env, tmp, llama, llama_dir, files, texts)
 
         # --- GPT-2 (no BOS), --tokens, standard input
         check.context = "gpt2 trace"
