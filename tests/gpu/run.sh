@@ -8,8 +8,8 @@
 #      transformers).
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
-# (steps: build test sanitize kernel profile io hf llama; default all but
-# profile, io and hf).
+# (steps: build test sanitize kernel profile io hf dp llama; default all but
+# profile, io, hf and dp).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
@@ -90,6 +90,7 @@ if step build; then
 				-L"$B" -Wl,-rpath,"$B" -lacttrace -L"$CUDA_HOME/lib64" \
 				-Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lm
 		done
+		gcc $CFLAGS tests/gpu/trace-equal.c -o "$B/trace-equal" -L"$B" -Wl,-rpath,"$B" -lacttrace -lm
 		gcc $CFLAGS tools/trace-stats.c tools/cli.c -o "$B/trace-stats" \
 			-L"$B" -Wl,-rpath,"$B" -lacttrace -lm
 		for tool in trace-outliers trace-clip trace-layers; do
@@ -175,6 +176,24 @@ if step hf; then
 		PYTHONUNBUFFERED=1 run capture-hf 420 python3 tests/gpu/capture-hf.py --skip-cli \
 		--out "$OUT/hf" || true
 	grep -E "^(not ok|FAIL|#)|passed|failed" "$OUT/capture-hf.log" | tail -n 20 | tee -a "$summary"
+fi
+
+# data-parallel capture on 2 GPUs (torchrun), merged, against one GPU
+if step dp; then
+	gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+	if [ "$gpus" -lt 2 ]; then
+		note "dp: needs 2 GPUs, this machine has $gpus"
+	else
+		rm -rf "$TMPDIR/dp"
+		PYTHONPATH="$PWD/libtrace/python" ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
+			run dp-ranks 400 python3 -m torch.distributed.run --nproc-per-node 2 \
+			tests/gpu/dp-capture.py --out "$TMPDIR/dp" || true
+		PYTHONPATH="$PWD/libtrace/python" ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
+			run dp-single 300 python3 tests/gpu/dp-capture.py --single --out "$TMPDIR/dp" || true
+		run dp-equal 120 "$B/trace-equal" "$TMPDIR/dp/run.h5" "$TMPDIR/dp/single.h5" 1e-6 || true
+		grep -hE '^rank|^one GPU|^points|^DIFFER|Error|error' "$OUT/dp-ranks.log" \
+			"$OUT/dp-single.log" "$OUT/dp-equal.log" | head -n 20 | tee -a "$summary"
+	fi
 fi
 
 if step llama; then
