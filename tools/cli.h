@@ -30,6 +30,13 @@ void cli_warn(const char *file, const char *fmt, ...) __attribute__((format(prin
 /* Open a trace or exit 1 with the reader's message; warn (unless -q) that an
  * incomplete trace (complete=0) is read as of its last checkpoint. */
 struct at_reader *cli_open_trace(const char *path);
+/* Close a trace opened by cli_open_trace. */
+void cli_close_trace(struct at_reader *r);
+/* While a tool reads traces, a crash inside HDF5 on a damaged file prints
+ * "tool: WHAT: damaged trace (...)" and exits 1 (cli_open_trace guards the
+ * trace's name itself); cli_unguard(WHAT) ends it. */
+void cli_guard(const char *what);
+void cli_unguard(const char *what);
 
 /* A point's statistics, whole (with the histogram and extremes) or its
  * moments only, or exit 1 with the reader's message.  hist_for, when not

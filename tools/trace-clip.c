@@ -479,7 +479,7 @@ int main(int argc, char **argv)
 	struct at_reader *r = cli_open_trace(path);
 	if (o.n_ko) {
 		run_sweep(r, &o);
-		at_reader_close(r);
+		cli_close_trace(r);
 		free(o.sweep_ko);
 		free(o.sweep_kc);
 		return CLI_EXIT_OK;
@@ -505,6 +505,6 @@ int main(int argc, char **argv)
 	rates_end(&rt);
 	cli_table_end(&bounds);
 	copts_outliers_free(per_point, n);
-	at_reader_close(r);
+	cli_close_trace(r);
 	return CLI_EXIT_OK;
 }

@@ -282,7 +282,7 @@ int main(int argc, char **argv)
 	cli_table_end(&t);
 	copts_outliers_free(oa, n);
 	copts_outliers_free(ob, n);
-	at_reader_close(a);
-	at_reader_close(b);
+	cli_close_trace(a);
+	cli_close_trace(b);
 	return CLI_EXIT_OK;
 }

@@ -530,6 +530,6 @@ int main(int argc, char **argv)
 	free(rows);
 	free(points);
 	free(o.groups);
-	at_reader_close(r);
+	cli_close_trace(r);
 	return CLI_EXIT_OK;
 }

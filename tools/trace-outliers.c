@@ -359,7 +359,7 @@ static void report_trace(const char *path, const struct options *o, struct outpu
 	}
 	free_results(results, n);
 	free(chosen);
-	at_reader_close(r);
+	cli_close_trace(r);
 }
 
 /* ---------------------------------------------------------------- sweep */
@@ -499,7 +499,7 @@ static void sweep_file(const char *path, const struct options *o, struct output 
 	sweep_trace(r, o, &sw);
 	print_sweep(out, r, &sw);
 	sweep_free(&sw);
-	at_reader_close(r);
+	cli_close_trace(r);
 }
 
 /* ---------------------------------------------------------------- main */

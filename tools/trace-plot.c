@@ -1047,7 +1047,7 @@ int main(int argc, char **argv)
 		case KIND_CHANNELS: plot_channels(r, &o, &pl); break;
 		default: plot_hist(r, &o, &pl); break;
 		}
-		at_reader_close(r);
+		cli_close_trace(r);
 	}
 	plot_finish(&pl);
 	free(template_path);

@@ -322,7 +322,7 @@ int main(int argc, char **argv)
 	struct at_reader *r = cli_open_trace(argv[first]);
 	if (o.nalphas) {
 		run_smooth(r, &o, argv[first]);
-		at_reader_close(r);
+		cli_close_trace(r);
 		return CLI_EXIT_OK;
 	}
 	struct an_outliers *flags = copts_outliers(r, &o.criteria.params);
@@ -343,6 +343,6 @@ int main(int argc, char **argv)
 		cli_warn(argv[first], "warning: no point matches the selection");
 	cli_table_end(&t);
 	copts_outliers_free(flags, n);
-	at_reader_close(r);
+	cli_close_trace(r);
 	return CLI_EXIT_OK;
 }

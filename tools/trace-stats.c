@@ -199,6 +199,6 @@ int main(int argc, char **argv)
 		print_channels(r, &o);
 	else
 		print_points(r, &o);
-	at_reader_close(r);
+	cli_close_trace(r);
 	return CLI_EXIT_OK;
 }
