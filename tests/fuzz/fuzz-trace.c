@@ -6,7 +6,9 @@
  * Two builds of the same code:
  *   - a replay driver (default): fuzz-trace FILE... runs each file and
  *     prints "ok FILE"; tests/fuzz-replay.sh runs it in make check over
- *     tests/fuzz/corpus and damaged copies of a good trace;
+ *     tests/fuzz/corpus and damaged copies of a good trace, and
+ *     fuzz-trace --mutate SEED IN OUT makes the inputs of the bounded
+ *     fuzzing that tests/fuzz-mutate.sh runs in make check;
  *   - a libFuzzer target (-DFUZZ_LIBFUZZER, clang -fsanitize=fuzzer): each
  *     input is written to an in-memory file and opened by its /proc path;
  *     tests/fuzz/run.sh builds and runs it. */
@@ -82,8 +84,62 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	return 0;
 }
 #else
+/* xorshift64*: the mutations of a seed are the same on every machine. */
+static uint64_t next_random(uint64_t *state)
+{
+	*state ^= *state >> 12;
+	*state ^= *state << 25;
+	*state ^= *state >> 27;
+	return *state * 0x2545F4914F6CDD1DULL;
+}
+
+/* fuzz-trace --mutate SEED IN OUT: OUT is IN with a few random bytes
+ * overwritten, a random block overwritten, or cut short (tests/fuzz-mutate.sh
+ * runs the harness on it in a process of its own). */
+static int mutate(const char *seed_text, const char *in, const char *out)
+{
+	uint64_t state = strtoull(seed_text, NULL, 10) * 0x9E3779B97F4A7C15ULL + 1;
+	FILE *f = fopen(in, "rb");
+	if (!f)
+		return 2;
+	fseek(f, 0, SEEK_END);
+	long size = ftell(f);
+	rewind(f);
+	unsigned char *b = size > 0 ? malloc((size_t)size) : NULL;
+	if (!b || fread(b, 1, (size_t)size, f) != (size_t)size) {
+		fclose(f);
+		free(b);
+		return 2;
+	}
+	fclose(f);
+	switch (next_random(&state) % 4) {
+	case 0: /* a block of random bytes */
+	{
+		long at = (long)(next_random(&state) % (uint64_t)size);
+		long n = 1 + (long)(next_random(&state) % 256);
+		for (long i = at; i < at + n && i < size; i++)
+			b[i] = (unsigned char)next_random(&state);
+		break;
+	}
+	case 1: /* cut short */
+		size = (long)(next_random(&state) % (uint64_t)size);
+		break;
+	default: /* a few bytes anywhere */
+		for (int k = 1 + (int)(next_random(&state) % 20); k > 0; k--)
+			b[next_random(&state) % (uint64_t)size] = (unsigned char)next_random(&state);
+	}
+	f = fopen(out, "wb");
+	int bad = !f || fwrite(b, 1, (size_t)size, f) != (size_t)size;
+	if (f)
+		bad |= fclose(f) != 0;
+	free(b);
+	return bad ? 2 : 0;
+}
+
 int main(int argc, char **argv)
 {
+	if (argc == 5 && strcmp(argv[1], "--mutate") == 0)
+		return mutate(argv[2], argv[3], argv[4]);
 	for (int i = 1; i < argc; i++) {
 		fuzz_path(argv[i]);
 		printf("ok %s\n", argv[i]);
