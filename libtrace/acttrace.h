@@ -44,6 +44,13 @@ struct at_error {
 const char *at_status_name(int code);
 /* Package version, e.g. "0.1.0". */
 const char *at_version(void);
+/* For programs that exit as soon as their work is done (acttrace's tools):
+ * HDF5 is told not to close files from its exit handler (H5dont_atexit),
+ * because a file whose close failed (a full disk) makes that handler loop
+ * and crash (HDF5 1.10.8).  Call it before any other acttrace or HDF5 call;
+ * the program must then close or abandon every writer and reader itself.
+ * Not for a process that shares HDF5 with others (Python with h5py). */
+void at_tool_init(void);
 
 /* ---------------------------------------------------------------- tensors */
 

@@ -298,3 +298,43 @@ hid_t h5_extremes_mem_type(void)
 	}
 	return type;
 }
+
+struct system_error {
+	char *buf;
+	size_t size;
+	int found;
+};
+
+/* HDF5's sec2 driver describes a failed system call as "..., errno = 28,
+ * error message = 'No space left on device', ...". */
+static herr_t find_system_error(unsigned n, const H5E_error2_t *e, void *arg)
+{
+	(void)n;
+	struct system_error *se = arg;
+	const char *tag = "error message = '";
+	const char *at = e->desc ? strstr(e->desc, tag) : NULL;
+	if (se->found || !at)
+		return 0;
+	at += strlen(tag);
+	size_t len = strcspn(at, "'");
+	if (len >= se->size)
+		len = se->size - 1;
+	memcpy(se->buf, at, len);
+	se->buf[len] = '\0';
+	se->found = 1;
+	return 0;
+}
+
+const char *h5_system_error(char *buf, size_t size)
+{
+	struct system_error se = {buf, size, 0};
+	if (size == 0)
+		return NULL;
+	H5Ewalk2(H5E_DEFAULT, H5E_WALK_DOWNWARD, find_system_error, &se);
+	return se.found ? buf : NULL;
+}
+
+void at_tool_init(void)
+{
+	H5dont_atexit();
+}

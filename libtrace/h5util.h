@@ -21,6 +21,9 @@ struct h5_quiet {
 };
 void h5_quiet_begin(struct h5_quiet *q);
 void h5_quiet_end(const struct h5_quiet *q);
+/* The operating system's reason in the current HDF5 error stack (e.g. "File
+ * too large", "No space left on device"), copied into buf; NULL if none. */
+const char *h5_system_error(char *buf, size_t size);
 
 /* Attributes (created or overwritten). */
 int h5_attr_put_string(hid_t obj, const char *name, const char *value);

@@ -821,6 +821,18 @@ static int run(struct merge *m, const char *const *inputs, struct at_error *err)
 	return AT_OK;
 }
 
+/* The writer's messages name the file it writes, the temporary: the user
+ * knows the output by its own name. */
+static void name_the_output(struct at_error *err, const char *tmp, const char *out)
+{
+	size_t n = strlen(tmp);
+	if (!err || strncmp(err->message, tmp, n) != 0)
+		return;
+	char rest[sizeof err->message];
+	snprintf(rest, sizeof rest, "%s", err->message + n);
+	snprintf(err->message, sizeof err->message, "%s%s", out, rest);
+}
+
 int at_merge(const char *out, const char *const *inputs, int n_inputs,
              const struct at_merge_options *opts, struct at_error *err)
 {
@@ -836,6 +848,8 @@ int at_merge(const char *out, const char *const *inputs, int n_inputs,
 	if (!(m.in = calloc((size_t)n_inputs, sizeof *m.in)))
 		return at_fail(err, AT_ENOMEM, "%s: out of memory", out);
 	status = run(&m, inputs, err);
+	if (status && m.tmp)
+		name_the_output(err, m.tmp, out);
 	at_writer_abandon(m.w);
 	if (m.tmp)
 		unlink(m.tmp);

@@ -116,8 +116,17 @@ static char *dup_or_empty(const char *s)
 	return strdup(s ? s : "");
 }
 
+/* HDF5 clears its error stack at every call, and the writer has usually
+ * closed a few handles before it reports; errno still tells a full disk or
+ * a file size limit from the write that failed. */
 static int io_fail(struct at_writer *w, struct at_error *err, const char *what)
 {
+	int e = errno;
+	char why[128];
+	if (h5_system_error(why, sizeof why))
+		return at_fail(err, AT_EIO, "%s: cannot %s: %s", w->path, what, why);
+	if (e == ENOSPC || e == EFBIG || e == EDQUOT || e == EIO || e == EROFS)
+		return at_fail(err, AT_EIO, "%s: cannot %s: %s", w->path, what, strerror(e));
 	return at_fail(err, AT_EIO, "%s: cannot %s", w->path, what);
 }
 
@@ -1203,9 +1212,11 @@ static int batch_write(struct at_writer *w, struct stat_batch *b, struct at_erro
 		hid_t dset = H5Dopen2(p->group, sc->name, H5P_DEFAULT);
 		hsize_t offset[2] = {sc->offset, 0};
 		if (dset < 0 || H5Dwrite_chunk(dset, H5P_DEFAULT, 0, offset, sc->chunk.packed_bytes,
-		                               sc->chunk.packed) < 0)
-			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
-			                 p->desc.name);
+		                               sc->chunk.packed) < 0) {
+			char what[300];
+			snprintf(what, sizeof what, "write statistics of '%s'", p->desc.name);
+			status = io_fail(w, err, what);
+		}
 		if (dset >= 0)
 			H5Dclose(dset);
 	}
@@ -1236,9 +1247,11 @@ static int write_all_stats(struct at_writer *w, struct at_error *err)
 		                h5_attr_put_int(p->group, "samples_dropped", H5T_STD_I64LE,
 		                                p->samples_dropped) < 0 ||
 		                h5_attr_put_int(p->group, "samples_dropped_busy", H5T_STD_I64LE,
-		                                p->samples_dropped_busy) < 0))
-			status = at_fail(err, AT_EIO, "%s: cannot write statistics of '%s'", w->path,
-			                 p->desc.name);
+		                                p->samples_dropped_busy) < 0)) {
+			char what[300];
+			snprintf(what, sizeof what, "write statistics of '%s'", p->desc.name);
+			status = io_fail(w, err, what);
+		}
 		if (!status && (batch_bytes >= STATS_BATCH_BYTES || i == w->npoints - 1)) {
 			status = batch_write(w, &batch, err);
 			batch_bytes = 0;

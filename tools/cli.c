@@ -26,6 +26,7 @@ void cli_init(const char *prog)
 	/* libtool wrappers run the real binary as lt-NAME */
 	if (strncmp(cli_prog, "lt-", 3) == 0)
 		cli_prog += 3;
+	at_tool_init();
 }
 
 _Noreturn void cli_version(void)

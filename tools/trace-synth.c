@@ -775,6 +775,10 @@ int main(int argc, char **argv)
 			fclose(truth);
 			remove(o.truth);
 		}
+		/* A capture keeps what it wrote (its last checkpoint reads); a
+		 * synthetic trace cut short by a full disk is of no use. */
+		if (err.code == AT_EIO)
+			remove(o.output);
 		cli_fail_at(&err);
 	}
 	if (truth) {

@@ -1,0 +1,67 @@
+#!/bin/sh
+# full-disk.sh: output that cannot be written (issue 12).  A file size limit
+# (ulimit -f, with SIGXFSZ ignored, so that write() fails with EFBIG as on a
+# full disk) under the tools that write files, and standard output on
+# /dev/full under those that print: each exits 1 with one line that names
+# the file and the reason, leaves no partial output and no temporary, and
+# does not crash on the way out (HDF5's exit handler used to, after a
+# failed close).
+set -eu
+. "${top_srcdir:-.}/tests/common.sh"
+
+trace-synth --arch tiny --tokens 256 --seed 3 --shard 0/2 -o "$tmp/a.h5" -q
+trace-synth --arch tiny --tokens 256 --seed 3 --shard 1/2 -o "$tmp/b.h5" -q
+mkdir "$tmp/small"
+
+# run_limited KB CMD...: CMD with files limited to KB KiB, its exit code in $code
+run_limited() {
+	limit=$1
+	shift
+	code=0
+	(
+		trap '' XFSZ
+		ulimit -f "$limit"
+		exec "$@"
+	) >"$tmp/out" 2>"$tmp/err" || code=$?
+}
+
+only_line() {
+	test "$(wc -l <"$tmp/err")" -eq 1 || fail "$1: not one line on stderr: $(cat "$tmp/err")"
+	grep -Eq "$2" "$tmp/err" || fail "$1: stderr is not /$2/: $(cat "$tmp/err")"
+}
+
+left() {
+	ls -A "$tmp/small"
+}
+
+# trace-synth: the trace cannot be finished
+run_limited 100 trace-synth --arch tiny --tokens 256 -o "$tmp/small/s.h5" -q
+test "$code" -eq 1 || fail "trace-synth on a full disk: exit $code: $(cat "$tmp/err")"
+only_line trace-synth "^trace-synth: $tmp/small/s.h5: cannot .*: (File too large|No space left on device)$"
+test -z "$(left)" || fail "trace-synth left $(left)"
+
+# trace-merge: the output is a temporary renamed at the end; nothing stays
+run_limited 100 trace-merge -q -o "$tmp/small/m.h5" "$tmp/a.h5" "$tmp/b.h5"
+test "$code" -eq 1 || fail "trace-merge on a full disk: exit $code: $(cat "$tmp/err")"
+only_line trace-merge "^trace-merge: $tmp/small/m.h5: cannot .*: (File too large|No space left on device)$"
+test -z "$(left)" || fail "trace-merge left $(left)"
+
+# trace-clip's tables: written through a temporary too
+run_limited 1 trace-clip -a -K 3 -r "$tmp/small/rates.tsv" "$tmp/a.h5"
+test "$code" -eq 1 || fail "trace-clip -r on a full disk: exit $code: $(cat "$tmp/err")"
+grep -q "^trace-clip: $tmp/small/rates.tsv: " "$tmp/err" || fail "trace-clip -r: $(cat "$tmp/err")"
+test -z "$(left)" || fail "trace-clip left $(left)"
+
+# standard output that cannot be written
+if test -w /dev/full; then
+	for tool in "trace-stats" "trace-stats -p layers.0.mlp.down_proj.in" "trace-outliers" \
+		"trace-layers -m grand-mean --by component" "trace-clip -K 3" "trace-quant" \
+		"trace-diff $tmp/b.h5"; do
+		code=0
+		# shellcheck disable=SC2086
+		$tool "$tmp/a.h5" >/dev/full 2>"$tmp/err" || code=$?
+		test "$code" -eq 1 || fail "$tool >/dev/full: exit $code"
+		only_line "$tool" "^${tool%% *}: write error on standard output"
+	done
+fi
+echo "ok - a full disk and a full standard output: one line, exit 1, nothing left"
