@@ -20,6 +20,29 @@ run_tools() {
 	expect_one_error trace-plot layers -o "$tmp/fig.png" "$1"
 }
 
+# A crash inside HDF5 itself (a damaged global heap, read for a
+# variable-length string attribute): every reader tool reports the file as
+# damaged and exits 1.  Where this HDF5 does crash on it (1.10.8 does), the
+# guard is what turned the crash into that line: ACTTRACE_CRASH_GUARD=0
+# shows the crash.  Sanitizer builds have no guard (their reports must show).
+hdf5_crash_cases() {
+	heap=$top_srcdir/tests/fixtures/damaged/global-heap.h5
+	test "${ACTTRACE_SANITIZERS:-}" != 1 || return 0
+	run_tools "$heap"
+	code=0
+	ACTTRACE_CRASH_GUARD=0 trace-stats "$heap" >/dev/null 2>&1 || code=$?
+	if test "$code" -gt 128; then
+		expect_exit 1 trace-stats "$heap"
+		expect_stderr "damaged trace \(the HDF5 library crashed reading it: SIG"
+		cp "$top_srcdir/tests/fixtures/v1/tiny.h5" "$tmp/ok.h5"
+		expect_exit 1 trace-merge -o "$tmp/merged.h5" "$tmp/ok.h5" "$heap"
+		test ! -e "$tmp/merged.h5" || fail "trace-merge left a merged trace"
+		echo "ok - HDF5 crashes on $heap (signal $((code - 128))); the tools report it"
+	else
+		echo "ok - this HDF5 does not crash on $heap (exit $code)"
+	fi
+}
+
 checked=0
 expect_one_error() {
 	file=$(eval echo "\${$#}")
@@ -53,27 +76,7 @@ expect_stderr "No such file"
 if test -z "${PYTHON_TEST:-}"; then
 	echo "SKIP (partly): no Python with h5py for the damaged-trace cases"
 	
-# --- a crash inside HDF5 itself (a damaged global heap, read for a
-# variable-length string attribute): every reader tool reports the file as
-# damaged and exits 1.  Where this HDF5 does crash on it (1.10.8 does), the
-# guard is what turned the crash into that line: ACTTRACE_CRASH_GUARD=0
-# shows the crash.  Sanitizer builds have no guard (their reports must show).
-heap=$top_srcdir/tests/fixtures/damaged/global-heap.h5
-if test "${ACTTRACE_SANITIZERS:-}" != 1; then
-	run_tools "$heap"
-	code=0
-	ACTTRACE_CRASH_GUARD=0 trace-stats "$heap" >/dev/null 2>&1 || code=$?
-	if test "$code" -gt 128; then
-		expect_exit 1 trace-stats "$heap"
-		expect_stderr "damaged trace \(the HDF5 library crashed reading it: SIG"
-		cp "$top_srcdir/tests/fixtures/v1/tiny.h5" "$tmp/ok.h5"
-		expect_exit 1 trace-merge -o "$tmp/merged.h5" "$tmp/ok.h5" "$heap"
-		test ! -e "$tmp/merged.h5" || fail "trace-merge left a merged trace"
-		echo "ok - HDF5 crashes on $heap (signal $((code - 128))); the tools report it"
-	else
-		echo "ok - this HDF5 does not crash on $heap (exit $code)"
-	fi
-fi
+hdf5_crash_cases
 echo "ok - $checked bad-input cases"
 	exit 0
 fi
@@ -108,25 +111,5 @@ expect_stderr "1099511627776 channels \(1 to 2\^31\)"
 expect_exit 1 trace-stats -p layers.1.mlp.down_proj.in "$tmp/huge-extremes-k.h5"
 expect_stderr "extremes_k = 1099511627776 \(0 to 2\^20\)"
 
-# --- a crash inside HDF5 itself (a damaged global heap, read for a
-# variable-length string attribute): every reader tool reports the file as
-# damaged and exits 1.  Where this HDF5 does crash on it (1.10.8 does), the
-# guard is what turned the crash into that line: ACTTRACE_CRASH_GUARD=0
-# shows the crash.  Sanitizer builds have no guard (their reports must show).
-heap=$top_srcdir/tests/fixtures/damaged/global-heap.h5
-if test "${ACTTRACE_SANITIZERS:-}" != 1; then
-	run_tools "$heap"
-	code=0
-	ACTTRACE_CRASH_GUARD=0 trace-stats "$heap" >/dev/null 2>&1 || code=$?
-	if test "$code" -gt 128; then
-		expect_exit 1 trace-stats "$heap"
-		expect_stderr "damaged trace \(the HDF5 library crashed reading it: SIG"
-		cp "$top_srcdir/tests/fixtures/v1/tiny.h5" "$tmp/ok.h5"
-		expect_exit 1 trace-merge -o "$tmp/merged.h5" "$tmp/ok.h5" "$heap"
-		test ! -e "$tmp/merged.h5" || fail "trace-merge left a merged trace"
-		echo "ok - HDF5 crashes on $heap (signal $((code - 128))); the tools report it"
-	else
-		echo "ok - this HDF5 does not crash on $heap (exit $code)"
-	fi
-fi
+hdf5_crash_cases
 echo "ok - $checked bad-input cases"
