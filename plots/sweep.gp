@@ -1,6 +1,7 @@
 # sweep.gp: a threshold sweep, one line per component (trace-outliers
 # --sweep) or per metric (any table with a threshold column)
-# (trace-plot sweep).
+# (trace-plot sweep); also a per-layer mean of trace-quant's or trace-diff's
+# table, one line per series (trace-plot quant, diff).
 #
 # trace-plot sets, before this template:
 #   term_kind        png, svg, pdf or tex
@@ -10,6 +11,7 @@
 #   data_file        one block per series (blocks apart by two blank lines,
 #                    in the order of series_names): threshold, value
 #   series_names, series_colors   arrays: the series and their colours
+#   x_step           (quant, diff) the step between x tics: whole layers
 
 # the title and a subtitle under it, placed in character heights from the
 # top so that they stay apart at any --size
@@ -23,6 +25,8 @@ set tmargin 5
 
 set grid xtics ytics lc rgb "#d8d8d8"
 set xtics out nomirror
+# layers on the x axis (trace-plot quant, diff): whole steps
+if (exists("x_step")) { set xtics x_step }
 set ytics out nomirror
 if (strstrt(logscale, "x")) { set logscale x }
 if (strstrt(logscale, "y")) { set logscale y }

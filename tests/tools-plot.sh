@@ -34,9 +34,17 @@ args_of() {
 	esac
 }
 input_of() {
-	if test "$1" = sweep; then echo "$tmp/sweep.tsv"; else echo "$trace"; fi
+	case $1 in
+	sweep | quant | diff) echo "$tmp/$1.tsv" ;;
+	*) echo "$trace" ;;
+	esac
 }
-kinds="bars3d layers top channels hist sweep"
+kinds="bars3d layers top channels hist sweep quant diff"
+
+# trace-quant's and trace-diff's tables, which quant and diff draw
+trace-synth --arch tiny --tokens 256 --seed 8 -o "$tmp/other.h5" -q
+trace-quant "$trace" >"$tmp/quant.tsv"
+trace-diff "$trace" "$tmp/other.h5" >"$tmp/diff.tsv"
 
 # Bytes 16-23 of a PNG: width and height, big-endian.
 png_size() {
@@ -165,6 +173,28 @@ awk -F'\t' '!/^#/ && (($6 == $7 && $6 != "-") || ($7 == $8 && $7 != "-")) { bad 
 	"$tmp/topp/top.dat" || fail "top --distinct position repeats a position"
 expect_exit 2 trace-plot top --distinct cell "$trace" -o x.png
 expect_exit 2 trace-plot bars3d --site layer.out --distinct channel "$trace" -o x.png
+# quant and diff: each line, per layer, the mean of the table's rows of that
+# layer and series (awk's, from the same table)
+check_layer_means() { # KIND SERIES-AWK-EXPR COLUMN
+	trace-plot "$1" "$tmp/$1.tsv" --script "$tmp/$1-means" -o x.png
+	awk -F'\t' -v col="$3" 'NR == 1 { for (i = 1; i <= NF; i++) c[$i] = i; next }
+		$c["layer"] >= 0 && $c[col] != "nan" { k = '"$2"' SUBSEP $c["layer"]; s[k] += $c[col]; n[k]++ }
+		END { for (k in s) { split(k, p, SUBSEP); printf "%s\t%s\t%.6g\n", p[1], p[2], s[k] / n[k] } }' \
+		"$tmp/$1.tsv" | sort >"$tmp/$1-want"
+	awk -F'\t' '/^# / { name = substr($0, 3); next } NF == 2 { printf "%s\t%s\t%.6g\n", name, $1, $2 }' \
+		"$tmp/$1-means/table.dat" | sort >"$tmp/$1-got"
+	cmp -s "$tmp/$1-want" "$tmp/$1-got" ||
+		fail "$1: the lines are not the per-layer means: $(diff "$tmp/$1-want" "$tmp/$1-got" | head -n 5)"
+}
+check_layer_means quant '"INT" $c["bits"] " per " $c["scope"]' sqnr_hist_db
+check_layer_means diff '$c["component"]' jaccard
+trace-plot quant --metric bits_lost --site mlp.down_proj.in "$tmp/quant.tsv" --script "$tmp/qs" -o x.png
+grep -q "at site mlp.down_proj.in" "$tmp/qs/quant.gp" || fail "quant --site: not in the subtitle"
+expect_exit 1 trace-plot quant --metric nosuch "$tmp/quant.tsv" -o x.png
+expect_stderr "no column 'nosuch'"
+expect_exit 1 trace-plot diff "$tmp/quant.tsv" -o x.png
+expect_stderr "no column 'jaccard' to draw"
+expect_exit 2 trace-plot quant --stat mean "$tmp/quant.tsv" -o x.png
 # the criterion options reach the criterion: a lower k flags more
 trace-plot bars3d --site mlp.up_proj.out -k 2 "$trace" --script "$tmp/count2" -o x.png
 more=$(sed -n "s|^title_text = 'Outlier channels: \([0-9]*\)/.*|\1|p" "$tmp/count2/bars3d.gp")

@@ -15,10 +15,17 @@
 #include "plot-gnuplot.h"
 #include "tsv.h"
 
-enum kind { KIND_BARS3D, KIND_LAYERS, KIND_TOP, KIND_CHANNELS, KIND_HIST, KIND_SWEEP, KIND_COUNT };
+enum kind { KIND_BARS3D, KIND_LAYERS, KIND_TOP, KIND_CHANNELS, KIND_HIST, KIND_SWEEP, KIND_QUANT,
+            KIND_DIFF, KIND_COUNT };
 
-static const char *const kind_names[KIND_COUNT] = {"bars3d", "layers", "top",
-                                                   "channels", "hist", "sweep"};
+static const char *const kind_names[KIND_COUNT] = {"bars3d", "layers", "top", "channels",
+                                                   "hist",   "sweep",  "quant", "diff"};
+
+/* The kinds that draw a table (a file or stdin) rather than a trace. */
+static int draws_table(enum kind k)
+{
+	return k == KIND_SWEEP || k == KIND_QUANT || k == KIND_DIFF;
+}
 
 /* At most this many bars per layer by default: more are thinner than a pixel. */
 #define BARS3D_MAX_BARS 256
@@ -64,6 +71,9 @@ _Noreturn static void usage(void)
 	       "  channels   one point's per-channel statistic (--point), outliers red\n"
 	       "  hist       the |x| histogram of one point (--point) or channel (--channel)\n"
 	       "  sweep      a threshold sweep table (trace-outliers --sweep; FILE or stdin)\n"
+	       "  quant      trace-quant's table per layer: SQNR by bits and scale (FILE or stdin)\n"
+	       "  diff       trace-diff's table per layer: Jaccard of the outlier sets by\n"
+	       "             component (FILE or stdin)\n"
 	       "\n"
 	       "  -o, --output=OUT     the figure to write\n"
 	       "  -s, --site=SITE      bars3d, top: the site, across layers (mlp.up_proj.out)\n"
@@ -77,7 +87,9 @@ _Noreturn static void usage(void)
 	       "                       the default), channels (channel) or positions in the\n"
 	       "                       sequence (position)\n"
 	       "      --metric=COLUMN  sweep: the column drawn per component (outliers), or pct\n"
-	       "                       (100 outliers / channels)\n"
+	       "                       (100 outliers / channels); quant: sqnr_hist_db (default),\n"
+	       "                       sqnr_samples_db, bits_lost, ...; diff: jaccard (default),\n"
+	       "                       max_abs_shift, mean_hist_distance, ...\n"
 	       "      --title=TEXT     the title instead of the default ('' for none)\n"
 	       "      --size=W,H       pixels (png, svg) or inches (pdf, tex; W,Hcm for cm)\n"
 	       "      --logscale=AXES  axes on a log scale (x, y, z, xy, ... or none; top: y,\n"
@@ -121,7 +133,8 @@ static enum kind parse_kind(const char *name)
 	for (int k = 0; k < KIND_COUNT; k++)
 		if (strcmp(name, kind_names[k]) == 0)
 			return (enum kind)k;
-	cli_usage_error("unknown kind '%s' (bars3d, layers, top, channels, hist or sweep)", name);
+	cli_usage_error("unknown kind '%s' (bars3d, layers, top, channels, hist, sweep, quant or "
+	                "diff)", name);
 }
 
 static enum top_distinct parse_distinct(const char *what)
@@ -152,12 +165,13 @@ static void refuse(int given, const char *option, const struct options *o)
 static void check_kind_options(struct options *o)
 {
 	enum kind k = o->kind;
-	refuse(o->given_site && k != KIND_BARS3D && k != KIND_TOP, "--site", o);
+	refuse(o->given_site && k != KIND_BARS3D && k != KIND_TOP && k != KIND_QUANT && k != KIND_DIFF,
+	       "--site", o);
 	refuse(o->given_point && k != KIND_CHANNELS && k != KIND_HIST, "--point", o);
 	refuse(o->given_channel && k != KIND_HIST, "--channel", o);
 	refuse(o->given_stat && k != KIND_BARS3D && k != KIND_CHANNELS, "--stat", o);
 	refuse(o->given_bin && k != KIND_BARS3D, "--bin", o);
-	refuse(o->given_metric && k != KIND_SWEEP, "--metric", o);
+	refuse(o->given_metric && !draws_table(k), "--metric", o);
 	refuse(o->given_distinct && k != KIND_TOP, "--distinct", o);
 	int judges = k == KIND_BARS3D || k == KIND_LAYERS || k == KIND_CHANNELS;
 	refuse(o->criteria.given && !judges, "a criterion option (-m, -k, ...)", o);
@@ -258,12 +272,12 @@ static void parse_args(int argc, char **argv, struct options *o)
 		}
 	}
 	if (optind == argc)
-		cli_usage_error("no kind given (bars3d, layers, top, channels, hist or sweep)");
+		cli_usage_error("no kind given (bars3d, layers, top, channels, hist, sweep, quant or diff)");
 	o->kind = parse_kind(argv[optind++]);
 	if (argc - optind > 1)
 		cli_usage_error("one input file at a time");
 	o->input = optind < argc ? argv[optind] : NULL;
-	if (!o->input && o->kind != KIND_SWEEP)
+	if (!o->input && !draws_table(o->kind))
 		cli_usage_error("no trace file given");
 	check_kind_options(o);
 }
@@ -1004,6 +1018,164 @@ static void plot_sweep(const struct options *o, struct plot *pl)
 	free(colors);
 }
 
+/* ---------------------------------------------------------------- quant, diff */
+
+/* A per-point table's metric averaged over each layer's points, one series
+ * per group of rows: trace-quant's bits and scope, trace-diff's component. */
+struct layer_means {
+	char name[96];
+	double *sum;
+	int64_t *n;
+	int layers;
+};
+
+static struct layer_means *means_named(struct layer_means **all, int *n, const char *name)
+{
+	for (int i = 0; i < *n; i++)
+		if (strcmp((*all)[i].name, name) == 0)
+			return &(*all)[i];
+	struct layer_means *grown = realloc(*all, (size_t)(*n + 1) * sizeof *grown);
+	if (!grown)
+		cli_fail(NULL, "out of memory");
+	*all = grown;
+	struct layer_means *m = &grown[(*n)++];
+	*m = (struct layer_means){0};
+	snprintf(m->name, sizeof m->name, "%s", name);
+	return m;
+}
+
+static void means_add(struct layer_means *m, int layer, double v)
+{
+	if (layer >= m->layers) {
+		int grow = layer + 1;
+		double *sum = realloc(m->sum, (size_t)grow * sizeof *sum);
+		int64_t *n = realloc(m->n, (size_t)grow * sizeof *n);
+		if (!sum || !n)
+			cli_fail(NULL, "out of memory");
+		for (int i = m->layers; i < grow; i++) {
+			sum[i] = 0;
+			n[i] = 0;
+		}
+		m->sum = sum;
+		m->n = n;
+		m->layers = grow;
+	}
+	m->sum[layer] += v;
+	m->n[layer]++;
+}
+
+struct table_kind {
+	const char *from;     /* the tool whose table it is */
+	const char *metric;   /* the default column */
+	const char *ylabel;   /* what the default column is */
+	const char *title;
+	const char *group[2]; /* the columns whose values name a series */
+	const char *group_format;
+};
+
+static const struct table_kind quant_table = {
+	"trace-quant", "sqnr_hist_db", "SQNR from the histograms (dB)",
+	"Quantization error per layer", {"bits", "scope"},
+	"INT%s per %s"};
+static const struct table_kind diff_table = {
+	"trace-diff", "jaccard", "Jaccard index of the outlier sets",
+	"Trace comparison per layer", {"component", NULL}, "%s%s"};
+
+static void plot_layer_table(const struct options *o, struct plot *pl,
+                             const struct table_kind *tk)
+{
+	const char *name = o->input && strcmp(o->input, "-") != 0 ? o->input : "-";
+	FILE *in = strcmp(name, "-") == 0 ? stdin : fopen(name, "r");
+	if (!in)
+		cli_fail(name, "cannot open: %s", strerror(errno));
+	struct tsv_reader t;
+	struct at_error err = {0};
+	if (tsv_open(&t, in, name, &err))
+		cli_fail_at(&err);
+	const char *metric = o->metric ? o->metric : tk->metric;
+	int layer = tsv_column(&t, "layer"), value = tsv_column(&t, metric);
+	int g0 = tsv_column(&t, tk->group[0]), g1 = tk->group[1] ? tsv_column(&t, tk->group[1]) : -1;
+	int site = tsv_column(&t, "site");
+	if (layer < 0 || g0 < 0 || (tk->group[1] && g1 < 0))
+		cli_fail(name, "no column 'layer' or '%s' (a per-point table from %s?)", tk->group[0],
+		         tk->from);
+	if (value < 0)
+		cli_fail(name, "no column '%s' to draw", metric);
+	if (o->site && site < 0)
+		cli_fail(name, "no column 'site' for --site");
+	int need = layer;
+	int cols[] = {value, g0, g1, site};
+	for (size_t i = 0; i < sizeof cols / sizeof cols[0]; i++)
+		need = cols[i] > need ? cols[i] : need;
+	struct layer_means *all = NULL;
+	int n = 0, rc;
+	while ((rc = tsv_next(&t, need + 1, &err)) == 1) {
+		double l = field_number(&t, layer), v = field_number(&t, value);
+		if (!(l >= 0) || !isfinite(v) || (o->site && strcmp(t.fields[site], o->site) != 0))
+			continue; /* outside the layers, or nothing to average */
+		char series[96];
+		snprintf(series, sizeof series, tk->group_format, t.fields[g0],
+		         g1 >= 0 ? t.fields[g1] : "");
+		means_add(means_named(&all, &n, series), (int)l, v);
+	}
+	if (rc < 0)
+		cli_fail_at(&err);
+	tsv_close(&t);
+	if (in != stdin)
+		fclose(in);
+	if (n == 0)
+		cli_fail(name, "no rows of the layers with a finite '%s'%s%s", metric,
+		         o->site ? " at site " : "", o->site ? o->site : "");
+	struct sweep sw = {0};
+	int *all_layers = xcalloc((size_t)n, sizeof *all_layers);
+	for (int i = 0; i < n; i++) {
+		all_layers[i] = all[i].layers;
+		struct series *s = series_named(&sw, all[i].name);
+		for (int l = 0; l < all[i].layers; l++)
+			if (all[i].n[l] > 0)
+				series_add(s, l, all[i].sum[l] / (double)all[i].n[l]);
+		free(all[i].sum);
+		free(all[i].n);
+	}
+	free(all);
+	qsort(sw.series, (size_t)sw.n, sizeof *sw.series, compare_series);
+	FILE *f = plot_data(pl, "table.dat");
+	const char **names = xcalloc((size_t)sw.n, sizeof *names);
+	const char **colors = xcalloc((size_t)sw.n, sizeof *colors);
+	for (int i = 0; i < sw.n; i++) {
+		struct series *s = sw.series[i];
+		if (fclose(s->rows) != 0)
+			cli_fail(NULL, "out of memory");
+		fprintf(f, "# %s\n%s\n\n", s->name, s->text);
+		names[i] = s->name;
+		colors[i] = tk == &diff_table ? component_color(s->name, i) : component_color("", i);
+	}
+	plot_data_close(pl, f, "table.dat");
+	char subtitle[512];
+	snprintf(subtitle, sizeof subtitle, "%s, the mean over %s of each layer%s%s",
+	         strcmp(name, "-") == 0 ? tk->from : name, o->site ? "the points" : "its points",
+	         o->site ? " at site " : "", o->site ? o->site : "");
+	int layers = 0;
+	for (int i = 0; i < n; i++)
+		layers = all_layers[i] > layers ? all_layers[i] : layers;
+	plot_comment(pl, "trace-plot %s of %s", kind_names[o->kind], name);
+	set_common(pl, o, tk->title, subtitle, "Layer",
+	           strcmp(metric, tk->metric) == 0 ? tk->ylabel : metric);
+	plot_var_int(pl, "x_step", layers > 12 ? (layers + 11) / 12 : 1);
+	plot_var_string(pl, "data_file", "table.dat");
+	plot_var_strings(pl, "series_names", names, sw.n, 1);
+	plot_var_strings(pl, "series_colors", colors, sw.n, 0);
+	for (int i = 0; i < sw.n; i++) {
+		free(sw.series[i]->name);
+		free(sw.series[i]->text);
+		free(sw.series[i]);
+	}
+	free(sw.series);
+	free(names);
+	free(colors);
+	free(all_layers);
+}
+
 /* ---------------------------------------------------------------- main */
 
 int main(int argc, char **argv)
@@ -1030,13 +1202,18 @@ int main(int argc, char **argv)
 	}
 	plot_set_terminal(&pl, o.size, o.font, o.kind == KIND_BARS3D ? 1280 : 1200,
 	                  o.kind == KIND_BARS3D ? 900 : 750);
-	char *template_path = plot_find_template(kind, o.template_path);
+	/* quant and diff draw lines as sweep does, with its template */
+	char *template_path = plot_find_template(draws_table(o.kind) ? "sweep" : kind,
+	                                         o.template_path);
 	pl.template_path = template_path;
 	char *gnuplot = o.script_dir ? NULL : plot_find_gnuplot();
 	pl.gnuplot = gnuplot;
-	if (o.kind == KIND_SWEEP) {
+	if (draws_table(o.kind)) {
 		plot_begin(&pl);
-		plot_sweep(&o, &pl);
+		if (o.kind == KIND_SWEEP)
+			plot_sweep(&o, &pl);
+		else
+			plot_layer_table(&o, &pl, o.kind == KIND_QUANT ? &quant_table : &diff_table);
 	} else {
 		struct at_reader *r = cli_open_trace(o.input);
 		plot_begin(&pl);
