@@ -848,6 +848,7 @@ struct series {
 struct sweep {
 	struct series **series; /* each allocated alone: the streams point into them */
 	int n;
+	const char **names, **colors; /* of the series as written (write_series) */
 };
 
 static struct series *series_named(struct sweep *sw, const char *name)
@@ -955,16 +956,62 @@ static void read_metrics(struct tsv_reader *t, struct sweep *sw)
 	free(numeric);
 }
 
-static void plot_sweep(const struct options *o, struct plot *pl)
+/* The table to draw, FILE or standard input (none or "-"), its header read. */
+static FILE *open_table(const struct options *o, struct tsv_reader *t)
 {
 	const char *name = o->input && strcmp(o->input, "-") != 0 ? o->input : "-";
 	FILE *in = strcmp(name, "-") == 0 ? stdin : fopen(name, "r");
 	if (!in)
 		cli_fail(name, "cannot open: %s", strerror(errno));
-	struct tsv_reader t;
 	struct at_error err = {0};
-	if (tsv_open(&t, in, name, &err))
+	if (tsv_open(t, in, name, &err))
 		cli_fail_at(&err);
+	return in;
+}
+
+/* The series, largest first, as gnuplot `index` blocks (two blank lines
+ * apart) in the data file; by component, each in its component's colour. */
+static void write_series(struct plot *pl, struct sweep *sw, const char *file, int by_component)
+{
+	qsort(sw->series, (size_t)sw->n, sizeof *sw->series, compare_series);
+	FILE *f = plot_data(pl, file);
+	sw->names = xcalloc((size_t)sw->n, sizeof *sw->names);
+	sw->colors = xcalloc((size_t)sw->n, sizeof *sw->colors);
+	for (int i = 0; i < sw->n; i++) {
+		struct series *s = sw->series[i];
+		if (fclose(s->rows) != 0)
+			cli_fail(NULL, "out of memory");
+		fprintf(f, "# %s\n%s\n\n", s->name, s->text);
+		sw->names[i] = s->name;
+		sw->colors[i] = by_component ? component_color(s->name, i) : component_color("", i);
+	}
+	plot_data_close(pl, f, file);
+}
+
+static void series_variables(struct plot *pl, const struct sweep *sw, const char *file)
+{
+	plot_var_string(pl, "data_file", file);
+	plot_var_strings(pl, "series_names", sw->names, sw->n, 1);
+	plot_var_strings(pl, "series_colors", sw->colors, sw->n, 0);
+}
+
+static void free_series(struct sweep *sw)
+{
+	for (int i = 0; i < sw->n; i++) {
+		free(sw->series[i]->name);
+		free(sw->series[i]->text);
+		free(sw->series[i]);
+	}
+	free(sw->series);
+	free(sw->names);
+	free(sw->colors);
+}
+
+static void plot_sweep(const struct options *o, struct plot *pl)
+{
+	struct tsv_reader t;
+	FILE *in = open_table(o, &t);
+	const char *name = t.name;
 	if (tsv_column(&t, "threshold") < 0)
 		cli_fail(name, "no column 'threshold' (a table from trace-outliers --sweep?)");
 	int by_component = tsv_column(&t, "component") >= 0;
@@ -982,20 +1029,7 @@ static void plot_sweep(const struct options *o, struct plot *pl)
 	/* series are made by rows: none means no rows */
 	if (sw.n == 0)
 		cli_fail(name, "no rows to draw");
-	qsort(sw.series, (size_t)sw.n, sizeof *sw.series, compare_series);
-	FILE *f = plot_data(pl, "sweep.dat");
-	const char **names = xcalloc((size_t)sw.n, sizeof *names);
-	const char **colors = xcalloc((size_t)sw.n, sizeof *colors);
-	for (int i = 0; i < sw.n; i++) {
-		struct series *s = sw.series[i];
-		if (fclose(s->rows) != 0)
-			cli_fail(NULL, "out of memory");
-		/* gnuplot's `index`: blocks apart by two blank lines */
-		fprintf(f, "# %s\n%s\n\n", s->name, s->text);
-		names[i] = s->name;
-		colors[i] = by_component ? component_color(s->name, i) : component_color("", i);
-	}
-	plot_data_close(pl, f, "sweep.dat");
+	write_series(pl, &sw, "sweep.dat", by_component);
 	const char *ylabel = !by_component ? "Value"
 	                     : strcmp(metric, "outliers") == 0 ? "Outlier channels (count)"
 	                     : strcmp(metric, "pct") == 0 ? "Outlier channels (% of channels)"
@@ -1005,17 +1039,8 @@ static void plot_sweep(const struct options *o, struct plot *pl)
 	plot_comment(pl, "trace-plot sweep of %s", name);
 	set_common(pl, o, by_component ? "Outlier channels per threshold" : "Metrics per threshold",
 	           subtitle, "Threshold", ylabel);
-	plot_var_string(pl, "data_file", "sweep.dat");
-	plot_var_strings(pl, "series_names", names, sw.n, 1);
-	plot_var_strings(pl, "series_colors", colors, sw.n, 0);
-	for (int i = 0; i < sw.n; i++) {
-		free(sw.series[i]->name);
-		free(sw.series[i]->text);
-		free(sw.series[i]);
-	}
-	free(sw.series);
-	free(names);
-	free(colors);
+	series_variables(pl, &sw, "sweep.dat");
+	free_series(&sw);
 }
 
 /* ---------------------------------------------------------------- quant, diff */
@@ -1084,14 +1109,10 @@ static const struct table_kind diff_table = {
 static void plot_layer_table(const struct options *o, struct plot *pl,
                              const struct table_kind *tk)
 {
-	const char *name = o->input && strcmp(o->input, "-") != 0 ? o->input : "-";
-	FILE *in = strcmp(name, "-") == 0 ? stdin : fopen(name, "r");
-	if (!in)
-		cli_fail(name, "cannot open: %s", strerror(errno));
 	struct tsv_reader t;
+	FILE *in = open_table(o, &t);
+	const char *name = t.name;
 	struct at_error err = {0};
-	if (tsv_open(&t, in, name, &err))
-		cli_fail_at(&err);
 	const char *metric = o->metric ? o->metric : tk->metric;
 	int layer = tsv_column(&t, "layer"), value = tsv_column(&t, metric);
 	int g0 = tsv_column(&t, tk->group[0]), g1 = tk->group[1] ? tsv_column(&t, tk->group[1]) : -1;
@@ -1138,19 +1159,7 @@ static void plot_layer_table(const struct options *o, struct plot *pl,
 		free(all[i].n);
 	}
 	free(all);
-	qsort(sw.series, (size_t)sw.n, sizeof *sw.series, compare_series);
-	FILE *f = plot_data(pl, "table.dat");
-	const char **names = xcalloc((size_t)sw.n, sizeof *names);
-	const char **colors = xcalloc((size_t)sw.n, sizeof *colors);
-	for (int i = 0; i < sw.n; i++) {
-		struct series *s = sw.series[i];
-		if (fclose(s->rows) != 0)
-			cli_fail(NULL, "out of memory");
-		fprintf(f, "# %s\n%s\n\n", s->name, s->text);
-		names[i] = s->name;
-		colors[i] = tk == &diff_table ? component_color(s->name, i) : component_color("", i);
-	}
-	plot_data_close(pl, f, "table.dat");
+	write_series(pl, &sw, "table.dat", tk == &diff_table);
 	char subtitle[512];
 	snprintf(subtitle, sizeof subtitle, "%s, the mean over %s of each layer%s%s",
 	         strcmp(name, "-") == 0 ? tk->from : name, o->site ? "the points" : "its points",
@@ -1162,17 +1171,8 @@ static void plot_layer_table(const struct options *o, struct plot *pl,
 	set_common(pl, o, tk->title, subtitle, "Layer",
 	           strcmp(metric, tk->metric) == 0 ? tk->ylabel : metric);
 	plot_var_int(pl, "x_step", layers > 12 ? (layers + 11) / 12 : 1);
-	plot_var_string(pl, "data_file", "table.dat");
-	plot_var_strings(pl, "series_names", names, sw.n, 1);
-	plot_var_strings(pl, "series_colors", colors, sw.n, 0);
-	for (int i = 0; i < sw.n; i++) {
-		free(sw.series[i]->name);
-		free(sw.series[i]->text);
-		free(sw.series[i]);
-	}
-	free(sw.series);
-	free(names);
-	free(colors);
+	series_variables(pl, &sw, "table.dat");
+	free_series(&sw);
 	free(all_layers);
 }
 
