@@ -180,7 +180,11 @@ class Capture:
             if self in _active:
                 _active.remove(self)
             if exc_type is None:
-                self.writer.close()
+                try:
+                    self.writer.close()
+                except BaseException:
+                    self._skip_merge()  # the other ranks must not wait for this one
+                    raise
                 self._warn_unobserved()
                 if self.merged_path is not None:
                     self._merge_ranks()
