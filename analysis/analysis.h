@@ -242,4 +242,16 @@ void an_quant_hist_steps(const struct at_stats *s, int64_t channel, const double
 /* 10 log10(signal / error): inf for no error, NaN without values. */
 double an_quant_sqnr_db(const struct an_quant_error *e);
 
+/* The steps of absmax quantization of a weight matrix from its row maxima:
+ * one scale for the tensor, or one per row (the rows of W[out][in] are the
+ * output channels).  bits_lost = log2(tensor step / median row step): what a
+ * per-tensor scale takes from the typical row's resolution.  The error
+ * itself needs the weights' distribution, which version 1 traces do not
+ * keep (acttrace-format(5), version 2: row_sumsq). */
+struct an_weight_steps {
+	double tensor, row_median, row_min, row_max, bits_lost;
+};
+int an_weight_steps(const double *row_absmax, int64_t rows, int bits,
+                    struct an_weight_steps *out);
+
 #endif /* AT_ANALYSIS_H */

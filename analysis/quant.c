@@ -6,6 +6,8 @@
  * value is clamped, since absmax sets the step. */
 #include <math.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "analysis.h"
 
@@ -93,4 +95,31 @@ void an_quant_hist_steps(const struct at_stats *s, int64_t channel, const double
 double an_quant_sqnr_db(const struct an_quant_error *e)
 {
 	return 10.0 * log10(e->signal / e->error);
+}
+
+static int compare_doubles(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+	return (x > y) - (x < y);
+}
+
+/* -1 on an empty matrix or out of memory. */
+int an_weight_steps(const double *row_absmax, int64_t rows, int bits,
+                    struct an_weight_steps *out)
+{
+	if (rows <= 0)
+		return -1;
+	double *sorted = malloc((size_t)rows * sizeof *sorted);
+	if (!sorted)
+		return -1;
+	memcpy(sorted, row_absmax, (size_t)rows * sizeof *sorted);
+	qsort(sorted, (size_t)rows, sizeof *sorted, compare_doubles);
+	double median = rows % 2 ? sorted[rows / 2] : 0.5 * (sorted[rows / 2 - 1] + sorted[rows / 2]);
+	out->tensor = an_quant_step(sorted[rows - 1], bits);
+	out->row_min = an_quant_step(sorted[0], bits);
+	out->row_max = out->tensor;
+	out->row_median = an_quant_step(median, bits);
+	out->bits_lost = out->row_median > 0 ? log2(out->tensor / out->row_median) : NAN;
+	free(sorted);
+	return 0;
 }

@@ -126,8 +126,30 @@ def every_tool_reads_it():
         check(len(rows) > 1, f"{' '.join(args[:-1])}: {len(rows)} rows")
 
 
+def weight_steps():
+    """trace-quant --weights against numpy on the trace's row maxima."""
+    rows = run("trace-quant", "--weights", "-b", "8,4", "-d", "17", TRACE)
+    head, body = rows[0], rows[1:]
+    col = {c: i for i, c in enumerate(head)}
+    f = h5py.File(TRACE, "r")
+    matrices = [m for m in f["weights"] if f["weights"][m].attrs["rows"] > 1]
+    check(len(body) == 2 * len(matrices), f"trace-quant --weights: {len(body)} rows for "
+          f"{len(matrices)} matrices at 2 widths")
+    worst = 0.0
+    for r in body:
+        a = f["weights"][r[col["module"]]]["row_absmax"][...]
+        q = 2 ** (int(r[col["bits"]]) - 1) - 1
+        want = {"step_tensor": a.max() / q, "step_row_median": np.median(a) / q,
+                "step_row_min": a.min() / q, "step_row_max": a.max() / q}
+        want["bits_lost"] = np.log2(want["step_tensor"] / want["step_row_median"])
+        for k, v in want.items():
+            worst = max(worst, abs(float(r[col[k]]) - v) / abs(v))
+    check(worst < 1e-12, f"trace-quant --weights: steps and bits lost as numpy's ({worst:.1e})")
+
+
 def tool(channel):
     every_tool_reads_it()
+    weight_steps()
     rows = run("trace-outliers", "-m", "massive", "--ratio", "100", "-p", "*layer.out", TRACE)
     head, body = rows[0], rows[1:]
     c, p = head.index("channel"), head.index("pos")

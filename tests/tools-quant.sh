@@ -18,6 +18,12 @@ expect_exit 2 trace-quant
 expect_stderr "^trace-quant: no trace file given"
 expect_exit 2 trace-quant "$tmp/q.h5" "$tmp/q.h5"
 expect_exit 2 trace-quant -b 1 "$tmp/q.h5"
+expect_exit 2 trace-quant --weights -m grand-mean "$tmp/q.h5"
+expect_exit 2 trace-quant --weights --smooth 0.5 "$tmp/q.h5"
+# --weights on a trace whose weights are vectors only: a header, a warning
+expect_exit 0 trace-quant --weights "$tmp/q.h5"
+test "$(wc -l <"$tmp/out")" -eq 1 || fail "--weights without matrices printed rows"
+expect_stderr "no selected weight matrix"
 expect_exit 2 trace-quant -b 8,,4 "$tmp/q.h5"
 expect_exit 2 trace-quant -b 17 "$tmp/q.h5"
 expect_exit 2 trace-quant -m ratio "$tmp/q.h5"

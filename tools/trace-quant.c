@@ -6,6 +6,7 @@
  * analysis/quant.c. */
 #include "config.h"
 
+#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +26,7 @@ struct options {
 	double alphas[8]; /* --smooth */
 	int nalphas;
 	const char *factors_path;
+	int weights; /* --weights */
 };
 
 _Noreturn static void usage(void)
@@ -45,6 +47,10 @@ _Noreturn static void usage(void)
 	       "                         trace, the factors s_j = max|X_j|^A / max|W_j|^(1-A)\n"
 	       "                         and the INT8 steps before and after (A in [0, 1])\n"
 	       "      --factors=FILE     with --smooth: every channel's factor (TSV)\n"
+	       "  -w, --weights          the weight matrices instead: per bit width, the\n"
+	       "                         step of a per-tensor scale and of per-row scales\n"
+	       "                         (median, smallest, largest), and the bits a\n"
+	       "                         per-tensor scale takes from the median row\n"
 	       "%s%s"
 	       "See trace-quant(1).\n",
 	       cli_prog, copts_help(), cli_selection_help(), cli_format_opts_help());
@@ -82,6 +88,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	static const struct option own[] = {
 		{"bits", required_argument, NULL, 'b'},   {"point", required_argument, NULL, 'p'},
 		{"smooth", required_argument, NULL, 's'}, {"factors", required_argument, NULL, OPT_FACTORS},
+		{"weights", no_argument, NULL, 'w'},
 		{"component", required_argument, NULL, OPT_COMPONENT},
 		{"layers", required_argument, NULL, 'l'}, {"format", required_argument, NULL, 'f'},
 		{"no-header", no_argument, NULL, 'H'},    {"digits", required_argument, NULL, 'd'},
@@ -91,7 +98,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 	struct option longopts[64];
 	copts_longopts_with(longopts, 64, own, sizeof own / sizeof own[0]);
 	char shortopts[64];
-	snprintf(shortopts, sizeof shortopts, "%sb:s:p:l:f:Hd:qh", copts_shortopts());
+	snprintf(shortopts, sizeof shortopts, "%sb:s:p:l:f:Hd:qhw", copts_shortopts());
 
 	*o = (struct options){.bits = {8, 4}, .nbits = 2};
 	cli_selection_init(&o->select);
@@ -109,6 +116,7 @@ static int parse_args(int argc, char **argv, struct options *o)
 		case 'b': parse_bits(optarg, o); break;
 		case 's': parse_alphas(optarg, o); break;
 		case OPT_FACTORS: o->factors_path = optarg; break;
+		case 'w': o->weights = 1; break;
 		case 'h': usage();
 		case OPT_VERSION: cli_version();
 		default: cli_bad_option(argv);
@@ -118,6 +126,10 @@ static int parse_args(int argc, char **argv, struct options *o)
 		cli_usage_error(optind == argc ? "no trace file given" : "one trace at a time");
 	if (o->factors_path && !o->nalphas)
 		cli_usage_error("--factors goes with --smooth");
+	if (o->weights && (o->nalphas || o->criteria.given || o->select.component ||
+	                   o->select.layer_min != INT32_MIN || o->select.layer_max != INT32_MAX))
+		cli_usage_error("--weights takes -b, -p (a module name pattern) and the output "
+		                "options only");
 	copts_finish(&o->criteria);
 	if (an_method_is_elementwise(o->criteria.params.method))
 		cli_usage_error("-m %s flags elements, not outlier channels",
@@ -314,14 +326,68 @@ static void run_smooth(struct at_reader *r, const struct options *o, const char 
 	cli_table_end(&t);
 }
 
+/* ---------------------------------------------------------------- weights */
+
+static const char *const weight_columns[] = {"module", "class", "rows", "cols", "bits",
+                                             "step_tensor", "step_row_median", "step_row_min",
+                                             "step_row_max", "bits_lost"};
+
+static int module_selected(const struct cli_selection *s, const char *module)
+{
+	for (int i = 0; i < s->globs; i++)
+		if (fnmatch(s->point_glob[i], module, 0) == 0)
+			return 1;
+	return s->globs == 0;
+}
+
+/* Per weight matrix (vectors, such as a norm's gamma, have no rows to
+ * scale apart) and bit width: the steps of absmax quantization. */
+static void run_weights(struct at_reader *r, const struct options *o, const char *path)
+{
+	struct cli_table t;
+	cli_table_begin(&t, stdout, o->out.format, o->out.header, weight_columns,
+	                (int)(sizeof weight_columns / sizeof weight_columns[0]));
+	t.digits = o->out.digits;
+	int32_t n = at_reader_info(r)->weights, shown = 0;
+	for (int32_t i = 0; i < n; i++) {
+		if (!module_selected(&o->select, at_reader_weight_name(r, i)))
+			continue;
+		struct at_weight_stats w;
+		struct at_error err = {0};
+		if (at_reader_load_weight(r, i, &w, &err))
+			cli_fail_at(&err);
+		for (int b = 0; b < o->nbits && w.rows > 1; b++) {
+			struct an_weight_steps st;
+			if (an_weight_steps(w.row_absmax, w.rows, o->bits[b], &st))
+				cli_fail(path, "out of memory");
+			cli_table_str(&t, w.module);
+			cli_table_str(&t, w.module_class);
+			cli_table_int(&t, w.rows);
+			cli_table_int(&t, w.cols);
+			cli_table_int(&t, o->bits[b]);
+			cli_table_double(&t, st.tensor);
+			cli_table_double(&t, st.row_median);
+			cli_table_double(&t, st.row_min);
+			cli_table_double(&t, st.row_max);
+			cli_table_double(&t, st.bits_lost);
+			cli_table_end_row(&t);
+			shown++;
+		}
+		at_weight_stats_free(&w);
+	}
+	if (!shown && !cli_quiet)
+		cli_warn(path, "warning: no selected weight matrix in the trace");
+	cli_table_end(&t);
+}
+
 int main(int argc, char **argv)
 {
 	cli_init(argv[0]);
 	struct options o;
 	int first = parse_args(argc, argv, &o);
 	struct at_reader *r = cli_open_trace(argv[first]);
-	if (o.nalphas) {
-		run_smooth(r, &o, argv[first]);
+	if (o.nalphas || o.weights) {
+		(o.weights ? run_weights : run_smooth)(r, &o, argv[first]);
 		cli_close_trace(r);
 		return CLI_EXIT_OK;
 	}
