@@ -125,7 +125,11 @@ static int io_fail(struct at_writer *w, struct at_error *err, const char *what)
 	char why[128];
 	if (h5_system_error(why, sizeof why))
 		return at_fail(err, AT_EIO, "%s: cannot %s: %s", w->path, what, why);
-	if (e == ENOSPC || e == EFBIG || e == EDQUOT || e == EIO || e == EROFS)
+	if (e == ENOSPC || e == EFBIG || e == EIO || e == EROFS
+#ifdef EDQUOT
+	    || e == EDQUOT
+#endif
+	)
 		return at_fail(err, AT_EIO, "%s: cannot %s: %s", w->path, what, strerror(e));
 	return at_fail(err, AT_EIO, "%s: cannot %s", w->path, what);
 }
