@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
+#include <stdarg.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -116,13 +117,20 @@ static char *dup_or_empty(const char *s)
 	return strdup(s ? s : "");
 }
 
-/* HDF5 clears its error stack at every call, and the writer has usually
- * closed a few handles before it reports; errno still tells a full disk or
- * a file size limit from the write that failed. */
-static int io_fail(struct at_writer *w, struct at_error *err, const char *what)
+/* "PATH: cannot WHAT: why".  The system's reason comes from HDF5's error
+ * stack when the failed call is the last HDF5 call made; the helpers that
+ * close their handles before they return have cleared it by then, and errno
+ * still tells a full disk or a file size limit from the write that failed. */
+static int io_fail(struct at_writer *w, struct at_error *err, const char *what_fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int io_fail(struct at_writer *w, struct at_error *err, const char *what_fmt, ...)
 {
 	int e = errno;
-	char why[128];
+	char what[512], why[128];
+	va_list ap;
+	va_start(ap, what_fmt);
+	vsnprintf(what, sizeof what, what_fmt, ap);
+	va_end(ap);
 	if (h5_system_error(why, sizeof why))
 		return at_fail(err, AT_EIO, "%s: cannot %s: %s", w->path, what, why);
 	if (e == ENOSPC || e == EFBIG || e == EIO || e == EROFS
@@ -1216,11 +1224,8 @@ static int batch_write(struct at_writer *w, struct stat_batch *b, struct at_erro
 		hid_t dset = H5Dopen2(p->group, sc->name, H5P_DEFAULT);
 		hsize_t offset[2] = {sc->offset, 0};
 		if (dset < 0 || H5Dwrite_chunk(dset, H5P_DEFAULT, 0, offset, sc->chunk.packed_bytes,
-		                               sc->chunk.packed) < 0) {
-			char what[300];
-			snprintf(what, sizeof what, "write statistics of '%s'", p->desc.name);
-			status = io_fail(w, err, what);
-		}
+		                               sc->chunk.packed) < 0)
+			status = io_fail(w, err, "write statistics of '%s'", p->desc.name);
 		if (dset >= 0)
 			H5Dclose(dset);
 	}
@@ -1251,11 +1256,8 @@ static int write_all_stats(struct at_writer *w, struct at_error *err)
 		                h5_attr_put_int(p->group, "samples_dropped", H5T_STD_I64LE,
 		                                p->samples_dropped) < 0 ||
 		                h5_attr_put_int(p->group, "samples_dropped_busy", H5T_STD_I64LE,
-		                                p->samples_dropped_busy) < 0)) {
-			char what[300];
-			snprintf(what, sizeof what, "write statistics of '%s'", p->desc.name);
-			status = io_fail(w, err, what);
-		}
+		                                p->samples_dropped_busy) < 0))
+			status = io_fail(w, err, "write statistics of '%s'", p->desc.name);
 		if (!status && (batch_bytes >= STATS_BATCH_BYTES || i == w->npoints - 1)) {
 			status = batch_write(w, &batch, err);
 			batch_bytes = 0;
