@@ -174,12 +174,19 @@ static void guard(const char *path)
 		guarded[n_guarded++] = path;
 }
 
-void cli_guard(const char *what)
+void cli_guard_all(char *const *paths, int n)
 {
-	guard(what);
+	static char several[64];
+	if (n > GUARDED_MAX) {
+		snprintf(several, sizeof several, "one of the %d inputs", n);
+		guard(several);
+		return;
+	}
+	for (int i = 0; i < n; i++)
+		guard(paths[i]);
 }
 
-void cli_unguard(const char *what)
+static void unguard(const char *what)
 {
 	for (int i = 0; i < n_guarded; i++)
 		if (guarded[i] == what) {
@@ -191,7 +198,7 @@ void cli_unguard(const char *what)
 
 void cli_close_trace(struct at_reader *r)
 {
-	cli_unguard(at_reader_path(r));
+	unguard(at_reader_path(r));
 	at_reader_close(r);
 }
 
@@ -202,7 +209,7 @@ struct at_reader *cli_open_trace(const char *path)
 	guard(path);
 	if (at_reader_open(&r, path, &err))
 		cli_fail_at(&err);
-	cli_unguard(path); /* from here on, under the reader's copy of the name */
+	unguard(path); /* from here on, under the reader's copy of the name */
 	guard(at_reader_path(r));
 	if (!at_reader_info(r)->complete && !cli_quiet)
 		cli_warn(path, "warning: incomplete trace (complete=0): read as of its last checkpoint");
@@ -442,7 +449,7 @@ void cli_selection_layers(struct cli_selection *s, const char *arg)
 	s->layer_max = (int32_t)b;
 }
 
-static int glob_matches(const struct cli_selection *s, const char *name)
+int cli_selected_name(const struct cli_selection *s, const char *name)
 {
 	for (int i = 0; i < s->globs; i++)
 		if (fnmatch(s->point_glob[i], name, 0) == 0)
@@ -452,7 +459,7 @@ static int glob_matches(const struct cli_selection *s, const char *name)
 
 int cli_selected(const struct cli_selection *s, const struct at_point_info *p)
 {
-	if (!glob_matches(s, p->name))
+	if (!cli_selected_name(s, p->name))
 		return 0;
 	if (s->component && strcmp(s->component, p->component) != 0)
 		return 0;

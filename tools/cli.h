@@ -33,10 +33,11 @@ struct at_reader *cli_open_trace(const char *path);
 /* Close a trace opened by cli_open_trace. */
 void cli_close_trace(struct at_reader *r);
 /* While a tool reads traces, a crash inside HDF5 on a damaged file prints
- * "tool: WHAT: damaged trace (...)" and exits 1 (cli_open_trace guards the
- * trace's name itself); cli_unguard(WHAT) ends it. */
-void cli_guard(const char *what);
-void cli_unguard(const char *what);
+ * "tool: FILE: damaged trace (...)" and exits 1: cli_open_trace guards its
+ * trace until cli_close_trace; cli_guard_all guards traces the library opens
+ * itself (trace-merge's inputs), each named when they are few, "one of the
+ * N inputs" when not. */
+void cli_guard_all(char *const *paths, int n);
 
 /* A point's statistics, whole (with the histogram and extremes) or its
  * moments only, or exit 1 with the reader's message.  hist_for, when not
@@ -112,6 +113,8 @@ void cli_selection_init(struct cli_selection *s);
 /* -l's argument; a usage error (exit 2) when it is not A-B (A <= B) or A. */
 void cli_selection_layers(struct cli_selection *s, const char *arg);
 int cli_selected(const struct cli_selection *s, const struct at_point_info *p);
+/* Whether a name matches the -p patterns (any of them; all without one). */
+int cli_selected_name(const struct cli_selection *s, const char *name);
 /* One getopt_long result: 1 when it was -p, -l or component_opt (the tool's
  * value for --component), handled; 0 when not. */
 int cli_selection_option(struct cli_selection *s, int opt, const char *arg, int component_opt);

@@ -6,7 +6,6 @@
  * analysis/quant.c. */
 #include "config.h"
 
-#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -332,14 +331,6 @@ static const char *const weight_columns[] = {"module", "class", "rows", "cols", 
                                              "step_tensor", "step_row_median", "step_row_min",
                                              "step_row_max", "bits_lost"};
 
-static int module_selected(const struct cli_selection *s, const char *module)
-{
-	for (int i = 0; i < s->globs; i++)
-		if (fnmatch(s->point_glob[i], module, 0) == 0)
-			return 1;
-	return s->globs == 0;
-}
-
 /* Per weight matrix (vectors, such as a norm's gamma, have no rows to
  * scale apart) and bit width: the steps of absmax quantization. */
 static void run_weights(struct at_reader *r, const struct options *o, const char *path)
@@ -350,7 +341,7 @@ static void run_weights(struct at_reader *r, const struct options *o, const char
 	t.digits = o->out.digits;
 	int32_t n = at_reader_info(r)->weights, shown = 0;
 	for (int32_t i = 0; i < n; i++) {
-		if (!module_selected(&o->select, at_reader_weight_name(r, i)))
+		if (!cli_selected_name(&o->select, at_reader_weight_name(r, i)))
 			continue;
 		struct at_weight_stats w;
 		struct at_error err = {0};
