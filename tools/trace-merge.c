@@ -83,18 +83,6 @@ static int progress(void *arg, const char *stage, double done, double total)
 	return stop_signal != 0;
 }
 
-/* Each input opened and closed before the merge: a trace so damaged that
- * HDF5 crashes on its attributes is named alone (cli_open_trace's guard),
- * before at_merge has created its temporary beside OUT. */
-static void open_each(char **paths, int n)
-{
-	int quiet = cli_quiet;
-	cli_quiet = 1; /* at_merge says what it thinks of incomplete inputs */
-	for (int i = 0; i < n; i++)
-		cli_close_trace(cli_open_trace(paths[i]));
-	cli_quiet = quiet;
-}
-
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -104,14 +92,12 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 	signal(SIGHUP, on_signal);
 	o.merge.progress = progress;
-	open_each(argv + first, argc - first);
-	char inputs[64];
-	snprintf(inputs, sizeof inputs, "one of the %d inputs", argc - first);
-	cli_guard(inputs);
+	/* at_merge opens every input before it creates its temporary, so a
+	 * crash inside HDF5 on a damaged input's attributes leaves nothing */
+	cli_guard_all(argv + first, argc - first);
 	struct at_error err = {0};
 	int status = at_merge(o.output, (const char *const *)argv + first, argc - first, &o.merge,
 	                      &err);
-	cli_unguard(inputs);
 	cli_progress_done();
 	if (status == AT_ECANCELED && stop_signal) {
 		signal(stop_signal, SIG_DFL);
