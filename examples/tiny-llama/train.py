@@ -100,12 +100,17 @@ def loss_of(model, ids, autocast):
     return F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1))
 
 
+def fixed_windows(data, seq, n, device):
+    """n sequences [n, seq]: BOS and seq-1 bytes at n evenly spaced offsets."""
+    step = max(1, (len(data) - seq) // n)
+    rows = [[tl.BOS] + list(data[i * step:i * step + seq - 1]) for i in range(n)]
+    return torch.tensor(rows, dtype=torch.long, device=device)
+
+
 @torch.no_grad()
 def evaluate(model, data, seq, device, autocast, n=16):
     """Mean loss (nats per byte) over n fixed windows of data."""
-    step = max(1, (len(data) - seq) // n)
-    rows = [[tl.BOS] + list(data[i * step:i * step + seq - 1]) for i in range(n)]
-    ids = torch.tensor(rows, dtype=torch.long, device=device)
+    ids = fixed_windows(data, seq, n, device)
     return loss_of(model, ids, autocast).item()
 
 
@@ -114,9 +119,7 @@ def residual_report(model, data, seq, device, autocast):
     """Per layer output (the residual stream) and after the final norm: the
     largest |x|, its channel and position, the next channel's largest |x|,
     and the median |x|, over 8 held-out sequences."""
-    step = max(1, (len(data) - seq) // 8)
-    rows = [[tl.BOS] + list(data[i * step:i * step + seq - 1]) for i in range(8)]
-    ids = torch.tensor(rows, dtype=torch.long, device=device)
+    ids = fixed_windows(data, seq, 8, device)
     seen = []
     hooks = [layer.register_forward_hook(lambda m, i, o: seen.append(o.float()))
              for layer in model.model.layers]
@@ -200,6 +203,9 @@ def main():
     train, test = read_corpus(o.corpus_limit or None)
     print(f"# corpus: {len(train)} training bytes, {len(test)} held out, "
           f"read in {time.time() - t0:.1f} s")
+    if len(test) < o.seq or len(train) < o.seq:
+        sys.exit(f"train.py: the corpus holds too little text for sequences of {o.seq} bytes "
+                 "(a larger --corpus-limit?)")
     if o.heldout:  # as UTF-8 text, which trace-capture reads
         with open(o.heldout, "w", encoding="utf-8") as f:
             f.write(test.decode("utf-8", errors="replace"))

@@ -42,7 +42,7 @@ def all_batches(args):
             for _ in range(args.batches)]
 
 
-def forward_times(model, batches, repeat_first=False):
+def forward_times(model, batches):
     times = []
     with torch.no_grad():
         for ids in batches:
