@@ -18,7 +18,9 @@ extern "C" {
 #endif
 
 #define AT_FORMAT_NAME "acttrace"
-#define AT_FORMAT_VERSION 1
+#define AT_FORMAT_VERSION 2
+/* The oldest version this library still reads. */
+#define AT_FORMAT_VERSION_MIN 1
 
 /* ---------------------------------------------------------------- errors */
 
@@ -184,6 +186,9 @@ struct at_writer_options {
 	 * and device memory on their way to the host (at least 1 GiB). */
 	int64_t sample_bytes_in_flight;
 	enum at_when_busy { AT_WHEN_BUSY_WAIT = 0, AT_WHEN_BUSY_DROP = 1 } when_busy;
+	/* Which process of a distributed run wrote the file (default 0 of 1). */
+	int32_t rank;
+	int32_t world_size;
 };
 void at_writer_options_init(struct at_writer_options *o);
 
@@ -197,6 +202,13 @@ struct at_point_desc {
 	const char *module_class; /* may be "" */
 	const char *direction;    /* "in" or "out" */
 	int64_t channels;
+	/* Tensor parallelism (acttrace-format(5), CHANNEL SLICES): the point
+	 * holds tensor channels [channel_offset, channel_offset + channels) of
+	 * a tensor full_channels wide (0: channels, a whole tensor); replicated
+	 * marks a tensor that is whole on every rank, recorded by rank 0. */
+	int64_t channel_offset;
+	int64_t full_channels;
+	int replicated;
 };
 
 struct at_writer;
@@ -267,6 +279,7 @@ struct at_trace_info {
 	int64_t tokens; /* rows of /tokens */
 	int32_t points;
 	int32_t weights;
+	int32_t rank, world_size; /* 0 and 1 before format version 2 */
 };
 
 /* What a reader knows of a point without loading its statistics. */
@@ -284,6 +297,10 @@ struct at_point_info {
 	int64_t samples;         /* rows in `samples` */
 	int64_t samples_dropped; /* rows the policy chose but max_samples refused */
 	int64_t sample_chunk_rows;
+	enum at_dtype sample_dtype; /* as stored; at_reader_read_samples widens to float32 */
+	int64_t channel_offset;     /* tensor channel of channel 0 (0 before version 2) */
+	int64_t full_channels;      /* the tensor's width (channels before version 2) */
+	int replicated;             /* whole on every rank, recorded by rank 0 alone */
 };
 
 struct at_reader;

@@ -63,13 +63,28 @@ static hid_t vlen_utf8_type(void)
 	return type;
 }
 
+/* Fixed-length strings (format version 2): a damaged file can make HDF5
+ * follow a variable-length string's global-heap reference anywhere. */
+static hid_t fixed_utf8_type(size_t length)
+{
+	hid_t type = H5Tcopy(H5T_C_S1);
+	if (type < 0)
+		return -1;
+	if (H5Tset_size(type, length + 1) < 0 || H5Tset_strpad(type, H5T_STR_NULLTERM) < 0 ||
+	    H5Tset_cset(type, H5T_CSET_UTF8) < 0) {
+		H5Tclose(type);
+		return -1;
+	}
+	return type;
+}
+
 int h5_attr_put_string(hid_t obj, const char *name, const char *value)
 {
-	hid_t type = vlen_utf8_type();
+	hid_t type = fixed_utf8_type(strlen(value));
 	hid_t space = H5Screate(H5S_SCALAR);
 	int status = -1;
 	if (type >= 0 && space >= 0)
-		status = attr_put(obj, name, type, space, &value);
+		status = attr_put(obj, name, type, space, value);
 	if (space >= 0)
 		H5Sclose(space);
 	if (type >= 0)
@@ -178,14 +193,15 @@ hid_t h5_create_filled(hid_t loc, const char *name, hid_t type, int rank, const 
                        const hsize_t *maxdims, const hsize_t *chunk, int level, hid_t fill_type,
                        const void *fill)
 {
-	unsigned int cd_values[1] = {(unsigned int)level};
+	/* cd_values[1] = 1: the frames carry content checksums (format version 2) */
+	unsigned int cd_values[2] = {(unsigned int)level, 1};
 	hid_t space = H5Screate_simple(rank, dims, maxdims);
 	hid_t dcpl = H5Pcreate(H5P_DATASET_CREATE);
 	hid_t dset = -1;
 	if (space < 0 || dcpl < 0)
 		goto done;
 	if (H5Pset_chunk(dcpl, rank, chunk) < 0 || H5Pset_shuffle(dcpl) < 0 ||
-	    H5Pset_filter(dcpl, AT_ZSTD_FILTER_ID, H5Z_FLAG_MANDATORY, 1, cd_values) < 0)
+	    H5Pset_filter(dcpl, AT_ZSTD_FILTER_ID, H5Z_FLAG_MANDATORY, 2, cd_values) < 0)
 		goto done;
 	/* Chunks are written whole; never spend time filling them. */
 	if (H5Pset_fill_time(dcpl, H5D_FILL_TIME_NEVER) < 0)

@@ -50,6 +50,44 @@ static inline float at_bf16_to_float(uint16_t b)
 	return f;
 }
 
+/* Narrow a float to bfloat16 / IEEE binary16, rounding to nearest even
+ * (NaN stays NaN, overflow goes to infinity): samples stored in a narrower
+ * type than a row came in (acttrace-format(5), SAMPLES). */
+static inline uint16_t at_float_to_bf16(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, sizeof x);
+	if ((x & 0x7fffffffu) > 0x7f800000u)
+		return (uint16_t)((x >> 16) | 0x40u);
+	return (uint16_t)((x + 0x7fffu + ((x >> 16) & 1u)) >> 16);
+}
+
+static inline uint16_t at_float_to_f16(float f)
+{
+	uint32_t x;
+	memcpy(&x, &f, sizeof x);
+	uint16_t sign = (uint16_t)((x >> 16) & 0x8000u);
+	uint32_t ax = x & 0x7fffffffu;
+	if (ax > 0x7f800000u)
+		return (uint16_t)(sign | 0x7e00u);
+	if (ax >= 0x477ff000u) /* 65520 and above round to infinity */
+		return (uint16_t)(sign | 0x7c00u);
+	if (ax >= 0x38800000u) { /* normal: rebias 127 -> 15, round 23 -> 10 bits */
+		uint32_t r = ax - (112u << 23);
+		r += 0xfffu + ((r >> 13) & 1u);
+		return (uint16_t)(sign | (r >> 13));
+	}
+	/* subnormal or zero: round |f| / 2^-24 to an integer */
+	uint32_t e = ax >> 23, shift = 126u - e;
+	if (shift > 24u)
+		return sign;
+	uint32_t m = (ax & 0x7fffffu) | 0x800000u;
+	uint32_t q = m >> shift, rem = m & ((1u << shift) - 1u), half = 1u << (shift - 1u);
+	if (rem > half || (rem == half && (q & 1u)))
+		q++;
+	return (uint16_t)(sign | q);
+}
+
 static inline size_t at_dtype_size(enum at_dtype t)
 {
 	return t == AT_F32 ? 4 : 2;
@@ -90,6 +128,23 @@ static inline void at_load_run(const void *data, enum at_dtype dtype, int64_t fi
 		else
 			for (int64_t i = 0; i < n; i++)
 				out[i] = single[i * stride];
+	}
+}
+
+/* n elements from one dtype to another (a copy when they are the same). */
+static inline void at_convert_run(const void *src, enum at_dtype from, void *dst,
+                                  enum at_dtype to, size_t n)
+{
+	if (from == to) {
+		memcpy(dst, src, n * at_dtype_size(to));
+	} else if (to == AT_F32) {
+		at_load_run(src, from, 0, 1, (int64_t)n, (float *)dst);
+	} else {
+		uint16_t *out = (uint16_t *)dst;
+		for (size_t i = 0; i < n; i++) {
+			float f = at_load(src, from, (int64_t)i);
+			out[i] = to == AT_BF16 ? at_float_to_bf16(f) : at_float_to_f16(f);
+		}
 	}
 }
 

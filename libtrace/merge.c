@@ -274,7 +274,8 @@ static int create_writer(struct merge *m, struct at_error *err)
 	for (int32_t i = 0; i < m->points && !status; i++) {
 		const struct at_point_info *p = at_reader_point(first->r, i);
 		struct at_point_desc d = {p->name,   p->layer,        p->component, p->site,
-		                          p->module, p->module_class, p->direction, p->channels};
+		                          p->module, p->module_class, p->direction, p->channels,
+		                          p->channel_offset, p->full_channels, p->replicated};
 		int32_t id;
 		status = at_writer_add_point(m->w, &d, &id, err);
 	}
@@ -582,8 +583,9 @@ static int64_t sample_batch_rows(const struct at_point_info *p)
 
 /* One input's rows of one point appended, until the output's cap; what the
  * cap refuses is counted as dropped, with what the input had dropped. */
-static int append_samples(struct merge *m, int i, int32_t point, float *rows, int64_t *tokens,
-                          int64_t batch, struct at_error *err)
+static int append_samples(struct merge *m, int i, int32_t point, enum at_dtype dtype,
+                          float *rows, void *narrow, int64_t *tokens, int64_t batch,
+                          struct at_error *err)
 {
 	const struct input *in = &m->in[i];
 	const struct at_point_info *p = at_reader_point(in->r, point);
@@ -600,7 +602,14 @@ static int append_samples(struct merge *m, int i, int32_t point, float *rows, in
 		int64_t kept = status ? -1 : remap_sample_tokens(in, p->name, rows, p->channels, tokens, n, err);
 		if (kept < 0)
 			return status ? status : err ? err->code : AT_EFORMAT;
-		status = writer_add_sampled_rows(m->w, point, rows, AT_F32, tokens, kept, 0, err);
+		/* back to the dtype every input stored them in (exactly: they came
+		 * from it), so that the output keeps it */
+		const void *data = rows;
+		if (dtype != AT_F32) {
+			at_convert_run(rows, AT_F32, narrow, dtype, (size_t)(kept * p->channels));
+			data = narrow;
+		}
+		status = writer_add_sampled_rows(m->w, point, data, dtype, tokens, kept, 0, err);
 	}
 	if (!status)
 		status = writer_add_sampled_rows(m->w, point, NULL, AT_F32, NULL, 0, dropped, err);
@@ -612,12 +621,19 @@ static int merge_point_samples(struct merge *m, int32_t point, struct at_error *
 	const struct at_point_info *p = at_reader_point(m->in[0].r, point);
 	int64_t batch = sample_batch_rows(p);
 	float *rows = malloc((size_t)(batch * p->channels) * sizeof *rows);
+	void *narrow = malloc((size_t)(batch * p->channels) * sizeof(uint16_t));
 	int64_t *tokens = malloc((size_t)batch * sizeof *tokens);
-	int status = rows && tokens ? AT_OK
-	                            : at_fail(err, AT_ENOMEM, "%s: out of memory for samples", m->out);
+	int status = rows && narrow && tokens
+	                 ? AT_OK
+	                 : at_fail(err, AT_ENOMEM, "%s: out of memory for samples", m->out);
+	enum at_dtype dtype = p->sample_dtype; /* float32 unless every input agrees */
+	for (int i = 1; i < m->n; i++)
+		if (at_reader_point(m->in[i].r, point)->sample_dtype != dtype)
+			dtype = AT_F32;
 	for (int i = 0; i < m->n && !status; i++)
-		status = append_samples(m, i, point, rows, tokens, batch, err);
+		status = append_samples(m, i, point, dtype, rows, narrow, tokens, batch, err);
 	free(rows);
+	free(narrow);
 	free(tokens);
 	return status;
 }

@@ -109,10 +109,11 @@ static int read_format(struct at_reader *r, struct at_error *err)
 		               r->path, AT_FORMAT_NAME);
 	if (h5_attr_get_int(r->file, "format_version", &version) < 0)
 		return at_fail(err, AT_EFORMAT, "%s: missing format_version attribute", r->path);
-	if (version != AT_FORMAT_VERSION)
+	if (version < AT_FORMAT_VERSION_MIN || version > AT_FORMAT_VERSION)
 		return at_fail(err, AT_EFORMAT,
-		               "%s: unsupported format_version %lld (this acttrace reads version %d)",
-		               r->path, (long long)version, AT_FORMAT_VERSION);
+		               "%s: unsupported format_version %lld (this acttrace reads versions "
+		               "%d to %d)",
+		               r->path, (long long)version, AT_FORMAT_VERSION_MIN, AT_FORMAT_VERSION);
 	info->format_version = (int)version;
 	return AT_OK;
 }
@@ -129,6 +130,13 @@ static void read_descriptive(struct at_reader *r)
 	h5_attr_get_string(r->file, "notes", info->notes, sizeof info->notes);
 	h5_attr_get_int(r->file, "complete", &complete);
 	info->complete = complete == 1;
+	int64_t rank = 0, world_size = 1;
+	h5_attr_get_int(r->file, "rank", &rank);
+	h5_attr_get_int(r->file, "world_size", &world_size);
+	if (world_size < 1 || world_size > INT32_MAX || rank < 0 || rank >= world_size)
+		rank = 0, world_size = 1; /* descriptive only: nothing is read by them */
+	info->rank = (int32_t)rank;
+	info->world_size = (int32_t)world_size;
 }
 
 static int read_token_count(struct at_reader *r, struct at_error *err)
@@ -211,7 +219,28 @@ static int get_int_attr(hid_t g, const char *name, int64_t *value, const char *w
 #define MAX_EXTREMES ((int64_t)1 << 20)
 #define MAX_SAMPLE_CHUNK_BYTES ((int64_t)1 << 30)
 
-/* Rows of a sampled dataset and its chunk height, or 0 when there is none. */
+/* The at_dtype of a samples dataset's file type, -1 for any other: float32,
+ * IEEE binary16 (5 exponent bits) or bfloat16 (a 2-byte type with float32's
+ * 8 exponent bits, acttrace-format(5), SAMPLES). */
+static int sample_dtype_of(hid_t type)
+{
+	if (H5Tget_class(type) != H5T_FLOAT)
+		return -1;
+	size_t size = H5Tget_size(type), spos, epos, esize, mpos, msize;
+	if (size == 4 && H5Tget_precision(type) == 32)
+		return AT_F32;
+	if (size != 2 || H5Tget_fields(type, &spos, &epos, &esize, &mpos, &msize) < 0 ||
+	    spos != 15 || mpos != 0)
+		return -1;
+	if (epos == 10 && esize == 5 && msize == 10)
+		return AT_F16;
+	if (epos == 7 && esize == 8 && msize == 7)
+		return AT_BF16;
+	return -1;
+}
+
+/* Rows of a sampled dataset, its chunk height and dtype, or 0 rows when
+ * there is none. */
 static int read_sample_layout(hid_t g, struct at_point_info *p, const char *where,
                               struct at_error *err)
 {
@@ -227,13 +256,21 @@ static int read_sample_layout(hid_t g, struct at_point_info *p, const char *wher
 	              H5Pget_chunk(dcpl, 2, chunk) == 2;
 	if (dcpl >= 0)
 		H5Pclose(dcpl);
+	hid_t type = H5Dget_type(d);
+	int dtype = type >= 0 ? sample_dtype_of(type) : -1;
+	if (type >= 0)
+		H5Tclose(type);
 	H5Dclose(d);
 	if (!chunked)
 		return at_fail(err, AT_EFORMAT, "%s: 'samples' is not chunked", where);
+	if (dtype < 0)
+		return at_fail(err, AT_EFORMAT,
+		               "%s: 'samples' is neither float32, float16 nor bfloat16", where);
+	p->sample_dtype = (enum at_dtype)dtype;
 	p->samples = (int64_t)dims[0];
 	p->sample_chunk_rows = (int64_t)chunk[0];
-	if (p->sample_chunk_rows < 1 ||
-	    p->sample_chunk_rows > MAX_SAMPLE_CHUNK_BYTES / ((int64_t)sizeof(float) * p->channels))
+	int64_t row_bytes = (int64_t)at_dtype_size(p->sample_dtype) * p->channels;
+	if (p->sample_chunk_rows < 1 || p->sample_chunk_rows > MAX_SAMPLE_CHUNK_BYTES / row_bytes)
 		return at_fail(err, AT_EFORMAT,
 		               "%s: 'samples' chunks of %lld rows of %lld channels (at most %lld MiB "
 		               "a chunk)",
@@ -278,6 +315,25 @@ static int check_point_datasets(hid_t g, const struct at_point_info *p, const ch
 	return AT_OK;
 }
 
+/* Version 2's channel slice of a point (acttrace-format(5), CHANNEL SLICES);
+ * absent attributes mean a whole tensor, as in version 1. */
+static int read_channel_slice(hid_t g, struct at_point_info *p, int64_t channels,
+                              const char *where, struct at_error *err)
+{
+	int64_t offset = 0, full = channels, replicated = 0;
+	h5_attr_get_int(g, "channel_offset", &offset);
+	h5_attr_get_int(g, "full_channels", &full);
+	h5_attr_get_int(g, "replicated", &replicated);
+	if (offset < 0 || full > MAX_CHANNELS || offset > full - channels)
+		return at_fail(err, AT_EFORMAT,
+		               "%s: channel_offset %lld and %lld channels exceed full_channels %lld",
+		               where, (long long)offset, (long long)channels, (long long)full);
+	p->channel_offset = offset;
+	p->full_channels = full;
+	p->replicated = replicated == 1;
+	return AT_OK;
+}
+
 static int read_point_info(struct at_reader *r, const char *name, struct at_point_info *p,
                            int64_t *order, struct at_error *err)
 {
@@ -303,6 +359,8 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	h5_attr_get_string(g, "module", p->module, sizeof p->module);
 	h5_attr_get_string(g, "module_class", p->module_class, sizeof p->module_class);
 	h5_attr_get_int(g, "samples_dropped", &dropped);
+	if (!status)
+		status = read_channel_slice(g, p, channels, where, err);
 	*order = INT64_MAX;
 	h5_attr_get_int(g, "order", order);
 	p->layer = (int32_t)layer;
@@ -575,7 +633,8 @@ static int read_chunk_batch(hid_t dset, const struct at_point_info *p, int64_t k
                             const char *where, struct at_error *err)
 {
 	int64_t rows = p->sample_chunk_rows, c = p->channels;
-	size_t raw_bytes = (size_t)(rows * c) * sizeof(float);
+	size_t elem = at_dtype_size(p->sample_dtype);
+	size_t raw_bytes = (size_t)(rows * c) * elem;
 	int status = AT_OK;
 	for (int64_t i = 0; i < nk && !status; i++) {
 		hsize_t offset[2] = {(hsize_t)((k0 + i) * rows), 0}, size;
@@ -602,7 +661,7 @@ static int read_chunk_batch(hid_t dset, const struct at_point_info *p, int64_t k
 			                 (long long)(k0 + i));
 	}
 	if (!status)
-		status = at_codec_decompress(chunks, (size_t)nk, sizeof(float), 0, err);
+		status = at_codec_decompress(chunks, (size_t)nk, elem, 0, err);
 	if (status == AT_ECODEC && err) {
 		char reason[sizeof err->message];
 		snprintf(reason, sizeof reason, "%s", err->message);
@@ -614,8 +673,8 @@ static int read_chunk_batch(hid_t dset, const struct at_point_info *p, int64_t k
 		int64_t row0 = (k0 + i) * rows;
 		int64_t lo = row0 > first ? row0 : first;
 		int64_t hi = row0 + rows < last ? row0 + rows : last;
-		memcpy(out + (lo - first) * c, (float *)chunks[i].raw + (lo - row0) * c,
-		       (size_t)((hi - lo) * c) * sizeof(float));
+		at_load_run(chunks[i].raw, p->sample_dtype, (lo - row0) * c, 1, (hi - lo) * c,
+		            out + (lo - first) * c);
 	}
 	return AT_OK;
 }

@@ -48,9 +48,13 @@ struct point {
 	struct at_stats stats;
 	/* sampling */
 	hid_t samples, sample_tokens;
+	/* the samples' stored dtype: that of the first chunk written, decided
+	 * (dtype_set) by the thread that writes it, then fixed */
+	enum at_dtype sample_dtype;
+	int dtype_set;
 	int64_t chunk_rows;
 	/* the chunk being filled: chunk_rows x channels in pending_dtype, as the rows
-	 * came (room for float32); the writer thread widens it to float32 */
+	 * came (room for float32); the writer thread converts it to sample_dtype */
 	unsigned char *pending;
 	enum at_dtype pending_dtype;
 	int64_t *pending_tokens;  /* its tokens */
@@ -65,7 +69,7 @@ struct point {
 /* A full sample chunk waiting for compression and its write. */
 struct queued_chunk {
 	int32_t point;
-	enum at_dtype dtype; /* of chunk.raw, widened to float32 before compression */
+	enum at_dtype dtype; /* of chunk.raw, converted to the samples' dtype before compression */
 	int64_t index; /* chunk number along the rows */
 	struct at_chunk chunk;
 	int64_t *tokens;
@@ -109,6 +113,8 @@ void at_writer_options_init(struct at_writer_options *o)
 		.max_samples = (int64_t)1 << 20,
 		.compression_level = 3,
 		.threads = 0,
+		.rank = 0,
+		.world_size = 1,
 	};
 }
 
@@ -183,6 +189,8 @@ static int write_root_attrs(struct at_writer *w)
 	bad |= h5_attr_put_int(f, "hist_min_exp", H5T_STD_I32LE, AT_HIST_MIN_EXP);
 	bad |= h5_attr_put_int(f, "hist_max_exp", H5T_STD_I32LE, AT_HIST_MAX_EXP);
 	bad |= h5_attr_put_doubles(f, "hist_lower_edges", edges, AT_HIST_BINS);
+	bad |= h5_attr_put_int(f, "rank", H5T_STD_I32LE, o->rank);
+	bad |= h5_attr_put_int(f, "world_size", H5T_STD_I32LE, o->world_size);
 	return bad ? -1 : 0;
 }
 
@@ -220,6 +228,9 @@ static int check_options(const struct at_writer_options *o, struct at_error *err
 	if (o->compression_level < 1 || o->compression_level > 19)
 		return at_fail(err, AT_EINVAL, "writer options: zstd level %d not in 1..19",
 		               o->compression_level);
+	if (o->world_size < 1 || o->rank < 0 || o->rank >= o->world_size)
+		return at_fail(err, AT_EINVAL, "writer options: rank %d of world_size %d",
+		               (int)o->rank, (int)o->world_size);
 	return AT_OK;
 }
 
@@ -307,21 +318,28 @@ static const char *why_not_creatable(const char *path)
 	return "HDF5 refused it (file locked or unwritable?)";
 }
 
-/* Most datasets of a trace hold one chunk or a few, but each chunk index of
- * the oldest file-format bounds is a version-1 B-tree whose nodes are
- * allocated for 2K entries (64 with HDF5's default K of 32): 2.5 KiB of a
- * mostly empty node per dataset, the bulk of a small trace.  K = 4 keeps the
- * nodes at 300 bytes and the trees of the many-chunk sample datasets
- * shallow.  Any HDF5 since 1.6 reads the result (superblock version 1). */
+/* File-format bounds 1.8 (acttrace-format(5), DAMAGE DETECTION): superblock
+ * 2 and object headers 2, whose metadata carry checksums HDF5 verifies on
+ * read.  Not 1.10's superblock 3: it marks the file open for writing, and
+ * HDF5 refuses the file of a killed writer until h5clear clears the mark.
+ *
+ * Most datasets of a trace hold one chunk or a few, but each chunk index
+ * (a version-1 B-tree under these bounds) has nodes allocated for 2K
+ * entries (64 with HDF5's default K of 32): 2.5 KiB of a mostly empty node
+ * per dataset, the bulk of a small trace.  K = 4 keeps the nodes at 300
+ * bytes and the trees of the many-chunk sample datasets shallow. */
 static hid_t create_file(const char *path)
 {
 	hid_t fcpl = H5Pcreate(H5P_FILE_CREATE);
-	if (fcpl < 0)
-		return H5I_INVALID_HID;
+	hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 	hid_t file = H5I_INVALID_HID;
-	if (H5Pset_istore_k(fcpl, ISTORE_K) >= 0)
-		file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, H5P_DEFAULT);
-	H5Pclose(fcpl);
+	if (fcpl >= 0 && fapl >= 0 && H5Pset_istore_k(fcpl, ISTORE_K) >= 0 &&
+	    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) >= 0)
+		file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
+	if (fapl >= 0)
+		H5Pclose(fapl);
+	if (fcpl >= 0)
+		H5Pclose(fcpl);
 	return file;
 }
 
@@ -398,6 +416,15 @@ static int check_point_desc(const struct at_writer *w, const struct at_point_des
 	if (d->direction && strcmp(d->direction, "in") && strcmp(d->direction, "out"))
 		return at_fail(err, AT_EINVAL, "%s: point '%s': direction must be in or out",
 		               w->path, d->name);
+	if (d->channel_offset < 0 || d->full_channels < 0 ||
+	    (d->full_channels > 0 && d->channel_offset > d->full_channels - d->channels) ||
+	    (d->full_channels == 0 && d->channel_offset != 0))
+		return at_fail(err, AT_EINVAL,
+		               "%s: point '%s': channels [%lld, %lld) do not lie in a tensor of "
+		               "%lld channels",
+		               w->path, d->name, (long long)d->channel_offset,
+		               (long long)(d->channel_offset + d->channels),
+		               (long long)(d->full_channels ? d->full_channels : d->channels));
 	for (int32_t i = 0; i < w->npoints; i++)
 		if (strcmp(w->points[i].desc.name, d->name) == 0)
 			return at_fail(err, AT_EINVAL, "%s: point '%s' added twice", w->path, d->name);
@@ -413,6 +440,9 @@ static int copy_desc(struct at_point_desc *dst, const struct at_point_desc *src)
 	dst->module = dup_or_empty(src->module);
 	dst->module_class = dup_or_empty(src->module_class);
 	dst->direction = dup_or_empty(src->direction ? src->direction : "out");
+	if (dst->full_channels == 0)
+		dst->full_channels = dst->channels;
+	dst->replicated = dst->replicated != 0;
 	return dst->name && dst->component && dst->site && dst->module && dst->module_class &&
 	               dst->direction
 	           ? 0
@@ -431,11 +461,18 @@ static int write_point_attrs(hid_t g, const struct point *p)
 	bad |= h5_attr_put_string(g, "direction", d->direction);
 	bad |= h5_attr_put_int(g, "channels", H5T_STD_I64LE, d->channels);
 	bad |= h5_attr_put_int(g, "order", H5T_STD_I32LE, p->order);
+	bad |= h5_attr_put_int(g, "channel_offset", H5T_STD_I64LE, d->channel_offset);
+	bad |= h5_attr_put_int(g, "full_channels", H5T_STD_I64LE, d->full_channels);
+	if (d->replicated)
+		bad |= h5_attr_put_int(g, "replicated", H5T_STD_I32LE, 1);
 	bad |= h5_attr_put_int(g, "samples_dropped", H5T_STD_I64LE, p->samples_dropped);
 	bad |= h5_attr_put_int(g, "samples_dropped_busy", H5T_STD_I64LE, p->samples_dropped_busy);
 	return bad ? -1 : 0;
 }
 
+/* The pending chunk and sample_tokens; `samples` itself waits for the first
+ * rows, whose dtype it takes (samples_dataset).  Rows per chunk are fixed
+ * now, from float32's size, whatever dtype comes. */
 static int create_sample_datasets(struct at_writer *w, struct point *p)
 {
 	int64_t c = p->desc.channels;
@@ -445,15 +482,58 @@ static int create_sample_datasets(struct at_writer *w, struct point *p)
 	p->pending_tokens = malloc((size_t)p->chunk_rows * sizeof *p->pending_tokens);
 	if (!p->pending || !p->pending_tokens)
 		return -1;
-	hsize_t dims[2] = {0, (hsize_t)c}, maxdims[2] = {H5S_UNLIMITED, (hsize_t)c};
-	hsize_t chunk[2] = {(hsize_t)p->chunk_rows, (hsize_t)c};
-	int level = w->opts.compression_level;
-	p->samples = h5_create_compressed(p->group, "samples", H5T_IEEE_F32LE, 2, dims, maxdims,
-	                                  chunk, level);
+	hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED};
 	hsize_t tchunk[1] = {(hsize_t)(p->chunk_rows < 1024 ? 1024 : p->chunk_rows)};
 	p->sample_tokens = h5_create_compressed(p->group, "sample_tokens", H5T_STD_I64LE, 1, dims,
-	                                        maxdims, tchunk, level);
-	return p->samples < 0 || p->sample_tokens < 0 ? -1 : 0;
+	                                        maxdims, tchunk, w->opts.compression_level);
+	return p->sample_tokens < 0 ? -1 : 0;
+}
+
+/* bfloat16 as HDF5 describes a floating type: float32's sign, 8-bit
+ * exponent (bias 127) and the top 7 bits of its mantissa in 2 bytes; IEEE
+ * binary16 the same way (HDF5 1.10 has no predefined one). */
+static hid_t half_file_type(enum at_dtype dtype)
+{
+	int bf = dtype == AT_BF16;
+	hid_t t = H5Tcopy(H5T_IEEE_F32LE);
+	if (t < 0)
+		return -1;
+	if (H5Tset_fields(t, 15, bf ? 7 : 10, bf ? 8 : 5, 0, bf ? 7 : 10) < 0 ||
+	    H5Tset_precision(t, 16) < 0 || H5Tset_size(t, 2) < 0 ||
+	    H5Tset_ebias(t, bf ? 127 : 15) < 0) {
+		H5Tclose(t);
+		return -1;
+	}
+	return t;
+}
+
+/* p's `samples` dataset in p->sample_dtype, created on first use. */
+static int samples_dataset(struct at_writer *w, struct point *p)
+{
+	if (p->samples >= 0)
+		return 0;
+	int64_t c = p->desc.channels;
+	hsize_t dims[2] = {0, (hsize_t)c}, maxdims[2] = {H5S_UNLIMITED, (hsize_t)c};
+	hsize_t chunk[2] = {(hsize_t)p->chunk_rows, (hsize_t)c};
+	hid_t type = p->sample_dtype == AT_F32 ? H5Tcopy(H5T_IEEE_F32LE)
+	                                       : half_file_type(p->sample_dtype);
+	if (type < 0)
+		return -1;
+	p->samples = h5_create_compressed(p->group, "samples", type, 2, dims, maxdims, chunk,
+	                                  w->opts.compression_level);
+	H5Tclose(type);
+	return p->samples < 0 ? -1 : 0;
+}
+
+/* The dtype p's samples are stored in: the first rows' (called by the thread
+ * that writes them, in order). */
+static enum at_dtype settle_sample_dtype(struct point *p, enum at_dtype first_rows)
+{
+	if (!p->dtype_set) {
+		p->sample_dtype = first_rows;
+		p->dtype_set = 1;
+	}
+	return p->sample_dtype;
 }
 
 static int create_point_stats(struct at_writer *w, struct point *p);
@@ -812,12 +892,14 @@ static int write_sample_rows(struct point *p, int64_t row0, int64_t n, const str
 	return status;
 }
 
-/* Chunks of 16-bit rows as float32, the format's sample type (the writer
- * thread's work, so that hooks only copy bytes; over the compression
- * threads, since a forward's samples are hundreds of megabytes). */
-static int widen_chunks(struct at_writer *w, struct queued_chunk *batch, size_t n,
-                        struct at_error *err)
+/* Every chunk of a batch in its point's sample dtype (the writer thread's
+ * work, so that hooks only copy bytes; over the compression threads).  A
+ * chunk converts only when one point was fed several dtypes. */
+static int convert_chunks(struct at_writer *w, struct queued_chunk *batch, size_t n,
+                          enum at_dtype *target, struct at_error *err)
 {
+	for (size_t i = 0; i < n; i++)
+		target[i] = settle_sample_dtype(&w->points[batch[i].point], batch[i].dtype);
 	int failed = 0;
 	int threads = w->opts.threads > 0 ? w->opts.threads : 0;
 	(void)threads;
@@ -826,21 +908,47 @@ static int widen_chunks(struct at_writer *w, struct queued_chunk *batch, size_t 
 #endif
 	for (size_t i = 0; i < n; i++) {
 		struct queued_chunk *c = &batch[i];
-		if (c->dtype == AT_F32)
+		if (c->dtype == target[i])
 			continue;
 		size_t cells = c->chunk.raw_bytes / at_dtype_size(c->dtype);
-		float *wide = malloc(cells * sizeof *wide);
-		if (!wide) {
+		void *converted = malloc(cells * at_dtype_size(target[i]));
+		if (!converted) {
 			failed = 1;
 			continue;
 		}
-		at_load_run(c->chunk.raw, c->dtype, 0, 1, (int64_t)cells, wide);
+		at_convert_run(c->chunk.raw, c->dtype, converted, target[i], cells);
 		free(c->chunk.raw);
-		c->chunk.raw = wide;
-		c->chunk.raw_bytes = cells * sizeof *wide;
-		c->dtype = AT_F32;
+		c->chunk.raw = converted;
+		c->chunk.raw_bytes = cells * at_dtype_size(target[i]);
+		c->dtype = target[i];
 	}
 	return failed ? at_fail(err, AT_ENOMEM, "%s: out of memory", w->path) : AT_OK;
+}
+
+/* Compress chunks of 2-byte and of 4-byte elements (the byte shuffle works
+ * on elements) in two parallel passes. */
+static int compress_mixed(struct at_writer *w, struct queued_chunk *batch, size_t n,
+                          struct at_error *err)
+{
+	struct at_chunk *chunks = malloc(n * sizeof *chunks);
+	if (!chunks)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	int status = AT_OK;
+	for (size_t elem = 2; elem <= 4 && status == AT_OK; elem += 2) {
+		size_t m = 0;
+		for (size_t i = 0; i < n; i++)
+			if (at_dtype_size(batch[i].dtype) == elem)
+				chunks[m++] = batch[i].chunk;
+		status = m ? at_codec_compress(chunks, m, elem, w->opts.compression_level,
+		                               w->opts.threads, err)
+		           : AT_OK;
+		m = 0;
+		for (size_t i = 0; i < n; i++) /* packed buffers now belong to the batch */
+			if (at_dtype_size(batch[i].dtype) == elem)
+				batch[i].chunk = chunks[m++];
+	}
+	free(chunks);
+	return status;
 }
 
 /* Compress a batch of full chunks in parallel, then hand each to HDF5 as is
@@ -848,23 +956,20 @@ static int widen_chunks(struct at_writer *w, struct queued_chunk *batch, size_t 
 static int write_batch(struct at_writer *w, struct queued_chunk *batch, size_t n,
                        struct at_error *err)
 {
-	int status = widen_chunks(w, batch, n, err);
-	struct at_chunk *chunks = status == AT_OK ? malloc(n * sizeof *chunks) : NULL;
-	if (!chunks)
-		return status != AT_OK ? status : at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
-	for (size_t i = 0; i < n; i++)
-		chunks[i] = batch[i].chunk;
-	status = at_codec_compress(chunks, n, sizeof(float), w->opts.compression_level,
-	                           w->opts.threads, err);
-	for (size_t i = 0; i < n; i++)
-		batch[i].chunk = chunks[i]; /* packed buffers now belong to the batch */
-	free(chunks);
+	enum at_dtype *target = malloc(n * sizeof *target);
+	if (!target)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	int status = convert_chunks(w, batch, n, target, err);
+	free(target);
+	if (status == AT_OK)
+		status = compress_mixed(w, batch, n, err);
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	for (size_t i = 0; i < n && status == AT_OK; i++) {
 		struct queued_chunk *c = &batch[i];
 		struct point *p = &w->points[c->point];
-		if (write_sample_rows(p, c->index * p->chunk_rows, p->chunk_rows, &c->chunk,
+		if (samples_dataset(w, p) < 0 ||
+		    write_sample_rows(p, c->index * p->chunk_rows, p->chunk_rows, &c->chunk,
 		                      c->tokens) < 0)
 			status = at_fail(err, AT_EIO, "%s: cannot write samples of '%s'", w->path,
 			                 p->desc.name);
@@ -874,25 +979,31 @@ static int write_batch(struct at_writer *w, struct queued_chunk *batch, size_t n
 }
 
 /* The partial chunk of a point, zero-padded, so that a checkpoint holds every
- * row sampled so far; it is rewritten whole once it fills up. */
-static int write_partial_chunk(struct at_writer *w, struct point *p, struct at_error *err)
+ * row sampled so far; it is rewritten whole once it fills up.  A point that
+ * sampled nothing gets no `samples` before the last checkpoint, so that its
+ * first rows still choose the dtype, and an empty float32 one there. */
+static int write_partial_chunk(struct at_writer *w, struct point *p, int last,
+                               struct at_error *err)
 {
+	if (p->pending_rows == 0 && !p->dtype_set && !last)
+		return AT_OK;
+	enum at_dtype dtype = settle_sample_dtype(p, p->pending_rows ? p->pending_dtype : AT_F32);
+	if (samples_dataset(w, p) < 0)
+		return io_fail(w, err, "create the samples of '%s'", p->desc.name);
 	if (p->pending_rows == 0)
 		return AT_OK;
-	int64_t c = p->desc.channels;
-	size_t filled = (size_t)(p->pending_rows * c);
-	size_t total = (size_t)(p->chunk_rows * c);
-	float *rows = (float *)p->pending; /* float32 rows are padded where they are */
-	if (p->pending_dtype != AT_F32 && !(rows = malloc(total * sizeof *rows)))
+	size_t elem = at_dtype_size(dtype);
+	size_t filled = (size_t)(p->pending_rows * p->desc.channels);
+	size_t total = (size_t)(p->chunk_rows * p->desc.channels);
+	unsigned char *rows = malloc(total * elem);
+	if (!rows)
 		return at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
-	if (p->pending_dtype != AT_F32)
-		at_load_run(p->pending, p->pending_dtype, 0, 1, (int64_t)filled, rows);
-	memset(rows + filled, 0, (total - filled) * sizeof *rows);
-	struct at_chunk chunk = {.raw = rows, .raw_bytes = total * sizeof *rows};
-	int status = at_codec_compress(&chunk, 1, sizeof(float), w->opts.compression_level,
+	at_convert_run(p->pending, p->pending_dtype, rows, dtype, filled);
+	memset(rows + filled * elem, 0, (total - filled) * elem);
+	struct at_chunk chunk = {.raw = rows, .raw_bytes = total * elem};
+	int status = at_codec_compress(&chunk, 1, elem, w->opts.compression_level,
 	                               w->opts.threads, err);
-	if (rows != (float *)p->pending)
-		free(rows);
+	free(rows);
 	if (status == AT_OK && write_sample_rows(p, p->chunks_queued * p->chunk_rows,
 	                                         p->pending_rows, &chunk, p->pending_tokens) < 0)
 		status = at_fail(err, AT_EIO, "%s: cannot write samples of '%s'", w->path,
@@ -1387,7 +1498,7 @@ int at_writer_add_weight(struct at_writer *w, const char *module, const char *mo
 
 /* Called without h5_quiet: the extension's flush may queue sample chunks,
  * and the writer thread must be drained before this thread calls HDF5. */
-static int checkpoint(struct at_writer *w, struct at_error *err)
+static int checkpoint(struct at_writer *w, int last, struct at_error *err)
 {
 	int status = w->ext ? w->ext->flush(w, err) : AT_OK;
 	struct at_error drain_err;
@@ -1399,8 +1510,8 @@ static int checkpoint(struct at_writer *w, struct at_error *err)
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++)
-		if (w->points[i].samples >= 0)
-			status = write_partial_chunk(w, &w->points[i], err);
+		if (w->points[i].sample_tokens >= 0)
+			status = write_partial_chunk(w, &w->points[i], last, err);
 	if (status == AT_OK)
 		status = write_all_stats(w, err);
 	if (status == AT_OK && write_tokens(w) < 0)
@@ -1413,14 +1524,14 @@ static int checkpoint(struct at_writer *w, struct at_error *err)
 
 int at_writer_checkpoint(struct at_writer *w, struct at_error *err)
 {
-	return checkpoint(w, err);
+	return checkpoint(w, 0, err);
 }
 
 int at_writer_close(struct at_writer *w, struct at_error *err)
 {
 	if (!w)
 		return AT_OK;
-	int status = checkpoint(w, err);
+	int status = checkpoint(w, 1, err);
 	stop_background(w, 1); /* idle since the checkpoint: HDF5 is this thread's now */
 	struct h5_quiet q;
 	h5_quiet_begin(&q);

@@ -3,7 +3,10 @@
  * [T, C] and strided [C, T] layouts, mixed inside one chunk and across
  * chunk boundaries, with checkpoints in the middle (partial chunks of 16-bit
  * rows); every row must read back as the float32 value of what was fed, with
- * its token.  A writer abandoned with chunks still queued must not leak or
+ * its token.  Rows are stored in the dtype of a point's first rows (format
+ * version 2): float32 rows fed after a 16-bit chunk are rounded to nearest
+ * even, checked against references independent of the library's.  A writer
+ * abandoned with chunks still queued must not leak or
  * crash (ASan). */
 #include <math.h>
 #include <stdint.h>
@@ -182,6 +185,88 @@ static void mixed_rows(const char *dir)
 	remove(path);
 }
 
+/* The float nearest x among two neighbours in a 16-bit type, ties to the one
+ * whose last stored bit is even: the reference for bfloat16 rounding. */
+static float bf16_nearest(float x)
+{
+	uint32_t b;
+	memcpy(&b, &x, sizeof b);
+	uint32_t lo_bits = b & 0xffff0000u, hi_bits = lo_bits + 0x10000u;
+	float lo, hi;
+	memcpy(&lo, &lo_bits, sizeof lo);
+	memcpy(&hi, &hi_bits, sizeof hi);
+	double dlo = fabs((double)x - lo), dhi = fabs((double)hi - x);
+	if (dlo != dhi)
+		return dlo < dhi ? lo : hi;
+	return (lo_bits >> 16) & 1u ? hi : lo;
+}
+
+/* A full chunk of first_dtype rows, then float32 rows that no 16-bit type
+ * holds: the point stays in first_dtype, the float32 rows rounded. */
+static void narrowed_rows(const char *dir, enum at_dtype first_dtype)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/narrowed.h5", dir);
+	int32_t point;
+	struct at_writer *w = sampling_writer(path, &point);
+	int64_t n16 = 4096, n32 = 5000, total = n16 + n32;
+	float *expect = malloc((size_t)(total * C) * sizeof *expect);
+	float *got = malloc((size_t)(total * C) * sizeof *got);
+	float *rows = malloc((size_t)(n32 * C) * sizeof *rows);
+	if (!expect || !got || !rows)
+		exit(99);
+	int ok = feed(w, point, first_dtype, 0, 0, n16, expect) == 0;
+	for (int64_t i = 0; i < n32 * C; i++) {
+		float x = value_of(n16 + i / C, (int)(i % C)) + 1.0f / 3.0f + (float)i * 1e-7f;
+		rows[i] = x;
+		expect[n16 * C + i] = first_dtype == AT_BF16 ? bf16_nearest(x) : (float)(_Float16)x;
+	}
+	struct at_tensor t = {rows, AT_F32, 1, n32, C, n32 * C, C, 1};
+	struct at_error err;
+	ok = ok && at_writer_observe(w, point, &t, n16, &err) == AT_OK;
+	ok = ok && at_writer_close(w, &err) == AT_OK;
+	struct at_reader *r = NULL;
+	ok = ok && at_reader_open(&r, path, &err) == AT_OK;
+	const struct at_point_info *info = ok ? at_reader_point(r, 0) : NULL;
+	ok = info && info->samples == total && info->sample_dtype == first_dtype &&
+	     at_reader_read_samples(r, 0, 0, total, got, NULL, &err) == AT_OK;
+	int64_t bad = -1;
+	for (int64_t i = 0; ok && i < total * C && bad < 0; i++)
+		if (memcmp(&got[i], &expect[i], sizeof got[i]) != 0)
+			bad = i;
+	TAP_OK(ok && bad < 0,
+	       "%s first: stored as %s, later float32 rows rounded to nearest even (first "
+	       "difference: %lld)",
+	       first_dtype == AT_BF16 ? "bf16" : "f16", first_dtype == AT_BF16 ? "bf16" : "f16",
+	       (long long)bad);
+	if (r)
+		at_reader_close(r);
+	free(expect);
+	free(got);
+	free(rows);
+	remove(path);
+}
+
+/* A point that sampled nothing has an empty float32 `samples` once closed. */
+static void nothing_sampled(const char *dir)
+{
+	char path[512];
+	snprintf(path, sizeof path, "%s/empty.h5", dir);
+	int32_t point;
+	struct at_writer *w = sampling_writer(path, &point);
+	struct at_error err;
+	int ok = at_writer_checkpoint(w, &err) == AT_OK && at_writer_close(w, &err) == AT_OK;
+	struct at_reader *r = NULL;
+	ok = ok && at_reader_open(&r, path, &err) == AT_OK;
+	const struct at_point_info *info = ok ? at_reader_point(r, 0) : NULL;
+	TAP_OK(info && info->samples == 0 && info->sample_chunk_rows > 0 &&
+	           info->sample_dtype == AT_F32,
+	       "a point that sampled nothing has an empty float32 samples dataset");
+	if (r)
+		at_reader_close(r);
+	remove(path);
+}
+
 /* Chunks still queued for the writer thread when the capture is abandoned:
  * freed, nothing written after, no crash (ASan checks the rest). */
 static void abandoned(const char *dir)
@@ -306,6 +391,9 @@ int main(void)
 	if (!d)
 		return 99;
 	mixed_rows(d);
+	narrowed_rows(d, AT_BF16);
+	narrowed_rows(d, AT_F16);
+	nothing_sampled(d);
 	abandoned(d);
 	read_while_writing(d);
 	when_busy(d, AT_WHEN_BUSY_WAIT);

@@ -34,7 +34,8 @@ import h5py
 import numpy as np
 
 from testlib import (HIST_BINS, HIST_BINS_PER_OCTAVE, HIST_LOG_BINS, HIST_MIN_EXP,
-                     TOP_BUILDDIR, Checker, make_zstd_filter_available)
+                     TOP_BUILDDIR, Checker, is_bfloat16, is_fixed_utf8, make_zstd_filter_available,
+                     text)
 
 TOKEN_ID_VOCAB = 50257
 AT_FEED = os.path.join(TOP_BUILDDIR, "tests", "at-feed")
@@ -198,15 +199,18 @@ def canonical_bits(a):
 
 def check_file_attrs(f, case):
     a = f.attrs
-    check.ok(a.get("format") == "acttrace", f"format attr is {a.get('format')!r}")
-    check.ok(isinstance(a.get("format"), str), "format attr is a (UTF-8) string")
-    check.ok(a.get("format_version") == 1, f"format_version is {a.get('format_version')!r}")
+    check.ok(text(a.get("format")) == "acttrace", f"format attr is {a.get('format')!r}")
+    check.ok(a.get("format_version") == 2, f"format_version is {a.get('format_version')!r}")
     check.ok(a.get("complete") == 1, f"complete is {a.get('complete')!r}")
-    check.ok(a.get("model") == "at-feed", f"model attr is {a.get('model')!r}")
+    check.ok(text(a.get("model")) == "at-feed", f"model attr is {a.get('model')!r}")
     want_dtype = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}[case["dtype"]]
-    check.ok(a.get("source_dtype") == want_dtype, f"source_dtype attr is {a.get('source_dtype')!r}")
-    for name in ("producer", "created", "notes"):
-        check.ok(isinstance(a.get(name), str), f"attr {name} is a string: {a.get(name)!r}")
+    check.ok(text(a.get("source_dtype")) == want_dtype,
+             f"source_dtype attr is {a.get('source_dtype')!r}")
+    for name in ("format", "model", "source_dtype", "producer", "created", "notes",
+                 "sample_policy"):
+        check.ok(is_fixed_utf8(f, name), f"attr {name} is a fixed-length UTF-8 string")
+    check.ok(a.get("rank") == 0 and a.get("world_size") == 1,
+             f"rank {a.get('rank')!r} of world_size {a.get('world_size')!r}, expected 0 of 1")
 
 
 def check_tokens(f, case):
@@ -230,7 +234,11 @@ def check_point_attrs(g, case):
     a = g.attrs
     for name, want in POINT_ATTRS.items():
         got = a.get(name)
-        check.ok(isinstance(got, str) and got == want, f"point attr {name} = {got!r}, expected {want!r}")
+        check.ok(text(got) == want and is_fixed_utf8(g, name),
+                 f"point attr {name} = {got!r}, expected the fixed-length string {want!r}")
+    check.ok(a.get("channel_offset") == 0 and a.get("full_channels") == case["C"],
+             f"channel_offset {a.get('channel_offset')!r}, full_channels {a.get('full_channels')!r}: "
+             f"expected a whole tensor of {case['C']}")
     check.ok(a.get("layer") == 0, f"point attr layer = {a.get('layer')!r}")
     check.ok(a.get("channels") == case["C"], f"point attr channels = {a.get('channels')!r}")
     # order: the position in which the writer added the point; at-feed adds one.
@@ -313,12 +321,18 @@ def check_samples(g, x32, case):
     ds, ts = g.get("samples"), g.get("sample_tokens")
     if not check.ok(ds is not None and ts is not None, "samples and sample_tokens exist"):
         return
-    check.ok(ds.dtype == np.float32 and ds.shape == (kept.size, case["C"]),
-             f"samples: {ds.dtype} {ds.shape}, expected float32 {(kept.size, case['C'])}")
+    # format version 2: stored at the model's precision, not widened
+    t = ds.id.get_type()
+    stored = ("bf16" if is_bfloat16(t) else
+              "f16" if t.get_size() == 2 and t.get_fields() == (15, 10, 5, 0, 10) else
+              "f32" if t.get_size() == 4 else f"{t.get_size()}-byte")
+    check.ok(stored == case["dtype"] and ds.shape == (kept.size, case["C"]),
+             f"samples: stored {stored} {ds.shape}, expected {case['dtype']} {(kept.size, case['C'])}")
     check.ok(ts.dtype == np.int64 and ts.shape == (kept.size,), f"sample_tokens: {ts.dtype} {ts.shape}")
     check.equal_arrays(ts[()], kept, "sample_tokens")
     if ds.shape == (kept.size, case["C"]):
-        check.equal_arrays(canonical_bits(ds[()]), canonical_bits(x32[kept]), "samples (float32 bits)")
+        check.equal_arrays(canonical_bits(ds.astype("float32")[()]), canonical_bits(x32[kept]),
+                           "samples (float32 bits)")
 
 
 def check_weights(f, weights):

@@ -30,7 +30,8 @@ import hdf5plugin  # registers the zstd filter (id 32015) with h5py
 import h5py
 import numpy as np
 
-from testlib import TOP_BUILDDIR, ZSTD_FILTER_ID, make_zstd_filter_available
+from testlib import (TOP_BUILDDIR, ZSTD_FILTER_ID, make_zstd_filter_available, stored_elements,
+                     text)
 
 SHUFFLE_FILTER_ID = 2
 
@@ -134,10 +135,11 @@ def decode_chunks_independently(path, zstd_datasets):
             raw = out[at:at + chunk_bytes]
             at += chunk_bytes
             ds = f[name]
-            ftype = ds.id.get_type().dtype
+            type_id = ds.id.get_type()
             if shuffled:
-                raw = unshuffle(raw, ftype.itemsize)
-            decoded = np.frombuffer(raw, dtype=ftype).reshape(ds.chunks)
+                raw = unshuffle(raw, type_id.get_size())
+            decoded = stored_elements(raw, type_id).reshape(ds.chunks)
+            ftype = decoded.dtype
             region = tuple(slice(o, min(o + c, n)) for o, c, n in zip(offset, ds.chunks, ds.shape))
             decoded = decoded[tuple(slice(0, r.stop - r.start) for r in region)]
             want = ds[region]
@@ -168,13 +170,22 @@ def read_everything(path):
         if ZSTD_FILTER_ID in filters:
             found["zstd"] += 1
             zstd_datasets.append(name)
+            dcpl = obj.id.get_create_plist()
+            cd = dcpl.get_filter(filters.index(ZSTD_FILTER_ID))[2]
+            ok(len(cd) == 2 and 1 <= cd[0] <= 19 and cd[1] == 1,
+               f"{path}: /{name}: zstd cd_values {cd}, expected (level, 1): checksummed frames")
             ok(SHUFFLE_FILTER_ID in filters and
                filters.index(SHUFFLE_FILTER_ID) < filters.index(ZSTD_FILTER_ID),
                f"{path}: /{name}: filters {filters}: zstd should come after shuffle")
 
+    # format version 2: file-format bounds 1.8, superblock 2 with its checksum
+    with open(path, "rb") as raw:
+        head = raw.read(9)
+    ok(head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] == 2,
+       f"{path}: superblock version {head[8] if len(head) > 8 else None}, expected 2")
     with h5py.File(path, "r") as f:
         f.visititems(visit)
-        ok(f.attrs.get("format") == "acttrace" and f.attrs.get("format_version") == 1,
+        ok(text(f.attrs.get("format")) == "acttrace" and f.attrs.get("format_version") == 2,
            f"{path}: format {f.attrs.get('format')!r} version {f.attrs.get('format_version')!r}")
         ok(f.attrs.get("complete") == 1, f"{path}: complete = {f.attrs.get('complete')!r}")
     found["chunks"] = decode_chunks_independently(path, zstd_datasets)
@@ -190,7 +201,7 @@ def load_point(f, name):
          ("count", "nonfinite", "mean", "m2", "m3", "m4", "min", "max", "absmax", "abssum")}
     p["count_int"] = g["count"][()].astype(np.uint64)
     p["nonfinite_int"] = g["nonfinite"][()].astype(np.uint64)
-    p["attrs"] = {k: g.attrs[k] for k in g.attrs}
+    p["attrs"] = {k: text(v) if isinstance(v, bytes) else v for k, v in g.attrs.items()}
     return p
 
 

@@ -43,7 +43,7 @@ import hdf5plugin  # noqa: F401  registers the zstd filter with h5py where it ha
 import h5py
 import numpy as np
 
-from testlib import Checker, make_zstd_filter_available
+from testlib import Checker, make_zstd_filter_available, text
 
 check = Checker()
 RTOL = 1e-12
@@ -182,7 +182,7 @@ def against_numpy(merged, points, shards, paths, stride):
                        "provenance path")
     for field, attr in (("model", "model"), ("created", "created")):
         check.equal_arrays([p.decode() for p in prov[field]],
-                           [str(s.attrs[attr]) for s in shards], f"provenance {field}")
+                           [text(s.attrs[attr]) for s in shards], f"provenance {field}")
     check.equal_arrays(prov["tokens"], [s["tokens/seq"].shape[0] for s in shards],
                        "provenance tokens")
     check.equal_arrays(prov["complete"], [1] * len(shards), "provenance complete")

@@ -12,6 +12,8 @@ import h5py
 import hdf5plugin  # noqa: F401  (the stock way to get filters into h5py)
 import numpy as np
 
+from testlib import stored_elements
+
 try:
     import zstandard
 except ImportError:
@@ -39,7 +41,8 @@ def check_dataset(dset, stats):
     if not filters:
         return
     assert filters == [SHUFFLE, ZSTD], f"{dset.name}: pipeline {filters}, want shuffle+zstd"
-    dtype = dset.dtype
+    ftype = dset.id.get_type()
+    itemsize = ftype.get_size()  # as stored: h5py shows bfloat16 as float32
     chunk = dset.chunks
     for i in range(dset.id.get_num_chunks()):
         info = dset.id.get_chunk_info(i)
@@ -47,7 +50,7 @@ def check_dataset(dset, stats):
         assert mask == 0, f"{dset.name}: chunk {i} skipped filters (mask {mask})"
         params = zstandard.get_frame_parameters(packed)
         assert params.has_checksum, f"{dset.name}: chunk {i} has no content checksum"
-        assert params.content_size == int(np.prod(chunk)) * dset.dtype.itemsize, \
+        assert params.content_size == int(np.prod(chunk)) * itemsize, \
             f"{dset.name}: chunk {i} declares {params.content_size} bytes"
         if stats["chunks"] == 0:  # one damaged copy: zstd must refuse it
             damaged = bytearray(packed)
@@ -59,9 +62,9 @@ def check_dataset(dset, stats):
                 refused = True
             assert refused, f"{dset.name}: a damaged chunk {i} decodes without error"
         frame = zstandard.ZstdDecompressor().decompress(packed)
-        full = int(np.prod(chunk)) * dtype.itemsize
+        full = int(np.prod(chunk)) * itemsize
         assert len(frame) == full, f"{dset.name}: chunk {i} decodes to {len(frame)} bytes, want {full}"
-        data = np.frombuffer(unshuffle(frame, dtype.itemsize, len(frame)), dtype=dtype).reshape(chunk)
+        data = stored_elements(unshuffle(frame, itemsize, len(frame)), ftype).reshape(chunk)
         sl = chunk_slices(info.chunk_offset, chunk, dset.shape)
         want = dset[sl]
         got = data[tuple(slice(0, s.stop - s.start) for s in sl)]

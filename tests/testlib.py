@@ -78,3 +78,33 @@ class Checker:
             return self.ok(False, f"{what}: {bad.size} elements off, first [{i}]: got "
                            f"{got.reshape(-1)[i]!r} want {want.reshape(-1)[i]!r} tol {tol.reshape(-1)[i]!r}")
         return self.ok(True, what)
+
+
+def text(value):
+    """A string attribute as str: format version 2's fixed-length strings
+    come back from h5py as bytes, version 1's variable-length ones as str."""
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def is_bfloat16(type_id):
+    """A file type of format version 2's bfloat16 samples: 2 bytes, float32's
+    8 exponent bits (acttrace-format(5), SAMPLES)."""
+    return (isinstance(type_id, h5py.h5t.TypeFloatID) and type_id.get_size() == 2
+            and type_id.get_fields() == (15, 7, 8, 0, 7) and type_id.get_ebias() == 127)
+
+
+def stored_elements(raw, type_id):
+    """Elements of an HDF5 file type from their stored little-endian bytes, as
+    numpy decodes them; bfloat16, which numpy lacks, widened to float32
+    exactly (its bits are a float32's top half)."""
+    if is_bfloat16(type_id):
+        return (np.frombuffer(raw, dtype="<u2").astype("<u4") << 16).view("<f4")
+    return np.frombuffer(raw, dtype=type_id.dtype)
+
+
+def is_fixed_utf8(obj, name):
+    """Format version 2 writes every string attribute as a fixed-length,
+    NUL-terminated UTF-8 string, never a variable-length one."""
+    t = obj.attrs.get_id(name).get_type()
+    return (isinstance(t, h5py.h5t.TypeStringID) and not t.is_variable_str()
+            and t.get_cset() == h5py.h5t.CSET_UTF8 and t.get_strpad() == h5py.h5t.STR_NULLTERM)

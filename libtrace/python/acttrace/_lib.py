@@ -63,6 +63,8 @@ class at_writer_options(ctypes.Structure):
         ("threads", ctypes.c_int),
         ("sample_bytes_in_flight", ctypes.c_int64),
         ("when_busy", ctypes.c_int),
+        ("rank", ctypes.c_int32),
+        ("world_size", ctypes.c_int32),
     ]
 
 
@@ -88,6 +90,9 @@ class at_point_desc(ctypes.Structure):
         ("module_class", ctypes.c_char_p),
         ("direction", ctypes.c_char_p),
         ("channels", ctypes.c_int64),
+        ("channel_offset", ctypes.c_int64),
+        ("full_channels", ctypes.c_int64),
+        ("replicated", ctypes.c_int),
     ]
 
 

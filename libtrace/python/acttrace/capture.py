@@ -129,7 +129,7 @@ class Capture:
             hist=hist, extremes=extremes, sample=sample, max_samples=max_samples,
             compression_level=compression_level, threads=threads,
             sample_bytes_in_flight=sample_bytes_in_flight, when_busy=when_busy,
-            overlap=overlap)
+            rank=self.rank, world_size=self.world_size, overlap=overlap)
         self.record_weights = weights
         self.checkpoint_every = int(checkpoint_every)
         self.writer = None

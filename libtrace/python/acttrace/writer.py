@@ -241,13 +241,14 @@ class Writer:
     "first:N" or None), max_samples, compression_level (1..19), threads,
     sample_bytes_in_flight (bytes of full sample chunks that may wait for the
     background writer; None: 512 MiB), when_busy ("wait", the default, or
-    "drop": chunks beyond that are dropped and counted) and overlap (bool:
-    CUDA tensors are reduced on a side stream; see Overlap)."""
+    "drop": chunks beyond that are dropped and counted), rank and world_size
+    (which process of a distributed capture writes the file) and overlap
+    (bool: CUDA tensors are reduced on a side stream; see Overlap)."""
 
     def __init__(self, path, *, model=None, source_dtype=None, notes=None, producer=None,
                  hist=True, extremes=None, sample=None, max_samples=None,
                  compression_level=None, threads=None, sample_bytes_in_flight=None,
-                 when_busy=None, overlap=False):
+                 when_busy=None, rank=0, world_size=1, overlap=False):
         self.path = os.fspath(path)
         self.overlap = Overlap() if overlap else None
         opts = _lib.at_writer_options()
@@ -267,6 +268,7 @@ class Writer:
             if when_busy not in ("wait", "drop"):
                 raise Error(f"{self.path}: when_busy must be 'wait' or 'drop', not {when_busy!r}")
             opts.when_busy = 1 if when_busy == "drop" else 0
+        opts.rank, opts.world_size = int(rank), int(world_size)
         handle = ctypes.c_void_p()
         err = _lib.at_error()
         _lib.check(_lib.lib.at_writer_create(ctypes.byref(handle), self.path.encode(),
@@ -290,13 +292,17 @@ class Writer:
 
     # ------------------------------------------------------------ writing
     def add_point(self, name, *, channels, layer=-1, component="other", site=None, module="",
-                  module_class="", direction="out"):
-        """Add a recording point; returns its id for observe()."""
+                  module_class="", direction="out", channel_offset=0, full_channels=0,
+                  replicated=False):
+        """Add a recording point; returns its id for observe().  A point of a
+        tensor-parallel rank holds channels [channel_offset, channel_offset +
+        channels) of a tensor full_channels wide (0: channels)."""
         desc = _lib.at_point_desc(
             name=name.encode(), layer=int(layer), component=component.encode(),
             site=(site if site is not None else name).encode(), module=module.encode(),
             module_class=module_class.encode(), direction=direction.encode(),
-            channels=int(channels))
+            channels=int(channels), channel_offset=int(channel_offset),
+            full_channels=int(full_channels), replicated=1 if replicated else 0)
         point_id = ctypes.c_int32()
         err = _lib.at_error()
         with self._lock:
