@@ -163,7 +163,11 @@ uint64_t at_stats_count_at_least(const struct at_stats *s, int64_t channel, doub
 enum at_sample_policy {
 	AT_SAMPLE_NONE = 0,
 	AT_SAMPLE_EVERY = 1, /* tokens whose index is a multiple of sample_n */
-	AT_SAMPLE_FIRST = 2  /* tokens with pos < sample_n in their sequence */
+	AT_SAMPLE_FIRST = 2, /* tokens with pos < sample_n in their sequence */
+	/* a uniform sample of sample_n of the rows each point saw (bottom-k by
+	 * a hash of the token index under sample_seed), held in memory (sample_n
+	 * rows a point) and written at checkpoints; max_samples does not apply */
+	AT_SAMPLE_RESERVOIR = 3
 };
 
 struct at_writer_options {
@@ -189,6 +193,7 @@ struct at_writer_options {
 	/* Which process of a distributed run wrote the file (default 0 of 1). */
 	int32_t rank;
 	int32_t world_size;
+	uint64_t sample_seed;     /* AT_SAMPLE_RESERVOIR's seed (default 0) */
 };
 void at_writer_options_init(struct at_writer_options *o);
 

@@ -308,8 +308,8 @@ static int batches_retire(struct at_writer *w, struct device_writer *dw, int wai
 }
 
 /* The rows of t that the policy takes, as global row indices, and their tokens. */
-static int select_rows(struct at_writer *w, const struct at_tensor *t, int64_t token_base,
-                       int64_t *rows, int64_t *tokens, int64_t capacity, int64_t *n_selected,
+static int select_rows(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                       int64_t token_base, int64_t *rows, int64_t *tokens, int64_t capacity, int64_t *n_selected,
                        int64_t *n_beyond, struct at_error *err)
 {
 	int64_t total = t->batches * t->rows, n = 0, beyond = 0;
@@ -326,6 +326,8 @@ static int select_rows(struct at_writer *w, const struct at_tensor *t, int64_t t
 		int selected = 1, status = AT_OK;
 		if (o->sample_policy == AT_SAMPLE_FIRST)
 			status = writer_token_selected(w, token_base + g, &selected, err);
+		else if (o->sample_policy == AT_SAMPLE_RESERVOIR)
+			selected = writer_sample_wanted(w, point, token_base + g);
 		if (status)
 			return status;
 		if (!selected)
@@ -382,7 +384,7 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	if (!rows || !tokens)
 		status = at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
 	if (!status)
-		status = select_rows(w, t, token_base, rows, tokens, capacity, &n, &dropped, err);
+		status = select_rows(w, point, t, token_base, rows, tokens, capacity, &n, &dropped, err);
 	if (status || n + dropped == 0) {
 		free(rows);
 		free(tokens);

@@ -45,6 +45,9 @@ int writer_token_selected(const struct at_writer *w, int64_t token, int *selecte
                           struct at_error *err);
 /* Rows the point may still sample before max_samples. */
 int64_t writer_sample_room(const struct at_writer *w, int32_t point);
+/* 0 when the sample policy would not keep this token's row at this point now
+ * (a reservoir full of smaller keys); 1 otherwise. */
+int writer_sample_wanted(const struct at_writer *w, int32_t point, int64_t token);
 /* n rows [n][channels] in dtype, already chosen by the policy, and their
  * tokens, appended to the point's samples; n_dropped more were chosen but
  * not kept. */

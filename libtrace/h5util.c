@@ -107,6 +107,21 @@ int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value)
 	return status;
 }
 
+int h5_attr_put_u64(hid_t obj, const char *name, uint64_t value)
+{
+	hid_t space = H5Screate(H5S_SCALAR);
+	if (space < 0)
+		return -1;
+	hid_t attr = attr_replace(obj, name, H5T_STD_U64LE, space);
+	int status = -1;
+	if (attr >= 0) {
+		status = H5Awrite(attr, H5T_NATIVE_UINT64, &value) < 0 ? -1 : 0;
+		H5Aclose(attr);
+	}
+	H5Sclose(space);
+	return status;
+}
+
 int h5_attr_put_doubles(hid_t obj, const char *name, const double *values, hsize_t n)
 {
 	hid_t space = H5Screate_simple(1, &n, NULL);

@@ -28,6 +28,7 @@ const char *h5_system_error(char *buf, size_t size);
 /* Attributes (created or overwritten). */
 int h5_attr_put_string(hid_t obj, const char *name, const char *value);
 int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value);
+int h5_attr_put_u64(hid_t obj, const char *name, uint64_t value);
 int h5_attr_put_doubles(hid_t obj, const char *name, const double *values, hsize_t n);
 /* Reads: -1 when absent or of the wrong class. */
 int h5_attr_get_string(hid_t obj, const char *name, char *buf, size_t size);

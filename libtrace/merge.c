@@ -197,6 +197,13 @@ static int check_points(const struct input *first, const struct input *in, struc
 /* Samples of different policies would be a mixture no policy describes. */
 static int check_sampling(const struct input *first, const struct input *in, struct at_error *err)
 {
+	/* a reservoir keeps the rows of smallest key, a hash of the token index,
+	 * and the merge renumbers tokens: the union would be no uniform sample */
+	if (strcmp(in->sample_policy, "reservoir") == 0)
+		return at_fail(err, AT_EFORMAT,
+		               "%s: reservoir samples cannot be merged (capture with every:N or "
+		               "first:N to merge samples)",
+		               in->path);
 	if (strcmp(first->sample_policy, in->sample_policy) != 0 ||
 	    (strcmp(in->sample_policy, "none") != 0 && first->sample_n != in->sample_n))
 		return at_fail(err, AT_EFORMAT, "%s: sampling differs: %s (n = %lld), in %s %s (n = %lld)",

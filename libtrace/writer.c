@@ -27,6 +27,7 @@
 
 #include "extension.h"
 #include "h5util.h"
+#include "reservoir.h"
 
 /* Full sample chunks may wait for the background writer up to this much;
  * past it, sampling waits for the writer (samples are never lost to a slow
@@ -64,6 +65,7 @@ struct point {
 	int64_t samples_dropped;
 	int64_t samples_dropped_busy; /* of those, dropped because the writer was behind */
 	void *ext_state;          /* the extension's state of this point, or NULL */
+	struct reservoir *reservoir; /* AT_SAMPLE_RESERVOIR's rows, or NULL */
 };
 
 /* A full sample chunk waiting for compression and its write. */
@@ -160,7 +162,10 @@ static void iso8601_now(char *buf, size_t size)
 
 static const char *policy_name(enum at_sample_policy p)
 {
-	return p == AT_SAMPLE_EVERY ? "every" : p == AT_SAMPLE_FIRST ? "first" : "none";
+	return p == AT_SAMPLE_EVERY       ? "every"
+	       : p == AT_SAMPLE_FIRST     ? "first"
+	       : p == AT_SAMPLE_RESERVOIR ? "reservoir"
+	                                  : "none";
 }
 
 static int write_root_attrs(struct at_writer *w)
@@ -191,6 +196,7 @@ static int write_root_attrs(struct at_writer *w)
 	bad |= h5_attr_put_doubles(f, "hist_lower_edges", edges, AT_HIST_BINS);
 	bad |= h5_attr_put_int(f, "rank", H5T_STD_I32LE, o->rank);
 	bad |= h5_attr_put_int(f, "world_size", H5T_STD_I32LE, o->world_size);
+	bad |= h5_attr_put_u64(f, "sample_seed", o->sample_seed);
 	return bad ? -1 : 0;
 }
 
@@ -217,7 +223,7 @@ static int check_options(const struct at_writer_options *o, struct at_error *err
 		return at_fail(err, AT_EINVAL,
 		               "writer options: extremes, max_samples must be >= 0 and sample_n >= 1");
 	if (o->sample_policy != AT_SAMPLE_NONE && o->sample_policy != AT_SAMPLE_EVERY &&
-	    o->sample_policy != AT_SAMPLE_FIRST)
+	    o->sample_policy != AT_SAMPLE_FIRST && o->sample_policy != AT_SAMPLE_RESERVOIR)
 		return at_fail(err, AT_EINVAL, "writer options: unknown sample policy %d",
 		               (int)o->sample_policy);
 	if (o->sample_bytes_in_flight < 0 ||
@@ -275,6 +281,7 @@ static void writer_free(struct at_writer *w)
 		free((char *)p->desc.module_class);
 		free((char *)p->desc.direction);
 		at_stats_free(&p->stats);
+		reservoir_free(p->reservoir);
 		free(p->pending);
 		free(p->pending_tokens);
 	}
@@ -478,10 +485,15 @@ static int create_sample_datasets(struct at_writer *w, struct point *p)
 	int64_t c = p->desc.channels;
 	int64_t rows = SAMPLE_CHUNK_BYTES / (4 * c);
 	p->chunk_rows = rows < 1 ? 1 : rows > 4096 ? 4096 : rows;
-	p->pending = malloc((size_t)(p->chunk_rows * c) * sizeof(float));
-	p->pending_tokens = malloc((size_t)p->chunk_rows * sizeof *p->pending_tokens);
-	if (!p->pending || !p->pending_tokens)
-		return -1;
+	if (w->opts.sample_policy == AT_SAMPLE_RESERVOIR) {
+		if (reservoir_create(&p->reservoir, w->opts.sample_n, c) < 0)
+			return -1;
+	} else {
+		p->pending = malloc((size_t)(p->chunk_rows * c) * sizeof(float));
+		p->pending_tokens = malloc((size_t)p->chunk_rows * sizeof *p->pending_tokens);
+		if (!p->pending || !p->pending_tokens)
+			return -1;
+	}
 	hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED};
 	hsize_t tchunk[1] = {(hsize_t)(p->chunk_rows < 1024 ? 1024 : p->chunk_rows)};
 	p->sample_tokens = h5_create_compressed(p->group, "sample_tokens", H5T_STD_I64LE, 1, dims,
@@ -1012,6 +1024,46 @@ static int write_partial_chunk(struct at_writer *w, struct point *p, int last,
 	return status;
 }
 
+/* A reservoir's rows, in token order, over `samples` from row 0: the rows
+ * kept only grow in number, so every checkpoint rewrites the dataset whole
+ * and its extent never shrinks. */
+static int write_reservoir(struct at_writer *w, struct point *p, int last, struct at_error *err)
+{
+	int64_t n = reservoir_rows(p->reservoir), c = p->desc.channels, R = p->chunk_rows;
+	if (n == 0 && !last)
+		return AT_OK;
+	enum at_dtype dtype = settle_sample_dtype(p, reservoir_dtype(p->reservoir));
+	if (samples_dataset(w, p) < 0)
+		return io_fail(w, err, "create the samples of '%s'", p->desc.name);
+	if (n == 0)
+		return AT_OK;
+	size_t elem = at_dtype_size(dtype);
+	int64_t nchunks = (n + R - 1) / R;
+	unsigned char *rows = calloc((size_t)(nchunks * R * c), elem);
+	int64_t *tokens = malloc((size_t)n * sizeof *tokens);
+	struct at_chunk *chunks = calloc((size_t)nchunks, sizeof *chunks);
+	int status = rows && tokens && chunks && reservoir_sorted(p->reservoir, rows, tokens) == 0
+	                 ? AT_OK
+	                 : at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
+	for (int64_t i = 0; i < nchunks && status == AT_OK; i++)
+		chunks[i] = (struct at_chunk){.raw = rows + (size_t)(i * R * c) * elem,
+		                              .raw_bytes = (size_t)(R * c) * elem};
+	if (status == AT_OK)
+		status = at_codec_compress(chunks, (size_t)nchunks, elem, w->opts.compression_level,
+		                           w->opts.threads, err);
+	for (int64_t i = 0; i < nchunks && status == AT_OK; i++) {
+		int64_t in_chunk = n - i * R < R ? n - i * R : R;
+		if (write_sample_rows(p, i * R, in_chunk, &chunks[i], tokens + i * R) < 0)
+			status = io_fail(w, err, "write samples of '%s'", p->desc.name);
+	}
+	for (int64_t i = 0; chunks && i < nchunks; i++)
+		free(chunks[i].packed);
+	free(chunks);
+	free(tokens);
+	free(rows);
+	return status;
+}
+
 static int token_selected(const struct at_writer *w, int64_t token, struct at_error *err,
                           int *selected)
 {
@@ -1067,10 +1119,29 @@ static void pending_append(struct point *p, const struct at_tensor *t, int64_t b
 	}
 }
 
+/* Offer every row of t to p's reservoir (the policy keeps what it keeps). */
+static int offer_rows(struct at_writer *w, struct point *p, const struct at_tensor *t,
+                      int64_t token_base, struct at_error *err)
+{
+	for (int64_t b = 0; b < t->batches; b++) {
+		for (int64_t r = 0; r < t->rows; r++) {
+			int64_t token = token_base + b * t->rows + r;
+			if (reservoir_offer(p->reservoir, reservoir_key(w->opts.sample_seed, token), token,
+			                    t->data, t->dtype, b * t->batch_stride + r * t->row_stride,
+			                    t->channel_stride) < 0)
+				return at_fail(err, AT_ENOMEM, "%s: out of memory for the reservoir of '%s'",
+				               w->path, p->desc.name);
+		}
+	}
+	return AT_OK;
+}
+
 static int sample_rows(struct at_writer *w, int32_t point_id, const struct at_tensor *t,
                        int64_t token_base, struct at_error *err)
 {
 	struct point *p = &w->points[point_id];
+	if (p->reservoir)
+		return offer_rows(w, p, t, token_base, err);
 	for (int64_t b = 0; b < t->batches; b++) {
 		for (int64_t r = 0; r < t->rows; r++) {
 			int64_t token = token_base + b * t->rows + r;
@@ -1509,9 +1580,13 @@ static int checkpoint(struct at_writer *w, int last, struct at_error *err)
 	}
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
-	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++)
-		if (w->points[i].sample_tokens >= 0)
-			status = write_partial_chunk(w, &w->points[i], last, err);
+	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++) {
+		struct point *p = &w->points[i];
+		if (p->reservoir)
+			status = write_reservoir(w, p, last, err);
+		else if (p->sample_tokens >= 0)
+			status = write_partial_chunk(w, p, last, err);
+	}
 	if (status == AT_OK)
 		status = write_all_stats(w, err);
 	if (status == AT_OK && write_tokens(w) < 0)
@@ -1613,8 +1688,17 @@ int writer_token_selected(const struct at_writer *w, int64_t token, int *selecte
 	return token_selected(w, token, err, selected);
 }
 
+int writer_sample_wanted(const struct at_writer *w, int32_t point, int64_t token)
+{
+	const struct point *p = &w->points[point];
+	return !p->reservoir || reservoir_wants(p->reservoir,
+	                                        reservoir_key(w->opts.sample_seed, token), token);
+}
+
 int64_t writer_sample_room(const struct at_writer *w, int32_t point)
 {
+	if (w->points[point].reservoir) /* no cap: what it keeps is bounded by k */
+		return INT64_MAX / 4;
 	int64_t room = w->opts.max_samples - w->points[point].samples_taken;
 	return room > 0 ? room : 0;
 }
@@ -1626,6 +1710,13 @@ int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *r
 	struct point *p = &w->points[point_id];
 	struct at_tensor t = {rows, dtype, 1, n, p->desc.channels, 0, p->desc.channels, 1};
 	int status = AT_OK;
+	for (int64_t r = 0; p->reservoir && r < n; r++)
+		if (reservoir_offer(p->reservoir, reservoir_key(w->opts.sample_seed, tokens[r]),
+		                    tokens[r], rows, dtype, r * p->desc.channels, 1) < 0)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory for the reservoir of '%s'",
+			               w->path, p->desc.name);
+	if (p->reservoir)
+		return AT_OK;
 	p->samples_dropped += n_dropped;
 	for (int64_t r = 0; r < n && status == AT_OK; r++) {
 		if (p->samples_taken >= w->opts.max_samples) {

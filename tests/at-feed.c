@@ -16,7 +16,7 @@
 
 static const char usage_text[] =
 	"usage: at-feed --dtype f32|f16|bf16 --layout tc|bct --batches B --rows T --channels C\n"
-	"               [--split N] [--every N | --first N] [--max-samples N] [--seq-len L]\n"
+	"               [--split N] [--every N | --first N | --reservoir N [--seed S]] [--max-samples N] [--seq-len L]\n"
 	"               [--extremes K] [--no-hist] [--point NAME] [--layer N] [--threads N]\n"
 	"               [--level N] [--checkpoint] [--abandon] [--weight FILE:ROWS:COLS[:MODULE]]...\n"
 	"               -o OUT.h5 RAW\n"
@@ -109,7 +109,8 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 {
 	enum { OPT_SPLIT = 256, OPT_EVERY, OPT_FIRST, OPT_MAX_SAMPLES, OPT_SEQ_LEN,
 	       OPT_EXTREMES, OPT_NO_HIST, OPT_POINT, OPT_LAYER, OPT_THREADS, OPT_LEVEL,
-	       OPT_WEIGHT, OPT_CHECKPOINT, OPT_ABANDON, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS };
+	       OPT_WEIGHT, OPT_CHECKPOINT, OPT_ABANDON, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS,
+	       OPT_RESERVOIR, OPT_SEED };
 	static const struct option longopts[] = {
 		{"dtype", required_argument, NULL, OPT_DTYPE},
 		{"layout", required_argument, NULL, OPT_LAYOUT},
@@ -119,6 +120,8 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 		{"split", required_argument, NULL, OPT_SPLIT},
 		{"every", required_argument, NULL, OPT_EVERY},
 		{"first", required_argument, NULL, OPT_FIRST},
+		{"reservoir", required_argument, NULL, OPT_RESERVOIR},
+		{"seed", required_argument, NULL, OPT_SEED},
 		{"max-samples", required_argument, NULL, OPT_MAX_SAMPLES},
 		{"seq-len", required_argument, NULL, OPT_SEQ_LEN},
 		{"extremes", required_argument, NULL, OPT_EXTREMES},
@@ -166,6 +169,18 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 			a->opts.sample_policy = AT_SAMPLE_FIRST;
 			a->opts.sample_n = parse_int("first", optarg, 1);
 			break;
+		case OPT_RESERVOIR:
+			a->opts.sample_policy = AT_SAMPLE_RESERVOIR;
+			a->opts.sample_n = parse_int("reservoir", optarg, 1);
+			break;
+		case OPT_SEED: {
+			char *end;
+			errno = 0;
+			a->opts.sample_seed = strtoull(optarg, &end, 10);
+			if (errno || end == optarg || *end || *optarg == '-')
+				die("--seed: '%s' is not an unsigned 64-bit integer", optarg);
+			break;
+		}
 		case OPT_MAX_SAMPLES:
 			a->opts.max_samples = parse_int("max-samples", optarg, 0);
 			break;

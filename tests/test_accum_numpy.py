@@ -163,8 +163,23 @@ def extremes_reference(x, k):
     return values[order], tokens[order].astype(np.int64), channels[order].astype(np.int32)
 
 
-def selected_tokens(n_tokens, rows, seq_len, policy, n):
+def splitmix64(seed, tokens):
+    """acttrace-format(5), SAMPLES: the reservoir key of each token index,
+    SplitMix64's output function of seed + (t + 1) * golden, in numpy's
+    wrapping uint64 arithmetic."""
+    with np.errstate(over="ignore"):
+        golden = np.uint64(0x9e3779b97f4a7c15)
+        z = np.uint64(seed) + (tokens.astype(np.uint64) + np.uint64(1)) * golden
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xbf58476d1ce4e5b9)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94d049bb133111eb)
+        return z ^ (z >> np.uint64(31))
+
+
+def selected_tokens(n_tokens, rows, seq_len, policy, n, seed=0):
     g = np.arange(n_tokens)
+    if policy == "reservoir":  # the n smallest keys (ties by token), in token order
+        keys = splitmix64(seed, g)
+        return np.sort(g[np.lexsort((g, keys))[:n]])
     if policy == "every":
         return g[g % n == 0]
     if policy == "first":
@@ -310,7 +325,8 @@ def check_extremes(g, x, case):
 def check_samples(g, x32, case):
     n_tokens = case["B"] * case["T"]
     policy, n = case.get("policy", "none"), case.get("sample_n", 1)
-    chosen = selected_tokens(n_tokens, case["T"], case.get("seq_len"), policy, n)
+    chosen = selected_tokens(n_tokens, case["T"], case.get("seq_len"), policy, n,
+                             case.get("sample_seed", 0))
     max_samples = case.get("max_samples", 1 << 20)
     kept = chosen[:max_samples]
     dropped = chosen.size - kept.size
@@ -553,6 +569,16 @@ def cases():
              make=make_wide, extremes=100, policy="every", sample_n=2, max_samples=400,
              args=["--every", "2", "--max-samples", "400", "--extremes", "100"],
              variants=(["--split", "128", "--checkpoint"], ["--threads", "1"])),
+        # A uniform sample of 100 of 1200 rows, kept in memory, the same rows
+        # whatever the split and the checkpoints (keys hash token indices).
+        dict(common, name="reservoir", seed=12, dtype="f32", layout="tc", B=3, T=400, C=19,
+             make=make_normal, extremes=16, policy="reservoir", sample_n=100,
+             sample_seed=2**63 + 12345,
+             args=["--reservoir", "100", "--seed", str(2**63 + 12345), "--extremes", "16"],
+             variants=(["--split", "77", "--checkpoint"], ["--split", "1"])),
+        dict(common, name="reservoir-bf16-bct", seed=13, dtype="bf16", layout="bct", B=2, T=300,
+             C=33, make=make_bf16, extremes=64, policy="reservoir", sample_n=1000,
+             args=["--reservoir", "1000"], variants=(["--split", "50", "--checkpoint"],)),
         dict(common, name="no-hist", seed=9, dtype="f32", layout="tc", B=1, T=50, C=5,
              make=make_normal, extremes=8, no_hist=True, args=["--no-hist", "--extremes", "8"]),
     ]

@@ -73,7 +73,7 @@ if step build; then
 	t0=$(date +%s)
 	if (
 		set -ex
-		for f in h5util error accum codec zstd-filter writer reader merge device; do
+		for f in h5util error accum codec zstd-filter writer reservoir reader merge device; do
 			gcc $CFLAGS -c "libtrace/$f.c" -o "$B/obj/$f.o"
 		done
 		"$NVCC" -std=c++17 -O3 ${NVCC_EXTRA:-} -gencode arch=compute_90,code=sm_90 \

@@ -315,7 +315,7 @@ static int write_trace(const struct test_case *tc, const struct tensor_data *d, 
 		return -1;
 	}
 	int64_t B = tc->batches, T = tc->rows;
-	struct at_point_desc desc = {"layers.0.x", 0, "mlp", "x", "m", "M", "out", tc->channels};
+	struct at_point_desc desc = {"layers.0.x", 0, "mlp", "x", "m", "M", "out", tc->channels, 0, 0, 0};
 	int32_t id;
 	int32_t *seq = malloc((size_t)(B * T) * sizeof *seq), *pos = malloc((size_t)(B * T) * sizeof *pos);
 	int status = at_writer_add_point(w, &desc, &id, &err);
@@ -494,7 +494,10 @@ static void run_case(const struct test_case *tc, const char *dir)
 	snprintf(name, sizeof name, "%s %s %lldx%lldx%lld %s calls=%d%s", dtype_name(tc->dtype),
 	         tc->bct ? "bct" : "btc", (long long)tc->batches, (long long)tc->rows,
 	         (long long)tc->channels, kind_names[tc->kind], tc->calls,
-	         tc->policy == AT_SAMPLE_EVERY ? " every" : tc->policy == AT_SAMPLE_FIRST ? " first" : "");
+	         tc->policy == AT_SAMPLE_EVERY       ? " every"
+	         : tc->policy == AT_SAMPLE_FIRST     ? " first"
+	         : tc->policy == AT_SAMPLE_RESERVOIR ? " reservoir"
+	                                             : "");
 	snprintf(host_file, sizeof host_file, "%s/host.h5", dir);
 	snprintf(dev_file, sizeof dev_file, "%s/device.h5", dir);
 	struct tensor_data d;
@@ -539,7 +542,7 @@ static struct at_writer *one_point_writer(const char *file, const struct at_writ
 {
 	struct at_writer *w;
 	struct at_error err;
-	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
+	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4, 0, 0, 0};
 	if (at_writer_create(&w, file, o, &err) || at_writer_add_point(w, &desc, id, &err)) {
 		fprintf(stderr, "test-device: %s\n", err.message);
 		exit(99);
@@ -661,6 +664,9 @@ static void add_cases(int quick, int big)
 	struct test_case partial_tile[] = {
 		{AT_BF16, 0, 2, quick ? 90 : 300, 200, NONFINITE, 2, AT_SAMPLE_EVERY, 5, 1 << 20, 64},
 		{AT_F16, 0, 3, quick ? 60 : 200, 136, OUTLIERS, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+		/* a reservoir: rows chosen on the host, gathered on the device,
+		 * landing late; the same rows as the host path's */
+		{AT_BF16, 1, 3, quick ? 90 : 300, 72, OUTLIERS, 3, AT_SAMPLE_RESERVOIR, 40, 1 << 20, 16},
 	};
 	for (size_t i = 0; i < sizeof partial_tile / sizeof partial_tile[0]; i++)
 		run_case(&partial_tile[i], dir);
@@ -694,7 +700,7 @@ int main(int argc, char **argv)
 	char file[512];
 	snprintf(file, sizeof file, "%s/nocuda-%ld.h5", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp",
 	         (long)getpid());
-	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4};
+	struct at_point_desc desc = {"p", -1, "other", "p", "", "", "out", 4, 0, 0, 0};
 	float dummy[8] = {0};
 	struct at_tensor t = {dummy, AT_F32, 1, 2, 4, 8, 4, 1};
 	if (at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &desc, &id, &err)) {

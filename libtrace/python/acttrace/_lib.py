@@ -17,7 +17,7 @@ AT_ENOSYS = -8
 AT_ECANCELED = -9
 
 AT_F32, AT_F16, AT_BF16 = 0, 1, 2
-AT_SAMPLE_NONE, AT_SAMPLE_EVERY, AT_SAMPLE_FIRST = 0, 1, 2
+AT_SAMPLE_NONE, AT_SAMPLE_EVERY, AT_SAMPLE_FIRST, AT_SAMPLE_RESERVOIR = 0, 1, 2, 3
 
 
 class Error(Exception):
@@ -65,6 +65,7 @@ class at_writer_options(ctypes.Structure):
         ("when_busy", ctypes.c_int),
         ("rank", ctypes.c_int32),
         ("world_size", ctypes.c_int32),
+        ("sample_seed", ctypes.c_uint64),
     ]
 
 

@@ -103,7 +103,8 @@ class Capture:
     def __init__(self, model, path, catalogue="auto", *, sample=None, hist=True, extremes=None,
                  max_samples=None, compression_level=None, threads=None, weights=True,
                  points=None, model_name=None, notes=None, checkpoint_every=0,
-                 sample_bytes_in_flight=None, when_busy=None, overlap=False, merge=False):
+                 sample_bytes_in_flight=None, when_busy=None, overlap=False, merge=False,
+                 sample_seed=0):
         if not isinstance(model, torch.nn.Module):
             raise Error(f"capture: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -129,7 +130,7 @@ class Capture:
             hist=hist, extremes=extremes, sample=sample, max_samples=max_samples,
             compression_level=compression_level, threads=threads,
             sample_bytes_in_flight=sample_bytes_in_flight, when_busy=when_busy,
-            rank=self.rank, world_size=self.world_size, overlap=overlap)
+            rank=self.rank, world_size=self.world_size, sample_seed=sample_seed, overlap=overlap)
         self.record_weights = weights
         self.checkpoint_every = int(checkpoint_every)
         self.writer = None
@@ -385,8 +386,9 @@ def capture(model, path, catalogue="auto", **options):
     into the trace at path.
 
     catalogue: "auto" (by model.config.model_type), "llama", "gpt2", "mamba",
-    "recurrent_gemma" or "generic".  Options: sample ("every:N", "first:N"),
-    hist (bool), extremes (K), max_samples, compression_level, threads,
+    "recurrent_gemma" or "generic".  Options: sample ("every:N", "first:N",
+    "reservoir:N": a uniform sample of N rows a point, held in memory until
+    the checkpoints), sample_seed (the reservoir's), hist (bool), extremes (K), max_samples, compression_level, threads,
     weights (record weight statistics, default True), points (names or a
     predicate on Point: a subset), model_name, notes, checkpoint_every
     (forwards between checkpoints, 0: only at the end), sample_bytes_in_flight,

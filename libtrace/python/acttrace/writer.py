@@ -24,8 +24,8 @@ CONV = "conv"  # [B, C, T]: convolution output, channels in the middle
 
 
 def parse_sample(sample):
-    """None, "none", "every:N", "first:N", or a (policy, N) pair ->
-    (AT_SAMPLE_*, N)."""
+    """None, "none", "every:N", "first:N", "reservoir:N", or a (policy, N)
+    pair -> (AT_SAMPLE_*, N)."""
     if sample is None:
         return _lib.AT_SAMPLE_NONE, 1
     if isinstance(sample, str):
@@ -36,15 +36,18 @@ def parse_sample(sample):
         try:
             policy, n = sample
         except (TypeError, ValueError):
-            raise Error(f"sample: expected 'every:N' or 'first:N', got {sample!r}") from None
+            raise Error(f"sample: expected 'every:N', 'first:N' or 'reservoir:N', "
+                        f"got {sample!r}") from None
         sep = ":"
-    policies = {"every": _lib.AT_SAMPLE_EVERY, "first": _lib.AT_SAMPLE_FIRST}
+    policies = {"every": _lib.AT_SAMPLE_EVERY, "first": _lib.AT_SAMPLE_FIRST,
+                "reservoir": _lib.AT_SAMPLE_RESERVOIR}
     try:
         n = int(n)
     except (TypeError, ValueError):
         n = 0
     if not sep or policy not in policies or n < 1:
-        raise Error(f"sample: expected 'every:N' or 'first:N' with N >= 1, got {sample!r}")
+        raise Error(f"sample: expected 'every:N', 'first:N' or 'reservoir:N' with N >= 1, "
+                    f"got {sample!r}")
     return policies[policy], n
 
 
@@ -238,7 +241,8 @@ class Writer:
 
     Options are those of struct at_writer_options: model, source_dtype, notes,
     producer (strings), hist (bool), extremes (K), sample ("every:N",
-    "first:N" or None), max_samples, compression_level (1..19), threads,
+    "first:N", "reservoir:N" or None), sample_seed (the reservoir's, an
+    unsigned 64-bit integer), max_samples, compression_level (1..19), threads,
     sample_bytes_in_flight (bytes of full sample chunks that may wait for the
     background writer; None: 512 MiB), when_busy ("wait", the default, or
     "drop": chunks beyond that are dropped and counted), rank and world_size
@@ -248,7 +252,7 @@ class Writer:
     def __init__(self, path, *, model=None, source_dtype=None, notes=None, producer=None,
                  hist=True, extremes=None, sample=None, max_samples=None,
                  compression_level=None, threads=None, sample_bytes_in_flight=None,
-                 when_busy=None, rank=0, world_size=1, overlap=False):
+                 when_busy=None, rank=0, world_size=1, sample_seed=0, overlap=False):
         self.path = os.fspath(path)
         self.overlap = Overlap() if overlap else None
         opts = _lib.at_writer_options()
@@ -269,6 +273,7 @@ class Writer:
                 raise Error(f"{self.path}: when_busy must be 'wait' or 'drop', not {when_busy!r}")
             opts.when_busy = 1 if when_busy == "drop" else 0
         opts.rank, opts.world_size = int(rank), int(world_size)
+        opts.sample_seed = int(sample_seed) & (2**64 - 1)
         handle = ctypes.c_void_p()
         err = _lib.at_error()
         _lib.check(_lib.lib.at_writer_create(ctypes.byref(handle), self.path.encode(),

@@ -1,0 +1,32 @@
+/* reservoir.h: the "reservoir" sample policy's per-point store (reservoir.c);
+ * not installed. */
+#ifndef AT_RESERVOIR_H
+#define AT_RESERVOIR_H
+
+#include <stdint.h>
+
+#include "internal.h"
+
+struct reservoir;
+
+/* The key of token index `token` under the trace's sample_seed. */
+uint64_t reservoir_key(uint64_t seed, int64_t token);
+/* k rows of `channels` channels; -1 when out of memory. */
+int reservoir_create(struct reservoir **out, int64_t k, int64_t channels);
+void reservoir_free(struct reservoir *r);
+/* 1 when a row of this key and token would be kept now (rows wanted now may
+ * still be pushed out by rows of smaller key later). */
+int reservoir_wants(const struct reservoir *r, uint64_t key, int64_t token);
+/* Offer a row: channels elements data[first + i * stride] of dtype.  Kept,
+ * converted to the dtype of the first row kept, when its key is among the k
+ * smallest so far; -1 when out of memory. */
+int reservoir_offer(struct reservoir *r, uint64_t key, int64_t token, const void *data,
+                    enum at_dtype dtype, int64_t first, int64_t stride);
+int64_t reservoir_rows(const struct reservoir *r);
+/* The stored rows' dtype (float32 while empty). */
+enum at_dtype reservoir_dtype(const struct reservoir *r);
+/* The kept rows in token order: rows [rows][channels] in reservoir_dtype,
+ * tokens [rows]; -1 when out of memory. */
+int reservoir_sorted(const struct reservoir *r, void *rows, int64_t *tokens);
+
+#endif /* AT_RESERVOIR_H */
