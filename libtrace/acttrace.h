@@ -243,6 +243,30 @@ int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor
  * no usable device. */
 int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at_tensor *t,
                              int64_t token_base, void *cuda_stream, struct at_error *err);
+/* A point that sees the very tensor another point (source_point) observed
+ * last, in the same forward: q_proj's, k_proj's and v_proj's inputs are the
+ * output of the norm before them.  The call means "observe t at point", and
+ * the result is always what that would give; on the device path it takes
+ * the source's result instead of reading t again when the library can prove
+ * that result is point's too: the source's last call (observe or
+ * observe_same) was for the same t (data, dtype, sizes, strides), token_base
+ * and stream, and point's device accumulators hold what the source's held
+ * before that call (they have seen the same observations since the last
+ * checkpoint, as when the pair has always been observed this way).  Then the
+ * source's accumulators are copied into point's on the stream (about 2 MB
+ * for 2048 channels with histograms: no pass over t), and the statistics
+ * written are bit for bit those of a full observation.  Otherwise it is a
+ * full observation.  Either way sampling takes point's own rows of t.
+ * The library cannot see t's contents: the caller promises they have not
+ * changed since the source observed them (no in-place change in between,
+ * the memory not freed and reused), which the Python binding checks with
+ * the tensor's identity and version.  The host path (at_writer_observe_same)
+ * reads t again; both check source_point. */
+int at_writer_observe_same(struct at_writer *w, int32_t point, int32_t source_point,
+                           const struct at_tensor *t, int64_t token_base, struct at_error *err);
+int at_writer_observe_device_same(struct at_writer *w, int32_t point, int32_t source_point,
+                                  const struct at_tensor *t, int64_t token_base,
+                                  void *cuda_stream, struct at_error *err);
 /* 1 when libacttrace was built with CUDA and a CUDA device can be used. */
 int at_cuda_available(void);
 /* Weight statistics of a module: for a matrix [rows=out, channels=in], row

@@ -44,6 +44,31 @@ static int check_observe(struct at_writer *w, int32_t point, const struct at_ten
 	return AT_OK;
 }
 
+static int check_source(struct at_writer *w, int32_t point, int32_t source_point,
+                        struct at_error *err)
+{
+	(void)point;
+	if (!w)
+		return at_fail(err, AT_EINVAL, "observe_same: NULL writer");
+	if (!writer_point_desc(w, source_point))
+		return at_fail(err, AT_EINVAL, "%s: no source point with id %d", writer_path(w),
+		               (int)source_point);
+	return AT_OK;
+}
+
+/* The host path reads the tensor again: its accumulators are the writer's,
+ * which the device path drains into, and host speed is not what this call
+ * is for.  The source is checked all the same, so that a caller's mistake
+ * shows on either path. */
+int at_writer_observe_same(struct at_writer *w, int32_t point, int32_t source_point,
+                           const struct at_tensor *t, int64_t token_base, struct at_error *err)
+{
+	int status = check_source(w, point, source_point, err);
+	if (status)
+		return status;
+	return at_writer_observe(w, point, t, token_base, err);
+}
+
 #ifndef WITH_CUDA
 
 int at_cuda_available(void)
@@ -62,6 +87,16 @@ int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at
 	               "%s: built without CUDA: observing device memory needs libacttrace "
 	               "configured --with-cuda",
 	               writer_path(w));
+}
+
+int at_writer_observe_device_same(struct at_writer *w, int32_t point, int32_t source_point,
+                                  const struct at_tensor *t, int64_t token_base,
+                                  void *cuda_stream, struct at_error *err)
+{
+	int status = check_source(w, point, source_point, err);
+	if (status)
+		return status;
+	return at_writer_observe_device(w, point, t, token_base, cuda_stream, err);
 }
 
 #else /* WITH_CUDA */
@@ -91,10 +126,33 @@ static size_t device_bytes_in_flight(struct at_writer *w)
 /* Buffers are kept for reuse in sizes of powers of two from 1 MiB. */
 #define SAMPLE_BUFFER_MIN ((size_t)1 << 20)
 
+/* The last change of a point's device accumulators, so that another point
+ * shown the same tensor can take the result instead of reading it again
+ * (at_writer_observe_device_same). */
+struct last_observation {
+	int valid;              /* 0 after a drain or a failed call */
+	struct at_tensor tensor;
+	int64_t token_base;
+	void *stream;
+	uint64_t state_before;  /* the point's state before it */
+};
+
+/* States name the contents of a point's device accumulators (and the
+ * extremes' floor that a drain keeps): two points with the same state hold
+ * the same bytes.  STATE_EMPTY is a new point's; a full observation makes a
+ * fresh state, never seen before; a copy takes its source's; a drain turns
+ * state s into s | STATE_DRAINED, the same for every point that held s.  (A
+ * point is drained only with rows pending, which only an observation or a
+ * copy gives it: a drained state is never drained again.) */
+#define STATE_EMPTY 0u
+#define STATE_DRAINED ((uint64_t)1 << 63)
+
 struct device_point {
 	struct cuda_point *stats;
 	uint64_t host_seen_max; /* most values a channel of the host statistics holds */
 	int64_t samples_in_flight;
+	uint64_t state;
+	struct last_observation last;
 };
 
 /* Pinned and device memory of one size, for one batch of sampled rows. */
@@ -116,6 +174,7 @@ struct sample_batch {
 };
 
 struct device_writer {
+	uint64_t states_made; /* fresh states so far (see STATE_EMPTY) */
 	struct sample_batch *batches; /* oldest first */
 	size_t n_batches, batches_capacity;
 	struct sample_buffer *spare;
@@ -436,10 +495,92 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	return AT_OK;
 }
 
+/* ---------------------------------------------------------------- states */
+
+/* The device writer of a writer whose points have device state (every
+ * observation made it). */
+static struct device_writer *dw_of(struct at_writer *w)
+{
+	return *writer_extension_state(w);
+}
+
+static int fresh_state(struct at_writer *w, uint64_t *state, struct at_error *err)
+{
+	struct device_writer *dw = NULL;
+	int status = device_writer_get(w, &dw, err);
+	if (status == AT_OK)
+		*state = ++dw->states_made;
+	return status;
+}
+
+static void remember(struct device_point *dp, const struct at_tensor *t, int64_t token_base,
+                     void *stream, uint64_t state_before)
+{
+	dp->last.valid = 1;
+	dp->last.tensor = *t;
+	dp->last.token_base = token_base;
+	dp->last.stream = stream;
+	dp->last.state_before = state_before;
+}
+
+static int same_tensor(const struct at_tensor *a, const struct at_tensor *b)
+{
+	return a->data == b->data && a->dtype == b->dtype && a->batches == b->batches &&
+	       a->rows == b->rows && a->channels == b->channels &&
+	       a->batch_stride == b->batch_stride && a->row_stride == b->row_stride &&
+	       a->channel_stride == b->channel_stride;
+}
+
+/* Whether dp may take source's accumulators for an observation of t: the
+ * source's last change was this very call's tensor, rows and stream (queued
+ * before on the same stream, so the copy follows it), and dp holds what the
+ * source held before it.  Then source's state is exactly dp's after a full
+ * observation: the same kernel folds the same bytes into the same bytes. */
+static int can_take(const struct device_point *dp, const struct device_point *source,
+                    const struct at_tensor *t, int64_t token_base, void *stream)
+{
+	return source && source != dp && source->last.valid &&
+	       source->last.state_before == dp->state && source->last.token_base == token_base &&
+	       source->last.stream == stream && same_tensor(&source->last.tensor, t);
+}
+
 /* ---------------------------------------------------------------- entry points */
 
-int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at_tensor *t,
-                             int64_t token_base, void *cuda_stream, struct at_error *err)
+/* The fused reduction of t into the point's device accumulators. */
+static int observe_full(struct at_writer *w, struct device_point *dp, const struct at_tensor *t,
+                        int64_t token_base, void *stream, struct at_error *err)
+{
+	uint64_t before = dp->state;
+	/* a failed call may have queued some launches: the contents are unknown */
+	dp->last.valid = 0;
+	int status = fresh_state(w, &dp->state, err);
+	if (status == AT_OK)
+		status = atc_point_observe(dp->stats, t, token_base, stream, err);
+	if (status == AT_OK)
+		remember(dp, t, token_base, stream, before);
+	return status;
+}
+
+/* Source's accumulators, which hold dp's and t's observation, into dp's. */
+static int observe_by_copy(struct at_writer *w, struct device_point *dp,
+                           const struct device_point *source, const struct at_tensor *t,
+                           int64_t token_base, void *stream, struct at_error *err)
+{
+	uint64_t before = dp->state;
+	dp->last.valid = 0;
+	int status = fresh_state(w, &dp->state, err);
+	if (status == AT_OK)
+		status = atc_point_copy(dp->stats, source->stats, stream, err);
+	if (status == AT_OK) {
+		dp->state = source->state;
+		remember(dp, t, token_base, stream, before);
+	}
+	return status;
+}
+
+static int observe_device(struct at_writer *w, int32_t point, int32_t source,
+                          const struct at_tensor *t, int64_t token_base, void *stream,
+                          struct at_error *err)
 {
 	int status = check_observe(w, point, t, token_base, err);
 	struct device_point *dp = NULL;
@@ -447,11 +588,32 @@ int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at
 		status = point_state(w, point, &dp, err);
 	if (!status)
 		status = check_hist_room(w, dp, t->batches * t->rows, err);
-	if (!status)
-		status = atc_point_observe(dp->stats, t, token_base, cuda_stream, err);
+	if (status)
+		return status;
+	const struct device_point *from = source >= 0 ? *writer_point_state(w, source) : NULL;
+	if (can_take(dp, from, t, token_base, stream))
+		status = observe_by_copy(w, dp, from, t, token_base, stream, err);
+	else
+		status = observe_full(w, dp, t, token_base, stream, err);
 	if (!status && writer_options(w)->sample_policy != AT_SAMPLE_NONE)
-		status = sample_device(w, point, dp, t, token_base, cuda_stream, err);
+		status = sample_device(w, point, dp, t, token_base, stream, err);
 	return status;
+}
+
+int at_writer_observe_device(struct at_writer *w, int32_t point, const struct at_tensor *t,
+                             int64_t token_base, void *cuda_stream, struct at_error *err)
+{
+	return observe_device(w, point, -1, t, token_base, cuda_stream, err);
+}
+
+int at_writer_observe_device_same(struct at_writer *w, int32_t point, int32_t source_point,
+                                  const struct at_tensor *t, int64_t token_base,
+                                  void *cuda_stream, struct at_error *err)
+{
+	int status = check_source(w, point, source_point, err);
+	if (status)
+		return status;
+	return observe_device(w, point, source_point, t, token_base, cuda_stream, err);
 }
 
 static int device_checkpoint(struct at_writer *w, struct at_error *err)
@@ -463,9 +625,15 @@ static int device_checkpoint(struct at_writer *w, struct at_error *err)
 		if (!dp)
 			continue;
 		struct at_stats *s = writer_point_stats(w, i);
+		int drains = atc_point_rows_pending(dp->stats) > 0;
 		status = atc_point_drain(dp->stats, s, err);
 		if (!status)
 			dp->host_seen_max = host_seen_max(s);
+		if (drains) {
+			dp->last.valid = 0;
+			/* after a failed drain the contents are unknown: a state of their own */
+			dp->state = status ? ++dw_of(w)->states_made : dp->state | STATE_DRAINED;
+		}
 	}
 	return status;
 }

@@ -455,6 +455,143 @@ def overlap_case(tmp):
                          f"{name} {stat}: the same with and without overlap")
 
 
+# ---------------------------------------------------------------- dedup
+
+# (point, the point before it that saw the very same tensor) in the tiny
+# Llama's default catalogue; same_tensor_pairs_case checks it by identity
+SAME_TENSOR_PAIRS = {("layers.0.layer.in", "embed_tokens.out"),
+                     ("layers.0.input_layernorm.in", "layers.0.layer.in"),
+                     ("layers.1.layer.in", "layers.0.layer.out"),
+                     ("layers.1.input_layernorm.in", "layers.1.layer.in"),
+                     ("final_norm.in", "layers.1.layer.out")}
+
+
+def recent_case():
+    """Recent (capture's dedup): the same object, alive and unchanged, with
+    the same layout and token_base, names its point; anything else does not."""
+    check.context = "dedup: Recent"
+    from acttrace.capture import Recent
+    r = Recent()
+    a = torch.zeros(2, 3)
+    r.note(a, "rows", 0, 7)
+    check.ok(r.source_of(a, "rows", 0) == 7, "the same tensor names its point")
+    check.ok(r.source_of(a.view(2, 3), "rows", 0) is None, "another object (a view) does not")
+    check.ok(r.source_of(a.clone(), "rows", 0) is None, "a copy does not")
+    check.ok(r.source_of(a, "rows", 6) is None, "another token_base does not")
+    check.ok(r.source_of(a, "conv", 0) is None, "another layout does not")
+    r.note(a, "rows", 0, 8)
+    check.ok(r.source_of(a, "rows", 0) == 8, "the latest observation of it is named")
+    a.add_(1)
+    check.ok(r.source_of(a, "rows", 0) is None, "changed in place since: not named")
+    b = torch.ones(4)
+    r.note(b, "rows", 0, 9)
+    for i in range(Recent.SIZE):
+        r.note(torch.ones(1), "rows", 0, 10 + i)
+    check.ok(r.source_of(b, "rows", 0) is None, f"forgotten after {Recent.SIZE} others")
+    c = torch.ones(3)
+    r.note(c, "rows", 0, 20)
+    ref_id = id(c)
+    del c
+    d = torch.ones(3)
+    check.ok(id(d) != ref_id or r.source_of(d, "rows", 0) is None,
+             "a freed tensor is never named, even for one at its address")
+    with torch.inference_mode():
+        e = torch.ones(3)
+        r.note(e, "rows", 0, 21)
+        check.ok(r.source_of(e, "rows", 0) is None,
+                 "an inference tensor (no version to show it unchanged) is not named")
+        trusting = Recent(trust=True)
+        trusting.note(e, "rows", 0, 22)
+        check.ok(trusting.source_of(e, "rows", 0) == 22,
+                 "an inference tensor is named by identity when trusted")
+    r.clear()
+    check.ok(r.source_of(a, "rows", 0) is None, "cleared")
+
+
+class SourceLog:
+    """Wraps a capture's writer.observe_view to log (point name, source name)."""
+
+    def __init__(self, cap):
+        self.calls = []
+        names = {pid: p.name for pid, p in zip(cap._point_ids, cap.points)}
+        original = cap.writer.observe_view
+
+        def observe_view(point_id, path, view, token_base, same_as=None):
+            self.calls.append((names[point_id], names.get(same_as)))
+            return original(point_id, path, view, token_base, same_as)
+        cap.writer.observe_view = observe_view
+
+
+def dedup_case(tmp):
+    """capture(dedup=True) against dedup=False on the tiny Llama, under
+    no_grad and inference_mode, sampling every:2: identical statistics and
+    samples (read with h5py), and the sources it names are exactly the
+    points that saw the same tensor just before (checked by the tensors'
+    identity, with hooks of this test)."""
+    check.context = "dedup"
+    model = tiny_llama()
+    ids = [torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(s))
+           for s in (11, 12)]
+    for mode in ("no_grad", "inference_mode"):
+        on = True if mode == "no_grad" else "trust"  # inference tensors: identity trusted
+        paths = {flag: os.path.join(tmp, f"dedup-{mode}-{flag}.h5") for flag in (False, on)}
+        logs = {}
+        for flag, path in paths.items():
+            context = torch.no_grad if mode == "no_grad" else torch.inference_mode
+            with context(), acttrace.capture(model, path, dedup=flag, weights=False,
+                                             sample="every:2") as cap:
+                logs[flag] = SourceLog(cap)
+                for x in ids:
+                    model(x)
+        named = [(p, s) for p, s in logs[on].calls if s is not None]
+        check.ok(all(s is None for _, s in logs[False].calls), f"{mode}: dedup=False names no source")
+        check.ok(set(named) == SAME_TENSOR_PAIRS, f"{mode}: the pairs named: {sorted(set(named))}")
+        check.ok(len(named) == len(SAME_TENSOR_PAIRS) * len(ids),
+                 f"{mode}: {len(named)} named calls, {len(SAME_TENSOR_PAIRS)} a forward")
+        with h5py.File(paths[False], "r") as f0, h5py.File(paths[on], "r") as f1:
+            differ = []
+            for name in f0["points"]:
+                g0, g1 = f0["points"][name], f1["points"][name]
+                for stat in g0:
+                    a, b = g0[stat][()], g1[stat][()]
+                    if a.dtype.names:
+                        same = a.tobytes() == b.tobytes()
+                    else:
+                        same = np.array_equal(a, b, equal_nan=a.dtype.kind == "f")
+                    if not same:
+                        differ.append(f"{name}/{stat}")
+            check.ok(not differ, f"{mode}: every statistic and sample identical with and without "
+                     f"dedup {differ[:3]}")
+
+
+def same_tensor_pairs_case():
+    """The pairs dedup_case expects are those where the model hands the very
+    same tensor object to two recording points in a row (plain hooks of this
+    test, no acttrace): so the expectation is not the code's own output."""
+    check.context = "dedup: pairs by identity"
+    model = tiny_llama()
+    from acttrace.catalogue import points as catalogue_points
+    points = catalogue_points(model, "llama")
+    seen = []  # (name, tensor) in hook order
+    handles = []
+    for p in points:
+        module = module_at(model, p.module)
+        if p.direction == "in":
+            handles.append(module.register_forward_pre_hook(
+                lambda m, args, name=p.name: seen.append((name, args[0]))))
+        else:
+            handles.append(module.register_forward_hook(
+                lambda m, args, out, name=p.name: seen.append(
+                    (name, out if isinstance(out, torch.Tensor) else out[0]))))
+    with torch.no_grad():
+        model(torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(1)))
+    for h in handles:
+        h.remove()
+    pairs = {(seen[i][0], seen[i - 1][0]) for i in range(1, len(seen))
+             if seen[i][1] is seen[i - 1][1]}
+    check.ok(pairs == SAME_TENSOR_PAIRS, f"the tiny Llama hands these tensors on: {sorted(pairs)}")
+
+
 # ---------------------------------------------------------------- fused paths
 
 def fused_path_case(tmp):
@@ -617,6 +754,9 @@ def main():
         fused_path_case(tmp)
         device_summary_case(tmp)
         overlap_case(tmp)
+        recent_case()
+        same_tensor_pairs_case()
+        dedup_case(tmp)
     print(f"# {time.time() - start:.1f} s")
     check.done("test_python_capture")
 

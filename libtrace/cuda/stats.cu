@@ -1858,6 +1858,31 @@ int atc_point_observe(cuda_point *p, const struct at_tensor *t, int64_t token_ba
 	return AT_OK;
 }
 
+/* ---- another point's accumulators */
+
+int atc_point_copy(cuda_point *dst, const cuda_point *src, void *stream, struct at_error *err)
+{
+	if (dst->channels != src->channels || dst->hist != src->hist || dst->k != src->k ||
+	    dst->drained_bytes != src->drained_bytes)
+		return at_fail(err, AT_EINVAL,
+		               "CUDA: copy statistics: %lld channels (histogram %d, %d extremes) into "
+		               "%lld (%d, %d)",
+		               (long long)src->channels, src->hist, (int)src->k, (long long)dst->channels,
+		               dst->hist, (int)dst->k);
+	cudaStream_t st = static_cast<cudaStream_t>(stream);
+	int status = check_not_capturing(st, err);
+	if (status != AT_OK)
+		return status;
+	/* Everything a drain reads, the extremes' floor and counters included; the
+	 * launch's scratch beyond it is empty between launches. */
+	CUDA_TRY(cudaMemcpyAsync(dst->arrays, src->arrays, src->drained_bytes,
+	                         cudaMemcpyDeviceToDevice, st),
+	         "copy statistics between points");
+	dst->last_stream = st;
+	dst->rows_pending = src->rows_pending;
+	return AT_OK;
+}
+
 /* ---- drain */
 
 static int extreme_rank(const void *pa, const void *pb)

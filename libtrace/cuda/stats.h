@@ -28,6 +28,12 @@ void atc_point_free(struct cuda_point *p);
 int atc_point_observe(struct cuda_point *p, const struct at_tensor *t, int64_t token_base,
                       void *stream, struct at_error *err);
 
+/* Queue on stream a copy of src's accumulators into dst's (the same
+ * channels, histograms and K): dst then holds exactly what src holds, the
+ * extremes' floor included, as if it had made src's observations itself. */
+int atc_point_copy(struct cuda_point *dst, const struct cuda_point *src, void *stream,
+                   struct at_error *err);
+
 /* Wait for the point's queued work, fold its accumulators into `into`
  * (at_stats_merge: exact) and empty them.  Values observed since the last
  * drain, per channel (what a 32-bit histogram bin must still be able to

@@ -11,6 +11,11 @@ points), in four variants measured in one run:
                 with torch ops, on the GPU, no host sync
   acttrace      at_writer_observe_device on the current stream: statistics
   acttrace-s64  the same with 1-in-64 token sampling (AT_SAMPLE_EVERY 64)
+  acttrace-dedup  acttrace where a point is shown the very tensor one of the
+                last four points observed (q/k/v_proj.in: the input norm's
+                output; gate/up_proj.in: the post-attention norm's) calls
+                at_writer_observe_device_same: the GPU copies that point's
+                statistics instead of reading the tensor again
   capture       acttrace.capture(model, path): the package's default (llama)
                 catalogue, weights recorded, tokens from input_ids
   capture-s64c  the same with sample="every:64", max_samples=4096
@@ -18,6 +23,19 @@ points), in four variants measured in one run:
                 wait in memory for the writer thread instead of the forward
   capture-overlap  capture with overlap=True: the statistics kernels on a
                 side stream, their launch tails overlapping the model's work
+  capture-nodedup  capture with dedup=False: every point reads its tensor
+  capture-trust  capture with dedup="trust": a point shown the very tensor
+                another has just observed copies that point's statistics
+                (layer.in and input_layernorm.in are the layer before's
+                output); the forwards here run under inference_mode, whose
+                tensors have no version counter, so capture's default
+                (dedup=True, which needs one) cannot use it
+  capture-r4096  capture with sample="reservoir:4096"
+  capture-s64c-trust  capture-s64c with dedup="trust"
+
+After the timed variants, the traces of capture and capture-nodedup (and
+acttrace and acttrace-dedup) are compared when both were run: --trace-equal
+names the build's trace-equal, which must find them identical.
 
 For each: warm-up forwards, then the median over --repeats forwards of the
 time between CUDA events around model(input_ids) (hook work included, since
@@ -33,6 +51,7 @@ import ctypes
 import json
 import os
 import statistics
+import subprocess
 import sys
 import time
 
@@ -100,6 +119,10 @@ def load_library(path):
         "at_writer_observe_device": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int32,
                                                     P(at_tensor), ctypes.c_int64,
                                                     ctypes.c_void_p, P(at_error)]),
+        "at_writer_observe_device_same": (ctypes.c_int, [ctypes.c_void_p, ctypes.c_int32,
+                                                         ctypes.c_int32, P(at_tensor),
+                                                         ctypes.c_int64, ctypes.c_void_p,
+                                                         P(at_error)]),
         "at_writer_checkpoint": (ctypes.c_int, [ctypes.c_void_p, P(at_error)]),
         "at_writer_close": (ctypes.c_int, [ctypes.c_void_p, P(at_error)]),
     }
@@ -201,8 +224,10 @@ class TorchStats:
 class Acttrace:
     """at_writer_observe_device at every point, on the current stream."""
 
-    def __init__(self, lib, path, points, sample_every):
+    def __init__(self, lib, path, points, sample_every, dedup=False):
         self.lib = lib
+        self.dedup = dedup
+        self.recent = []  # (tensor, pid) of the last four observations of this forward
         self.err = at_error()
         opts = at_writer_options()
         lib.at_writer_options_init(ctypes.byref(opts))
@@ -236,8 +261,19 @@ class Acttrace:
         check(self.lib.at_writer_add_tokens(self.writer, seq, pos, pos, n, ctypes.byref(base),
                                             ctypes.byref(self.err)), self.err, "add_tokens")
         self.token_base = base.value
+        self.recent = []
+
+    def source_of(self, x):
+        """The point that observed this very tensor among the last four (under
+        inference_mode there is no version to check: this model changes no
+        hooked tensor in place)."""
+        return next((p for seen, p in reversed(self.recent) if seen is x), None)
 
     def observe(self, pid, x):
+        source = None
+        if self.dedup:
+            source = self.source_of(x)
+            self.recent = self.recent[-3:] + [(x, pid)]
         t = self.tensor
         t.data = x.data_ptr()
         t.dtype = DTYPES[x.dtype]
@@ -250,9 +286,15 @@ class Acttrace:
             t.rows, t.channels = x2.shape
             t.row_stride, t.channel_stride = x2.stride()
         stream = torch.cuda.current_stream().cuda_stream
-        check(self.lib.at_writer_observe_device(self.writer, pid, ctypes.byref(t),
-                                                self.token_base, stream,
-                                                ctypes.byref(self.err)), self.err, "observe")
+        if source is None:
+            status = self.lib.at_writer_observe_device(self.writer, pid, ctypes.byref(t),
+                                                       self.token_base, stream,
+                                                       ctypes.byref(self.err))
+        else:
+            status = self.lib.at_writer_observe_device_same(self.writer, pid, source,
+                                                            ctypes.byref(t), self.token_base,
+                                                            stream, ctypes.byref(self.err))
+        check(status, self.err, "observe")
 
     def close(self):
         check(self.lib.at_writer_close(self.writer, ctypes.byref(self.err)), self.err, "close")
@@ -296,6 +338,8 @@ def main():
     ap.add_argument("--variants",
                     default="none,torch,acttrace,acttrace-s64,capture,capture-s64c,none")
     ap.add_argument("--json", help="write the raw times here")
+    ap.add_argument("--trace-equal", help="trace-equal program: compare the traces of variants "
+                    "with and without dedup")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         skip("no CUDA device")
@@ -328,7 +372,7 @@ def main():
         elif variant.startswith("acttrace"):
             every = 64 if variant.endswith("s64") else 0
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
-            capture = Acttrace(lib, path, points, every)
+            capture = Acttrace(lib, path, points, every, dedup=variant == "acttrace-dedup")
             for pid, (name, module, direction, _) in zip(capture.ids, points):
                 hooks.add(module, direction, lambda x, pid=pid: capture.observe(pid, x))
             before = lambda: capture.begin_forward(args.batch, args.seq_len)
@@ -342,6 +386,12 @@ def main():
                 options["sample_bytes_in_flight"] = 12 << 30
             if variant == "capture-overlap":  # statistics on a side stream
                 options["overlap"] = True
+            if variant == "capture-nodedup":  # every point reads its tensor
+                options["dedup"] = False
+            if variant.endswith("-trust"):  # inference tensors: identity trusted
+                options["dedup"] = "trust"
+            if variant == "capture-r4096":
+                options = {"sample": "reservoir:4096"}
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
             t0 = time.perf_counter()
             package = package_capture(model, path, options)
@@ -384,9 +434,26 @@ def main():
     for v in info["variants"]:
         v["ratio"] = v["median_ms"] / base
         print(f"{v['variant']}\t{v['median_ms']:.2f}\t{v['ratio']:.3f}")
+    compare_dedup(args, info)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(info, f, indent=1)
+
+
+def compare_dedup(args, info):
+    """The traces with and without dedup hold the same statistics (the same
+    random weights and inputs, the same forwards); trace-equal's tolerance
+    1e-12 (of the std) is the issue's bar for the moments; the rest must be
+    exact."""
+    ran = {v["variant"] for v in info["variants"]}
+    for a, b in (("capture-trust", "capture-nodedup"), ("acttrace-dedup", "acttrace")):
+        if a not in ran or b not in ran or not args.trace_equal:
+            continue
+        files = [os.path.join(args.out, f"bench-llama-{v}.h5") for v in (a, b)]
+        result = subprocess.run([args.trace_equal, *files, "1e-12"], capture_output=True, text=True)
+        info[f"equal_{a}"] = result.returncode == 0
+        print(f"# trace-equal {a} {b}: exit {result.returncode}: "
+              + " | ".join(result.stdout.strip().splitlines()[-3:]), flush=True)
 
 
 if __name__ == "__main__":

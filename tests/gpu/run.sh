@@ -10,7 +10,9 @@
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
 # (steps: build test sanitize kernel profile io hf dp llama; default all but
 # profile, io, hf and dp).
-# NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2).
+# NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
+# LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
+# none,capture-nodedup,capture,acttrace,acttrace-dedup,none).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -199,9 +201,10 @@ fi
 if step llama; then
 	ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
 		run bench-llama 420 python3 tests/gpu/bench-llama.py --out "$TMPDIR" \
+		--trace-equal "$B/trace-equal" ${LLAMA_VARIANTS:+--variants "$LLAMA_VARIANTS"} \
 		--json "$OUT/bench-llama.json" || true
 	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|Error|error' "$OUT/bench-llama.log" |
-		tail -n 16 | tee -a "$summary"
+		tail -n 20 | tee -a "$summary"
 fi
 echo "---- summary ($summary)"
 cat "$summary"

@@ -53,7 +53,7 @@ static const char *private_dir(void)
 
 static void remove_private_dir(void)
 {
-	static const char *const names[] = {"host.h5", "device.h5", "bad.h5"};
+	static const char *const names[] = {"host.h5", "device.h5", "bad.h5", "same.h5", "full.h5"};
 	char path[600];
 	if (!test_dir[0])
 		return;
@@ -632,6 +632,369 @@ static void graph_capture(const char *dir)
 #endif
 #endif
 
+/* ---------------------------------------------------------------- observe_same */
+
+#ifdef HAVE_DEVICE
+/* Overwrite device memory behind the library's back (the fast-path tests). */
+static void device_overwrite(void *dev, const void *host, size_t bytes)
+{
+#ifdef ATC_EMU
+	struct at_error err;
+	if (atc_copy_to_device(dev, host, bytes, NULL, &err) != AT_OK) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		exit(99);
+	}
+#else
+	if (cudaMemcpy(dev, host, bytes, cudaMemcpyHostToDevice) != cudaSuccess) {
+		fprintf(stderr, "test-device: cannot copy %zu bytes to the device\n", bytes);
+		exit(99);
+	}
+#endif
+}
+
+/* How the pair's second point is observed. */
+enum pair_mode { PAIR_FULL, PAIR_SAME };
+
+/* A trace of points "source" (id 0) and "target" (id 1), both observing the
+ * case's data call by call (a checkpoint after the first call), target by
+ * at_writer_observe_device_same or by a full observation.  Also, with
+ * chain, a third point observing the same as target (its source). */
+static int write_pair(const struct test_case *tc, const struct tensor_data *d, enum pair_mode mode,
+                      int chain, const char *file)
+{
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	o.extremes = tc->extremes;
+	o.sample_policy = tc->policy;
+	o.sample_n = tc->sample_n;
+	o.max_samples = tc->max_samples;
+	struct at_error err;
+	struct at_writer *w;
+	if (at_writer_create(&w, file, &o, &err)) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		return -1;
+	}
+	int64_t B = tc->batches, T = tc->rows;
+	static const char *const names[] = {"source", "target", "chained"};
+	int32_t ids[3];
+	int status = AT_OK;
+	for (int i = 0; i < 3 && !status; i++) {
+		struct at_point_desc desc = {names[i], 0, "mlp", names[i], "m", "M", "in", tc->channels, 0, 0, 0};
+		status = at_writer_add_point(w, &desc, &ids[i], &err);
+	}
+	int32_t *seq = malloc((size_t)(B * T) * sizeof *seq), *pos = malloc((size_t)(B * T) * sizeof *pos);
+	for (int64_t g = 0; g < B * T; g++) {
+		seq[g] = (int32_t)(g / T);
+		pos[g] = (int32_t)(g % T);
+	}
+	int64_t base = 0;
+	if (!status)
+		status = at_writer_add_tokens(w, seq, pos, seq, B * T, &base, &err);
+	free(seq);
+	free(pos);
+	void *dev = device_copy_of(d->raw, d->bytes);
+	for (int call = 0; call < tc->calls && !status; call++) {
+		int64_t b0 = B * call / tc->calls, b1 = B * (call + 1) / tc->calls;
+		struct at_tensor t = view_of(tc, dev, b0, b1 - b0);
+		status = at_writer_observe_device(w, ids[0], &t, b0 * T, NULL, &err);
+		if (!status && mode == PAIR_SAME)
+			status = at_writer_observe_device_same(w, ids[1], ids[0], &t, b0 * T, NULL, &err);
+		else if (!status)
+			status = at_writer_observe_device(w, ids[1], &t, b0 * T, NULL, &err);
+		if (!status && chain && mode == PAIR_SAME)
+			status = at_writer_observe_device_same(w, ids[2], ids[1], &t, b0 * T, NULL, &err);
+		else if (!status && chain)
+			status = at_writer_observe_device(w, ids[2], &t, b0 * T, NULL, &err);
+		if (!status && call == 0 && tc->calls > 1)
+			status = at_writer_checkpoint(w, &err);
+	}
+	if (status) {
+		fprintf(stderr, "test-device: %s (%s)\n", err.message, at_status_name(status));
+		at_writer_abandon(w);
+	} else if ((status = at_writer_close(w, &err))) {
+		fprintf(stderr, "test-device: close: %s\n", err.message);
+	}
+	device_free(dev);
+	return status ? -1 : 0;
+}
+
+static int load_point(struct at_reader *r, int32_t point, struct at_stats *s)
+{
+	struct at_error err;
+	if (at_reader_load_stats(r, point, s, &err)) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		return -1;
+	}
+	return 0;
+}
+
+static int within(double a, double b, double rel)
+{
+	if (isnan(a) || isnan(b))
+		return isnan(a) && isnan(b);
+	return a == b || fabs(a - b) <= rel * fmax(fabs(a), fabs(b));
+}
+
+/* The moments as stored, within rel of each other (the bar: 1e-12). */
+static int moments_within(const struct at_stats *a, const struct at_stats *b, double rel, char *why,
+                          size_t size)
+{
+	for (int64_t c = 0; c < a->channels; c++) {
+		const double got[5] = {a->mean[c], a->m2[c], a->m3[c], a->m4[c], a->abssum[c]};
+		const double want[5] = {b->mean[c], b->m2[c], b->m3[c], b->m4[c], b->abssum[c]};
+		for (int k = 0; k < 5; k++)
+			if (!within(got[k], want[k], rel)) {
+				snprintf(why, size, "channel %lld moment %d: %.17g/%.17g", (long long)c, k, got[k],
+				         want[k]);
+				return 0;
+			}
+	}
+	return 1;
+}
+
+/* Samples of point i of trace a and point j of trace b. */
+static int same_point_samples(struct at_reader *a, int32_t i, struct at_reader *b, int32_t j,
+                              char *why, size_t size)
+{
+	const struct at_point_info *pa = at_reader_point(a, i), *pb = at_reader_point(b, j);
+	if (pa->samples != pb->samples || pa->samples_dropped != pb->samples_dropped) {
+		snprintf(why, size, "samples %lld/%lld", (long long)pa->samples, (long long)pb->samples);
+		return 0;
+	}
+	int64_t n = pa->samples, c = pa->channels;
+	if (n == 0)
+		return 1;
+	float *ra = malloc((size_t)(n * c) * sizeof *ra), *rb = malloc((size_t)(n * c) * sizeof *rb);
+	int64_t *ta = malloc((size_t)n * sizeof *ta), *tb = malloc((size_t)n * sizeof *tb);
+	struct at_error err;
+	int ok = ra && rb && ta && tb && !at_reader_read_samples(a, i, 0, n, ra, ta, &err) &&
+	         !at_reader_read_samples(b, j, 0, n, rb, tb, &err);
+	if (ok && (memcmp(ta, tb, (size_t)n * sizeof *ta) || memcmp(ra, rb, (size_t)(n * c) * sizeof *ra))) {
+		snprintf(why, size, "sampled rows or tokens differ");
+		ok = 0;
+	}
+	free(ra);
+	free(rb);
+	free(ta);
+	free(tb);
+	return ok;
+}
+
+/* Every point of trace a as the same point of trace b: exact fields, moments
+ * within rel, samples. */
+static int points_equal(struct at_reader *a, struct at_reader *b, int32_t npoints, double rel,
+                        char *why, size_t size)
+{
+	int ok = 1;
+	for (int32_t i = 0; i < npoints && ok; i++) {
+		struct at_stats sa, sb;
+		memset(&sa, 0, sizeof sa);
+		memset(&sb, 0, sizeof sb);
+		ok = load_point(a, i, &sa) == 0 && load_point(b, i, &sb) == 0 &&
+		     exact_equal(&sa, &sb, why, size) && moments_within(&sa, &sb, rel, why, size) &&
+		     same_point_samples(a, i, b, i, why, size);
+		at_stats_free(&sa);
+		at_stats_free(&sb);
+	}
+	return ok;
+}
+
+/* observe_same against full observations of every point, over several calls
+ * with a checkpoint between them, and along a chain (a point whose source
+ * took its own source's result). */
+static void same_case(const struct test_case *tc, const char *dir)
+{
+	char name[160], same_file[512], full_file[512], why[512] = "";
+	snprintf(name, sizeof name, "observe_same: %s %s %lldx%lldx%lld %s calls=%d%s",
+	         dtype_name(tc->dtype), tc->bct ? "bct" : "btc", (long long)tc->batches,
+	         (long long)tc->rows, (long long)tc->channels, kind_names[tc->kind], tc->calls,
+	         tc->policy == AT_SAMPLE_EVERY ? " every" : tc->policy == AT_SAMPLE_FIRST ? " first" : "");
+	snprintf(same_file, sizeof same_file, "%s/same.h5", dir);
+	snprintf(full_file, sizeof full_file, "%s/full.h5", dir);
+	struct tensor_data d;
+	make_data(tc, &d);
+	struct at_reader *rs = NULL, *rf = NULL;
+	struct at_error err;
+	int ok = write_pair(tc, &d, PAIR_SAME, 1, same_file) == 0 &&
+	         write_pair(tc, &d, PAIR_FULL, 1, full_file) == 0 &&
+	         at_reader_open(&rs, same_file, &err) == 0 && at_reader_open(&rf, full_file, &err) == 0;
+	TAP_OK(ok, "%s: both traces write and read back", name);
+	if (ok)
+		TAP_OK(points_equal(rs, rf, 3, 1e-12, why, sizeof why),
+		       "%s: every point = full observations (exact; moments 1e-12) %s", name, why);
+	at_reader_close(rs);
+	at_reader_close(rf);
+	free(d.raw);
+	free(d.values);
+	remove(same_file);
+	remove(full_file);
+}
+
+/* ---- which path a call took */
+
+/* What the target's second call is, in the path tests. */
+enum path_case {
+	TAKE,             /* the source's tensor, rows and stream: the result is taken */
+	OTHER_POINTER,    /* the same values at another address */
+	OTHER_TOKENS,     /* the same tensor, other token_base */
+	OTHER_SHAPE,      /* the same pointer, fewer rows */
+	OTHER_STREAM,     /* the same tensor on another stream (emulation only) */
+	DRAINED,          /* a checkpoint between the source's call and the target's */
+	DIVERGED,         /* the target saw another tensor before: its history is not the source's */
+	SELF,             /* a point named as its own source */
+	N_PATH_CASES
+};
+static const char *const path_case_names[] = {
+	"same tensor: taken",        "another pointer: full",    "another token_base: full",
+	"another shape: full",       "another stream: full",     "source drained since: full",
+	"diverged history: full",    "itself as source: full (a second observation)"};
+
+/* The library cannot see a tensor's contents: overwriting them (x becomes
+ * y) between the source's call and the target's shows which path the
+ * target took.  Taken, the target holds what the source saw (x); read
+ * again, what the call shows it (y).  The expected trace is made of full
+ * observations of that. */
+static int write_path_case(enum path_case pc, int expected, const struct test_case *tc,
+                           const struct tensor_data *x, const struct tensor_data *y,
+                           const struct tensor_data *z, const char *file)
+{
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	o.extremes = tc->extremes;
+	struct at_error err;
+	struct at_writer *w;
+	int32_t src, dst;
+	int64_t N = tc->batches * tc->rows, base;
+	struct at_point_desc ds = {"source", 0, "mlp", "s", "m", "M", "out", tc->channels, 0, 0, 0};
+	struct at_point_desc dt = {"target", 0, "mlp", "t", "m", "M", "in", tc->channels, 0, 0, 0};
+	int32_t *zeros = calloc((size_t)(3 * N), sizeof *zeros);
+	if (!zeros || at_writer_create(&w, file, &o, &err) || at_writer_add_point(w, &ds, &src, &err) ||
+	    at_writer_add_point(w, &dt, &dst, &err) ||
+	    at_writer_add_tokens(w, zeros, zeros, zeros, 3 * N, &base, &err))
+		exit(99);
+	free(zeros);
+	void *dev = device_copy_of(x->raw, x->bytes), *dev_y = device_copy_of(y->raw, y->bytes);
+	void *dev_z = device_copy_of(z->raw, z->bytes);
+	struct at_tensor t = view_of(tc, dev, 0, tc->batches), shown = t;
+	int64_t shown_base = 0;
+	void *stream = NULL;
+	int32_t target = pc == SELF ? src : dst;
+	switch (pc) {
+	case OTHER_POINTER:
+		shown.data = dev_y;
+		break;
+	case OTHER_TOKENS:
+		shown_base = N;
+		break;
+	case OTHER_SHAPE:
+		shown.rows = tc->rows / 2;
+		break;
+	case OTHER_STREAM:
+		stream = (void *)(uintptr_t)2; /* the emulation runs every stream in order */
+		break;
+	default:
+		break;
+	}
+	int s = AT_OK;
+	if (pc == DIVERGED) {
+		struct at_tensor tz = view_of(tc, dev_z, 0, tc->batches);
+		s = at_writer_observe_device(w, target, &tz, 2 * N, NULL, &err);
+	}
+	if (!s)
+		s = at_writer_observe_device(w, src, &t, 0, NULL, &err);
+	if (!s && pc == DRAINED)
+		s = at_writer_checkpoint(w, &err);
+	if (!s && !expected) {
+		device_overwrite(dev, y->raw, y->bytes);
+		s = at_writer_observe_device_same(w, target, src, &shown, shown_base, stream, &err);
+	} else if (!s && pc == TAKE) {
+		s = at_writer_observe_device(w, target, &t, 0, NULL, &err); /* x, as the source saw it */
+	} else if (!s) {
+		device_overwrite(dev, y->raw, y->bytes);
+		s = at_writer_observe_device(w, target, &shown, shown_base, NULL, &err);
+	}
+	if (s) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+		at_writer_abandon(w);
+	} else if ((s = at_writer_close(w, &err))) {
+		fprintf(stderr, "test-device: %s\n", err.message);
+	}
+	device_free(dev);
+	device_free(dev_y);
+	device_free(dev_z);
+	return s ? -1 : 0;
+}
+
+static void path_case(enum path_case pc, const char *dir)
+{
+	struct test_case tc = {AT_BF16, 0, 2, 40, 100, NONFINITE, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16};
+	struct test_case other = tc;
+	other.kind = OUTLIERS;
+	struct tensor_data x, y, z;
+	make_data(&tc, &x);
+	make_data(&other, &y);
+	make_data(&tc, &z);
+	char got_file[512], want_file[512], why[512] = "";
+	snprintf(got_file, sizeof got_file, "%s/same.h5", dir);
+	snprintf(want_file, sizeof want_file, "%s/full.h5", dir);
+	struct at_reader *rg = NULL, *rw = NULL;
+	struct at_error err;
+	int ok = write_path_case(pc, 0, &tc, &x, &y, &z, got_file) == 0 &&
+	         write_path_case(pc, 1, &tc, &x, &y, &z, want_file) == 0 &&
+	         at_reader_open(&rg, got_file, &err) == 0 && at_reader_open(&rw, want_file, &err) == 0;
+	TAP_OK(ok && points_equal(rg, rw, 2, 1e-12, why, sizeof why), "observe_same, %s %s",
+	       path_case_names[pc], why);
+	at_reader_close(rg);
+	at_reader_close(rw);
+	remove(got_file);
+	remove(want_file);
+	free(x.raw);
+	free(x.values);
+	free(y.raw);
+	free(y.values);
+	free(z.raw);
+	free(z.values);
+}
+
+/* A sanity check of the path tests: x and y must not give the same
+ * statistics, or "taken" and "read again" could not be told apart. */
+static void path_cases(const char *dir)
+{
+	for (int pc = 0; pc < N_PATH_CASES; pc++) {
+#ifndef ATC_EMU
+		if (pc == OTHER_STREAM) /* needs a second stream: the emulation's */
+			continue;
+#endif
+		path_case((enum path_case)pc, dir);
+	}
+}
+
+/* Bad calls: the source is checked on both paths. */
+static void same_bad_calls(const char *dir)
+{
+	char file[512];
+	snprintf(file, sizeof file, "%s/bad.h5", dir);
+	struct at_writer_options o;
+	at_writer_options_init(&o);
+	struct at_error err;
+	int32_t id;
+	struct at_writer *w = one_point_writer(file, &o, &id);
+	float host[8] = {0};
+	void *dev = device_copy_of(host, sizeof host);
+	struct at_tensor t = {dev, AT_F32, 1, 2, 4, 8, 4, 1};
+	int rc = at_writer_observe_device_same(w, id, 5, &t, 0, NULL, &err);
+	TAP_OK(rc == AT_EINVAL && strstr(err.message, "source"), "observe_device_same: an unknown source is refused: %s", err.message);
+	rc = at_writer_observe_device_same(w, id, -1, &t, 0, NULL, &err);
+	TAP_OK(rc == AT_EINVAL, "observe_device_same: source -1 is refused: %s", err.message);
+	t.data = host;
+	rc = at_writer_observe_same(w, id, 5, &t, 0, &err);
+	TAP_OK(rc == AT_EINVAL && strstr(err.message, "source"), "observe_same (host): an unknown source is refused: %s", err.message);
+	at_writer_abandon(w);
+	device_free(dev);
+	remove(file);
+}
+#endif
+
 static void add_cases(int quick, int big)
 {
 	static const enum at_dtype dtypes[] = {AT_F32, AT_F16, AT_BF16};
@@ -686,6 +1049,37 @@ static void add_cases(int quick, int big)
 		run_case(&large[i], dir);
 }
 
+#ifdef HAVE_DEVICE
+/* observe_same = full observations, in every dtype and layout, on data with
+ * NaN/Inf, a large offset, outliers (sampled by both policies) and odd
+ * channels, and on enough rows to split them across blocks. */
+static void add_same_cases(int quick)
+{
+	static const enum at_dtype dtypes[] = {AT_F32, AT_F16, AT_BF16};
+	static const enum data_kind kinds[] = {NONFINITE, OFFSET, OUTLIERS, GAUSS};
+	const char *dir = private_dir();
+	for (int di = 0; di < 3; di++)
+		for (int bct = 0; bct < 2; bct++)
+			for (int ki = 0; ki < 4; ki++) {
+				if (quick && ki > 1)
+					continue;
+				struct test_case tc = {dtypes[di], bct, 3, quick ? 40 : 90, 100, kinds[ki], 3,
+				                       AT_SAMPLE_NONE, 1, 1 << 20, 16};
+				if (kinds[ki] == OUTLIERS) {
+					tc.policy = bct ? AT_SAMPLE_FIRST : AT_SAMPLE_EVERY;
+					tc.sample_n = bct ? 5 : 7;
+					tc.max_samples = 30;
+				}
+				if (kinds[ki] == GAUSS)
+					tc.channels = 101;
+				same_case(&tc, dir);
+			}
+	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 2,
+	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
+	same_case(&split, dir);
+}
+#endif
+
 int main(int argc, char **argv)
 {
 	int quick = argc > 1 && !strcmp(argv[1], "--quick");
@@ -733,6 +1127,9 @@ int main(int argc, char **argv)
 	graph_capture(dir);
 #endif
 	add_cases(quick, big);
+	same_bad_calls(dir);
+	path_cases(dir);
+	add_same_cases(quick);
 	printf("# largest relative error against float64: mean %.3g, std %.3g\n", worst_mean_err,
 	       worst_std_err);
 	remove_private_dir();

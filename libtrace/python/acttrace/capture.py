@@ -23,6 +23,7 @@ merge them after a barrier at the end of the block, as if one process had
 seen every rank's tokens (acttrace.merge)."""
 import os
 import warnings
+import weakref
 
 import torch
 
@@ -90,6 +91,52 @@ def _merged_path(path, merge):
     return os.fspath(merge)
 
 
+class Recent:
+    """The last few observations of a forward, so that a point shown the very
+    tensor another point has just observed (q_proj's input is the norm's
+    output; a layer's input is the one before's output) can name it as its
+    source (Writer.observe's same_as).  A tensor is the same when it is the
+    same object, still alive (held by a weak reference: its memory cannot
+    have been reused) and unchanged: its version counter is where it was.
+    Tensors made under torch.inference_mode() keep no version, so nothing
+    can show that they are unchanged: they are named only when trusted
+    (dedup="trust"), which takes the object's identity as enough, as
+    overlap=True does (transformers' models change no recorded tensor in
+    place between two hooks).  Forgotten at the end of each forward."""
+
+    SIZE = 4  # the 290-point benchmark's q.in, k.in, v.in see the norm's output 2 to 4 back
+
+    def __init__(self, trust=False):
+        self.trust = trust
+        self.entries = []  # (weak reference, version or None, layout, token_base, point id)
+
+    @staticmethod
+    def _version(tensor):
+        return None if tensor.is_inference() else tensor._version
+
+    def source_of(self, tensor, layout, token_base):
+        """The id of the point that observed this tensor last, or None."""
+        for ref, version, seen_layout, seen_base, point_id in reversed(self.entries):
+            if ref() is tensor:
+                if seen_layout == layout and seen_base == token_base and \
+                        version == self._version(tensor) and (version is not None or self.trust):
+                    return point_id
+                return None
+        return None
+
+    def note(self, tensor, layout, token_base, point_id):
+        try:
+            ref = weakref.ref(tensor)
+        except TypeError:
+            return
+        if len(self.entries) == self.SIZE:
+            del self.entries[0]
+        self.entries.append((ref, self._version(tensor), layout, token_base, point_id))
+
+    def clear(self):
+        self.entries = []
+
+
 def _model_dtype(model):
     for p in model.parameters():
         if p.is_floating_point():
@@ -104,7 +151,7 @@ class Capture:
                  max_samples=None, compression_level=None, threads=None, weights=True,
                  points=None, model_name=None, notes=None, checkpoint_every=0,
                  sample_bytes_in_flight=None, when_busy=None, overlap=False, merge=False,
-                 sample_seed=0):
+                 sample_seed=0, dedup=True):
         if not isinstance(model, torch.nn.Module):
             raise Error(f"capture: expected a torch.nn.Module, got {type(model).__name__}")
         self.model = model
@@ -133,6 +180,9 @@ class Capture:
             rank=self.rank, world_size=self.world_size, sample_seed=sample_seed, overlap=overlap)
         self.record_weights = weights
         self.checkpoint_every = int(checkpoint_every)
+        if dedup not in (True, False, "trust"):
+            raise Error(f"capture: dedup must be True, False or 'trust', not {dedup!r}")
+        self._recent = Recent(trust=dedup == "trust") if dedup else None
         self.writer = None
         self.observations = [0] * len(self.points)
         self.forwards = 0
@@ -300,6 +350,8 @@ class Capture:
 
     def _root_pre(self, module, args, kwargs):
         self._current, self._claimed = None, False
+        if self._recent is not None:
+            self._recent.clear()
         if self._pending is not None:
             self._current, self._pending = self._pending, None
             return
@@ -309,6 +361,8 @@ class Capture:
 
     def _root_post(self, module, args, kwargs, output):
         self._current = None
+        if self._recent is not None:
+            self._recent.clear()
         self.forwards += 1
         self.writer.overlap_join()
         self.writer.overlap_changed()
@@ -377,7 +431,14 @@ class Capture:
         if view.tokens != batches * length:
             raise Error(f"{self.path}: point '{point.name}': tensor {list(tensor.shape)} has "
                         f"{view.tokens} rows, the forward has {batches}x{length} tokens")
-        self.writer.observe_view(self._point_ids[index], path, view, base)
+        point_id = self._point_ids[index]
+        recent = self._recent
+        if recent is None:
+            self.writer.observe_view(point_id, path, view, base)
+        else:
+            source = recent.source_of(tensor, point.layout, base)
+            self.writer.observe_view(point_id, path, view, base, source)
+            recent.note(tensor, point.layout, base, point_id)
         self.observations[index] += 1
 
 
@@ -394,8 +455,13 @@ def capture(model, path, catalogue="auto", **options):
     (forwards between checkpoints, 0: only at the end), sample_bytes_in_flight,
     when_busy ("wait" or "drop", when the sample writer is behind), overlap
     (reduce CUDA tensors on a side stream; writer.Overlap says what it
-    assumes) and merge (under torch.distributed: True, or the merged trace's
-    path; see the module's doc).
+    assumes), merge (under torch.distributed: True, or the merged trace's
+    path; see the module's doc) and dedup (default True: a point shown the
+    very tensor another point has just observed in the same forward takes
+    that point's result on the GPU instead of reading the tensor again, with
+    the same statistics; Recent says how "the same" is decided; "trust":
+    also for tensors made under torch.inference_mode(), whose in-place
+    changes no one can see).
 
     Leaving the block normally closes the trace (complete=1); leaving it by
     an exception keeps what was seen in an incomplete trace (complete=0).

@@ -189,11 +189,16 @@ class HostPath:
         return t
 
     @staticmethod
-    def observe(handle, point_id, view, token_base, overlap=None):
+    def observe(handle, point_id, view, token_base, overlap=None, source=None):
         err = _lib.at_error()
         desc = view.at_tensor()
-        _lib.check(_lib.lib.at_writer_observe(handle, point_id, ctypes.byref(desc), token_base,
-                                              ctypes.byref(err)), err)
+        if source is None:
+            status = _lib.lib.at_writer_observe(handle, point_id, ctypes.byref(desc), token_base,
+                                                ctypes.byref(err))
+        else:
+            status = _lib.lib.at_writer_observe_same(handle, point_id, source, ctypes.byref(desc),
+                                                     token_base, ctypes.byref(err))
+        _lib.check(status, err)
 
 
 class DevicePath:
@@ -208,16 +213,23 @@ class DevicePath:
         return _supported(t.detach())
 
     @staticmethod
-    def observe(handle, point_id, view, token_base, overlap=None):
+    def observe(handle, point_id, view, token_base, overlap=None, source=None):
         err = _lib.at_error()
         desc = view.at_tensor()
         if overlap is None:
             stream = torch.cuda.current_stream(view.tensor.device).cuda_stream
         else:
             stream = overlap.stream_for(view.tensor, point_id).cuda_stream
-        _lib.check(_lib.lib.at_writer_observe_device(handle, point_id, ctypes.byref(desc),
-                                                     token_base, ctypes.c_void_p(stream),
-                                                     ctypes.byref(err)), err)
+        if source is None:
+            status = _lib.lib.at_writer_observe_device(handle, point_id, ctypes.byref(desc),
+                                                       token_base, ctypes.c_void_p(stream),
+                                                       ctypes.byref(err))
+        else:
+            status = _lib.lib.at_writer_observe_device_same(handle, point_id, source,
+                                                            ctypes.byref(desc), token_base,
+                                                            ctypes.c_void_p(stream),
+                                                            ctypes.byref(err))
+        _lib.check(status, err)
 
 
 _cuda_in_library = None
@@ -333,10 +345,15 @@ class Writer:
         _lib.check(status, err)
         return base.value
 
-    def observe(self, point_id, tensor, token_base, layout=ROWS):
-        """Fold a tensor into a point: row (b, r) is token token_base + b*rows + r."""
+    def observe(self, point_id, tensor, token_base, layout=ROWS, same_as=None):
+        """Fold a tensor into a point: row (b, r) is token token_base + b*rows + r.
+        same_as: the id of a point whose last observation was this very
+        tensor, unchanged since, with this token_base (the caller's promise:
+        see at_writer_observe_device_same); the GPU then takes that point's
+        result instead of reading the tensor again when it can prove it is
+        this point's too.  The statistics are the same either way."""
         path, view = self.view(tensor, layout)
-        self.observe_view(point_id, path, view, token_base)
+        self.observe_view(point_id, path, view, token_base, same_as)
 
     @staticmethod
     def view(tensor, layout=ROWS):
@@ -344,9 +361,9 @@ class Writer:
         path = choose_path(tensor)
         return path, TensorView(path.prepare(tensor), layout)
 
-    def observe_view(self, point_id, path, view, token_base):
+    def observe_view(self, point_id, path, view, token_base, same_as=None):
         with self._lock:
-            path.observe(self._live(), point_id, view, token_base, self.overlap)
+            path.observe(self._live(), point_id, view, token_base, self.overlap, same_as)
 
     def overlap_join(self):
         """The end of a forward with overlap=True: see Overlap.join."""
