@@ -32,6 +32,7 @@ points), in four variants measured in one run:
                 (dedup=True, which needs one) cannot use it
   capture-r4096  capture with sample="reservoir:4096"
   capture-s64c-trust  capture-s64c with dedup="trust"
+  capture-s64c-trust-l1  the same at zstd level 1
 
 After the timed variants, the traces of capture and capture-nodedup (and
 acttrace and acttrace-dedup) are compared when both were run: --trace-equal
@@ -93,14 +94,17 @@ class at_writer_options(ctypes.Structure):
                 ("sample_policy", ctypes.c_int), ("sample_n", ctypes.c_int64),
                 ("max_samples", ctypes.c_int64), ("compression_level", ctypes.c_int),
                 ("threads", ctypes.c_int), ("sample_bytes_in_flight", ctypes.c_int64),
-                ("when_busy", ctypes.c_int)]
+                ("when_busy", ctypes.c_int), ("rank", ctypes.c_int32),
+                ("world_size", ctypes.c_int32), ("sample_seed", ctypes.c_uint64)]
 
 
 class at_point_desc(ctypes.Structure):
     _fields_ = [("name", ctypes.c_char_p), ("layer", ctypes.c_int32),
                 ("component", ctypes.c_char_p), ("site", ctypes.c_char_p),
                 ("module", ctypes.c_char_p), ("module_class", ctypes.c_char_p),
-                ("direction", ctypes.c_char_p), ("channels", ctypes.c_int64)]
+                ("direction", ctypes.c_char_p), ("channels", ctypes.c_int64),
+                ("channel_offset", ctypes.c_int64), ("full_channels", ctypes.c_int64),
+                ("replicated", ctypes.c_int)]
 
 
 def load_library(path):
@@ -390,6 +394,8 @@ def main():
                 options["dedup"] = False
             if variant.endswith("-trust"):  # inference tensors: identity trusted
                 options["dedup"] = "trust"
+            if variant.endswith("-l1"):  # the fastest zstd level for the samples
+                options["compression_level"] = 1
             if variant == "capture-r4096":
                 options = {"sample": "reservoir:4096"}
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
