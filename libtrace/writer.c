@@ -41,6 +41,7 @@
 #define VECTOR_CHUNK 65536
 #define HIST_CHUNK_CHANNELS 4096
 #define ISTORE_K 4 /* create_file says why */
+#define COMPACT_MAX 65535 /* keep_compact's limit: HDF5's largest */
 
 struct point {
 	struct at_point_desc desc; /* strings owned */
@@ -200,11 +201,36 @@ static int write_root_attrs(struct at_writer *w)
 	return bad ? -1 : 0;
 }
 
+/* Links and attributes kept in the object headers (compact storage), which
+ * bounds 1.8 checksum, never in the dense storage of a fractal heap, whose
+ * direct blocks carry no checksum: fuzzing found HDF5 1.10.8 crashing in
+ * H5G__dense_iterate on a damaged one.  A lookup is then a linear scan of
+ * a few hundred links, which costs nothing next to reading the datasets. */
+static int keep_compact(hid_t gcpl)
+{
+	return H5Pset_link_phase_change(gcpl, COMPACT_MAX, COMPACT_MAX) < 0 ||
+	               H5Pset_attr_phase_change(gcpl, COMPACT_MAX, COMPACT_MAX) < 0
+	           ? -1
+	           : 0;
+}
+
+/* A group whose links and attributes stay compact (keep_compact). */
+static hid_t create_group(hid_t loc, const char *name)
+{
+	hid_t gcpl = H5Pcreate(H5P_GROUP_CREATE);
+	hid_t g = gcpl >= 0 && keep_compact(gcpl) == 0
+	              ? H5Gcreate2(loc, name, H5P_DEFAULT, gcpl, H5P_DEFAULT)
+	              : H5I_INVALID_HID;
+	if (gcpl >= 0)
+		H5Pclose(gcpl);
+	return g;
+}
+
 static int create_tokens(struct at_writer *w)
 {
 	static const char *const names[] = {"seq", "pos", "id"};
 	hsize_t dims[1] = {0}, maxdims[1] = {H5S_UNLIMITED}, chunk[1] = {65536};
-	w->tokens_group = H5Gcreate2(w->file, "tokens", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT);
+	w->tokens_group = create_group(w->file, "tokens");
 	if (w->tokens_group < 0)
 		return -1;
 	for (int i = 0; i < 3; i++) {
@@ -341,6 +367,7 @@ static hid_t create_file(const char *path)
 	hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
 	hid_t file = H5I_INVALID_HID;
 	if (fcpl >= 0 && fapl >= 0 && H5Pset_istore_k(fcpl, ISTORE_K) >= 0 &&
+	    keep_compact(fcpl) == 0 && /* the root group's */
 	    H5Pset_libver_bounds(fapl, H5F_LIBVER_V18, H5F_LIBVER_V18) >= 0)
 		file = H5Fcreate(path, H5F_ACC_TRUNC, fcpl, fapl);
 	if (fapl >= 0)
@@ -395,8 +422,8 @@ int at_writer_create(struct at_writer **out, const char *path,
 		status = at_fail(err, AT_EIO, "%s: cannot create file: %s", path,
 		                 why_not_creatable(path));
 	else if (write_root_attrs(w) < 0 || create_tokens(w) < 0 ||
-	         H5Gclose(H5Gcreate2(w->file, "points", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
-	         H5Gclose(H5Gcreate2(w->file, "weights", H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0)
+	         H5Gclose(create_group(w->file, "points")) < 0 ||
+	         H5Gclose(create_group(w->file, "weights")) < 0)
 		status = io_fail(w, err, "write the trace header");
 	h5_quiet_end(&q);
 	if (status) {
@@ -581,9 +608,7 @@ int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
 	hid_t points = H5Gopen2(w->file, "points", H5P_DEFAULT);
-	p->group = points >= 0 ? H5Gcreate2(points, desc->name, H5P_DEFAULT, H5P_DEFAULT,
-	                                    H5P_DEFAULT)
-	                       : -1;
+	p->group = points >= 0 ? create_group(points, desc->name) : -1;
 	if (points >= 0)
 		H5Gclose(points);
 	if (p->group < 0 || write_point_attrs(p->group, p) < 0 ||
@@ -1514,7 +1539,7 @@ int at_writer_add_weight_summary(struct at_writer *w, const char *module,
 	if (weights >= 0 && H5Lexists(weights, module, H5P_DEFAULT) > 0)
 		status = at_fail(err, AT_EINVAL, "%s: weight '%s' added twice", w->path, module);
 	else if (weights < 0 ||
-	         (g = H5Gcreate2(weights, module, H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT)) < 0 ||
+	         (g = create_group(weights, module)) < 0 ||
 	         h5_attr_put_string(g, "module_class", module_class ? module_class : "") < 0 ||
 	         h5_attr_put_int(g, "rows", H5T_STD_I64LE, s->rows) < 0 ||
 	         h5_attr_put_int(g, "cols", H5T_STD_I64LE, s->cols) < 0 || write_weight(w, g, s) < 0)
