@@ -166,24 +166,27 @@ static int plan_point(struct merge *m, const int *by_rank, const char *name,
 		const struct slice_part *a = &sp->parts[k];
 		if (a->offset > end)
 			return at_fail(err, AT_EFORMAT,
-			               "point '%s': no input holds channels %lld to %lld of %lld (a gap "
-			               "before %s's slice)",
-			               name, (long long)end, (long long)a->offset - 1, (long long)sp->channels,
-			               m->in[a->input].path);
+			               "%s: point '%s': no input holds channels %lld to %lld of %lld (a "
+			               "gap before this input's %lld to %lld)",
+			               m->in[a->input].path, name, (long long)end, (long long)a->offset - 1,
+			               (long long)sp->channels, (long long)a->offset,
+			               (long long)(a->offset + a->channels - 1));
 		if (a->offset < end)
 			return at_fail(err, AT_EFORMAT,
-			               "point '%s': %s's channels %lld to %lld overlap %s's, which end at "
+			               "%s: point '%s': channels %lld to %lld overlap %s's, which end at "
 			               "%lld",
-			               name, m->in[a->input].path, (long long)a->offset,
+			               m->in[a->input].path, name, (long long)a->offset,
 			               (long long)(a->offset + a->channels - 1),
 			               m->in[sp->parts[k - 1].input].path, (long long)end - 1);
 		end = a->offset + a->channels;
 	}
+	const struct slice_part *last = &sp->parts[sp->n_parts - 1];
 	if (end < sp->channels)
 		return at_fail(err, AT_EFORMAT,
-		               "point '%s': no input holds channels %lld to %lld of %lld (a gap at the "
-		               "end)",
-		               name, (long long)end, (long long)sp->channels - 1, (long long)sp->channels);
+		               "%s: point '%s': no input holds channels %lld to %lld of %lld (a gap "
+		               "after this input's %lld to %lld)",
+		               m->in[last->input].path, name, (long long)end, (long long)sp->channels - 1,
+		               (long long)sp->channels, (long long)last->offset, (long long)end - 1);
 	return AT_OK;
 }
 
