@@ -15,8 +15,8 @@ own datasets: per-channel datasets and sample rows concatenated along
 channels in offset order, the extremes the top K of the union with channels
 shifted by the offsets under acttrace-format(5)'s order.
 
-tiny (2, 3 and 4 ranks, several input orders) and mamba-130m (3 ranks: a
-[B, C, T] convolution point and bf16-fed points)."""
+tiny (2, 3 and 4 ranks, in reverse order and in order) and mamba-130m (3
+ranks in reverse: a [B, C, T] convolution point and bf16-fed points)."""
 import itertools
 import os
 import subprocess
@@ -117,7 +117,7 @@ def case(tmp, arch, tokens, seq_len, worlds, orders):
             paths = [synth(os.path.join(tmp, f"{arch}.tp{i}of{n}.h5"), arch, tokens, seq_len, (i, n))
                      for i in range(n)]
             perms = list(itertools.permutations(paths))
-            for order in [perms[0], perms[-1]] + perms[1:orders - 1]:
+            for order in ([perms[-1], perms[0]] + perms[1:])[:orders]:
                 check.context = f"{arch}, {n} ranks, inputs {[os.path.basename(p) for p in order]}"
                 out = merge(os.path.join(tmp, f"{arch}.merged.h5"), order)
                 with h5py.File(out, "r") as merged:
@@ -145,8 +145,8 @@ def main():
         print("FAIL: no HDF5 zstd filter (32015) for h5py")
         return 1
     with tempfile.TemporaryDirectory(prefix="acttrace-slices-") as tmp:
-        case(tmp, "tiny", 400, 50, (2, 3, 4), orders=3)
-        case(tmp, "mamba-130m", 40, 20, (3,), orders=2)
+        case(tmp, "tiny", 400, 50, (2, 3, 4), orders=2)
+        case(tmp, "mamba-130m", 40, 20, (3,), orders=1)
     print(f"{check.checks} checks, {len(check.failures)} failed")
     return 1 if check.failures else 0
 
