@@ -106,6 +106,14 @@ expect_exit 0 trace-merge -o "$tmp/tp.h5" "$tmp/tp1.h5" "$tmp/tp0.h5"
 trace-stats -H "$tmp/tp.h5" | cut -f 6,7 >"$tmp/count"
 test "$(cat "$tmp/count")" = "$(printf '8\t64')" ||
 	fail "assembled channels and count $(cat "$tmp/count"), expected 8 channels of 8 rows"
+# a rank's own trace: every tool that opens it says that it holds slices
+for tool in "trace-stats" "trace-stats -p layers.0.mlp.down_proj.in" "trace-outliers"; do
+	expect_exit 0 $tool "$tmp/tp1.h5"
+	test "$(wc -l <"$tmp/err")" -eq 1 || fail "$tool: not one line: $(cat "$tmp/err")"
+	expect_stderr "^trace-[a-z]*: .*tp1\.h5: warning: rank 1 of 2 of a tensor-parallel capture: 1 of 1 points hold channel slices, numbered from 0 within the slice and analysed without the other ranks' channels; trace-merge the ranks' traces into whole points$"
+done
+expect_exit 0 trace-stats "$tmp/tp.h5"
+test ! -s "$tmp/err" || fail "the assembled trace warns: $(cat "$tmp/err")"
 slice "$tmp/ov0.h5" 0/2:0:6
 slice "$tmp/ov1.h5" 1/2:2:6
 bad ".*ov1\.h5: point 'layers\.0\.mlp\.down_proj\.in': channels 2 to 5 overlap .*ov0\.h5's, which end at 3$" \
