@@ -55,9 +55,23 @@ def _generic(path):
     return ".".join("*" if part.isdigit() else part for part in path.split("."))
 
 
+def _style_name(style):
+    """A plan's style as a name: transformers writes strings ("colwise",
+    "local_rowwise", ...), later versions objects with a kind, torch's
+    parallelize_module plans ColwiseParallel() and RowwiseParallel()."""
+    if isinstance(style, str):
+        return style
+    kind = getattr(style, "kind", None)
+    if isinstance(kind, str):
+        return kind
+    name = type(style).__name__.lower()
+    return next((k for k in (COLWISE, ROWWISE) if name.startswith(k)), name)
+
+
 def style_of(plan, module_path):
     """The plan's style for a module ("colwise", "rowwise", ...), or None."""
-    return plan.get(_generic(module_path)) if module_path else None
+    style = plan.get(_generic(module_path)) if module_path else None
+    return None if style is None else _style_name(style)
 
 
 def local(tensor):
@@ -84,8 +98,8 @@ def layout(model, points, rank, world):
     """({point name: Slice} for this rank, {sharded module path: style}), or
     None when the model is not tensor-parallel (one process, no plan, or no
     planned module at a recording point sharded).
-    Styles other than colwise and rowwise on a sharded module at a recording
-    point are refused: their channels are not one contiguous slice."""
+    Other styles (packed, gathered, vocabulary-parallel) are taken as whole:
+    where that is wrong, the observed tensor's width says so (check_width)."""
     if world <= 1:
         return None
     plan = _plan_entries(model)
@@ -98,19 +112,11 @@ def layout(model, points, rank, world):
         if style is None:
             out[p.name] = whole
             continue
-        module = _module(model, p.module)
         base = style.replace("local_", "")
-        if base not in (COLWISE, ROWWISE):
-            if _sharded_width(module, COLWISE, p.channels, world, p.module) != p.channels:
-                raise Error(f"tensor parallel: {p.module} is sharded as '{style}', whose "
-                            "channels acttrace cannot place (colwise and rowwise only)")
-            out[p.name] = whole
+        if base not in (COLWISE, ROWWISE) or p.direction != ("out" if base == COLWISE else "in"):
+            out[p.name] = whole  # a colwise input, a rowwise output (all-reduced), ...
             continue
-        sliced_side = "out" if base == COLWISE else "in"
-        if p.direction != sliced_side:  # a colwise input, a rowwise output: whole
-            out[p.name] = whole
-            continue
-        width = _sharded_width(module, base, p.channels, world, p.module)
+        width = _sharded_width(_module(model, p.module), base, p.channels, world, p.module)
         if width == p.channels:
             out[p.name] = whole
             continue
