@@ -907,6 +907,43 @@ int at_stats_merge(struct at_stats *dst, const struct at_stats *src, struct at_e
 	return AT_OK;
 }
 
+int stats_place_slice(struct at_stats *dst, const struct at_stats *src, int64_t offset,
+                      struct at_error *err)
+{
+	if (offset < 0 || src->channels > dst->channels - offset || !src->hist != !dst->hist)
+		return at_fail(err, AT_EINVAL,
+		               "statistics: cannot place %lld channels at %lld of %lld (%s histograms)",
+		               (long long)src->channels, (long long)offset, (long long)dst->channels,
+		               !src->hist != !dst->hist ? "different" : "the same");
+	size_t n = (size_t)src->channels, at = (size_t)offset;
+	memcpy(dst->count + at, src->count, n * sizeof *dst->count);
+	memcpy(dst->nonfinite + at, src->nonfinite, n * sizeof *dst->nonfinite);
+	memcpy(dst->mean + at, src->mean, n * sizeof *dst->mean);
+	memcpy(dst->m2 + at, src->m2, n * sizeof *dst->m2);
+	memcpy(dst->m3 + at, src->m3, n * sizeof *dst->m3);
+	memcpy(dst->m4 + at, src->m4, n * sizeof *dst->m4);
+	memcpy(dst->min + at, src->min, n * sizeof *dst->min);
+	memcpy(dst->max + at, src->max, n * sizeof *dst->max);
+	memcpy(dst->absmax + at, src->absmax, n * sizeof *dst->absmax);
+	memcpy(dst->abssum + at, src->abssum, n * sizeof *dst->abssum);
+	if (dst->hist)
+		memcpy(dst->hist + at * AT_HIST_BINS, src->hist, n * AT_HIST_BINS * sizeof *dst->hist);
+	size_t n_all = (size_t)dst->n_extremes + (size_t)src->n_extremes;
+	if (dst->max_extremes == 0 || n_all == 0)
+		return AT_OK;
+	struct at_extreme *all = malloc(n_all * sizeof *all);
+	if (!all)
+		return at_fail(err, AT_ENOMEM, "statistics: out of memory placing extremes");
+	memcpy(all, dst->extremes, (size_t)dst->n_extremes * sizeof *all);
+	for (int32_t k = 0; k < src->n_extremes; k++) {
+		all[dst->n_extremes + k] = src->extremes[k];
+		all[dst->n_extremes + k].channel = (int32_t)(src->extremes[k].channel + offset);
+	}
+	extremes_rerank(dst, all, n_all);
+	free(all);
+	return AT_OK;
+}
+
 uint64_t at_stats_count_at_least(const struct at_stats *s, int64_t channel, double t)
 {
 	if (!s || !s->hist || channel < 0 || channel >= s->channels || isnan(t))

@@ -390,6 +390,14 @@ void at_weight_stats_free(struct at_weight_stats *w);
  * dataset /provenance lists every input (path, model, created, tokens,
  * complete).
  *
+ * The ranks of one tensor-parallel capture (any input holding a channel slice
+ * or a replicated point, acttrace-format(5) CHANNEL SLICES) are assembled
+ * instead: every rank once, the same /tokens and sampling; each point's
+ * slices, which must tile its full width, placed side by side (extremes
+ * re-ranked with channels moved by the offsets, sampled rows put side by
+ * side), a point one rank holds whole copied, /tokens kept once, the
+ * weights the union of the ranks'.
+ *
  * The output is written to a temporary file beside `out` and renamed over it
  * at the end; on any failure nothing is left at `out` (an existing file there
  * is untouched).  `out` may not be one of the inputs (compared by device and

@@ -151,6 +151,15 @@ static inline void at_convert_run(const void *src, enum at_dtype from, void *dst
 /* Validate a tensor descriptor (dtype, positive sizes, data present). */
 int at_tensor_check(const struct at_tensor *t, struct at_error *err);
 
+/* ---- accum.c: channel slices (merge-slices.c) ----
+ * src's channels become dst's channels [offset, offset + src->channels):
+ * every per-channel array and histogram row copied, src's extremes (channel
+ * shifted by offset) ranked with dst's and the top K kept.  dst's channels
+ * there must be empty; the slices of one tensor placed one by one give the
+ * statistics of the whole tensor exactly. */
+int stats_place_slice(struct at_stats *dst, const struct at_stats *src, int64_t offset,
+                      struct at_error *err);
+
 /* ---- codec.c: the byte shuffle + zstd pipeline of compressed datasets ----
  * A chunk is compressed exactly as HDF5's filter pipeline (shuffle, then
  * filter 32015) would, so H5Dwrite_chunk/H5Dread_chunk can bypass it. */

@@ -2,7 +2,8 @@
  * trace-merge(1)): the statistics combined exactly through the writer's own
  * accumulators, /tokens and the samples concatenated, the weights checked,
  * the inputs listed in /provenance; written to a temporary beside the output
- * and renamed over it only once everything succeeded. */
+ * and renamed over it only once everything succeeded.  The ranks of a
+ * tensor-parallel capture are assembled instead (merge-slices.c). */
 #include "config.h"
 
 #include <errno.h>
@@ -19,6 +20,7 @@
 
 #include "extension.h"
 #include "h5util.h"
+#include "merge-internal.h"
 #include "reader-internal.h"
 
 /* Points merged between two progress reports: enough to keep every thread
@@ -30,26 +32,6 @@
  * or a copy of the same numbers cannot differ), the means of |w| to this
  * relative difference (a sum in another order rounds otherwise). */
 #define WEIGHT_MEAN_RTOL 1e-9
-
-struct input {
-	struct at_reader *r;
-	const char *path;
-	const struct at_trace_info *info;
-	int64_t token_offset; /* its token 0 is this row of the output's /tokens */
-	int64_t extremes_k, sample_n, max_samples;
-	char sample_policy[16];
-};
-
-struct merge {
-	const char *out;
-	const struct at_merge_options *o;
-	struct input *in;
-	int n;
-	char *tmp; /* the temporary beside out, once created */
-	struct at_writer *w;
-	int32_t points;
-	int weights_differ, merged_incomplete;
-};
 
 void at_merge_options_init(struct at_merge_options *o)
 {
@@ -195,7 +177,7 @@ static int check_points(const struct input *first, const struct input *in, struc
 }
 
 /* Samples of different policies would be a mixture no policy describes. */
-static int check_sampling(const struct input *first, const struct input *in, struct at_error *err)
+int merge_check_sampling(const struct input *first, const struct input *in, struct at_error *err)
 {
 	/* a reservoir keeps the rows of smallest key, a hash of the token index,
 	 * and the merge renumbers tokens: the union would be no uniform sample */
@@ -234,10 +216,12 @@ static int open_inputs(struct merge *m, const char *const *paths, struct at_erro
 		status = open_input(m, i, paths[i], err);
 	if (!status)
 		status = check_uniform_hist(&m->in[0], err);
+	if (!status && slices_wanted(m))
+		return slices_plan(m, err);
 	for (int i = 1; i < m->n && !status; i++) {
 		status = check_points(&m->in[0], &m->in[i], err);
 		if (!status)
-			status = check_sampling(&m->in[0], &m->in[i], err);
+			status = merge_check_sampling(&m->in[0], &m->in[i], err);
 	}
 	if (!status)
 		m->points = m->in[0].info->points;
@@ -253,6 +237,12 @@ static enum at_sample_policy policy_of(const char *name)
 	                                : AT_SAMPLE_NONE;
 }
 
+/* Output point i as the first input that has it describes it. */
+static const struct at_point_info *point_info(const struct merge *m, int32_t i)
+{
+	return m->slices ? m->slices[i].info : at_reader_point(m->in[0].r, i);
+}
+
 static int create_writer(struct merge *m, struct at_error *err)
 {
 	const struct input *first = &m->in[0];
@@ -263,7 +253,7 @@ static int create_writer(struct merge *m, struct at_error *err)
 	wo.model = first->info->model;
 	wo.source_dtype = first->info->source_dtype;
 	wo.notes = notes;
-	wo.hist = first->info->points > 0 ? at_reader_point(first->r, 0)->has_hist : 1;
+	wo.hist = m->points > 0 ? point_info(m, 0)->has_hist : 1;
 	/* the union's top K is exact only for K up to every input's */
 	wo.extremes = (int32_t)first->extremes_k;
 	wo.sample_policy = policy_of(first->sample_policy);
@@ -279,10 +269,14 @@ static int create_writer(struct merge *m, struct at_error *err)
 	wo.threads = m->o->threads;
 	int status = at_writer_create(&m->w, m->tmp, &wo, err);
 	for (int32_t i = 0; i < m->points && !status; i++) {
-		const struct at_point_info *p = at_reader_point(first->r, i);
+		const struct at_point_info *p = point_info(m, i);
 		struct at_point_desc d = {p->name,   p->layer,        p->component, p->site,
 		                          p->module, p->module_class, p->direction, p->channels,
 		                          p->channel_offset, p->full_channels, p->replicated};
+		if (m->slices) /* assembled: the whole tensor */
+			d = (struct at_point_desc){p->name,   p->layer,        p->component,
+			                           p->site,   p->module,       p->module_class,
+			                           p->direction, m->slices[i].channels, 0, 0, 0};
 		int32_t id;
 		status = at_writer_add_point(m->w, &d, &id, err);
 	}
@@ -338,11 +332,13 @@ static int add_input_tokens(struct merge *m, int i, int64_t *largest_seq, struct
 	return status;
 }
 
+/* The ranks of a tensor-parallel capture saw the same tokens (slices_plan
+ * checked): the first input's stand for all, every token_offset 0. */
 static int add_tokens(struct merge *m, struct at_error *err)
 {
 	int64_t largest_seq = INT64_MIN;
 	int status = AT_OK;
-	for (int i = 0; i < m->n && !status; i++)
+	for (int i = 0; i < (m->slices ? 1 : m->n) && !status; i++)
 		status = add_input_tokens(m, i, &largest_seq, err);
 	return status;
 }
@@ -399,9 +395,11 @@ static int weights_differ(const struct at_weight_stats *a, const struct at_weigh
 	return 0;
 }
 
-/* Weight j of the first input against input i's weight of the same name:
- * AT_OK when they agree, or when they differ and force keeps the first's. */
-static int compare_weight(struct merge *m, int i, const struct at_weight_stats *ref,
+/* Weight ref of input `from` against input i's weight of the same name:
+ * AT_OK when they agree, or when they differ and force keeps the first's.
+ * The ranks of a tensor-parallel capture record only the weights they hold
+ * whole: there, a weight one lacks is no difference. */
+static int compare_weight(struct merge *m, int from, int i, const struct at_weight_stats *ref,
                           struct at_error *err)
 {
 	struct input *in = &m->in[i];
@@ -412,6 +410,8 @@ static int compare_weight(struct merge *m, int i, const struct at_weight_stats *
 	char why[256] = "";
 	struct at_weight_stats other;
 	int status = AT_OK;
+	if (index < 0 && m->slices)
+		return AT_OK;
 	if (index < 0) {
 		snprintf(why, sizeof why, "missing");
 	} else {
@@ -429,7 +429,7 @@ static int compare_weight(struct merge *m, int i, const struct at_weight_stats *
 	return at_fail(err, AT_EFORMAT,
 	               "%s: weight '%s' differs from %s's (%s): not the same model? (trace-merge "
 	               "--force keeps the first file's weights)",
-	               in->path, ref->module, m->in[0].path, why);
+	               in->path, ref->module, m->in[from].path, why);
 }
 
 /* Weights in input i that the first input lacks differ too. */
@@ -453,9 +453,47 @@ static int check_extra_weights(struct merge *m, int i, struct at_error *err)
 	return AT_OK;
 }
 
+/* Whether an input before `before` has a weight of this name. */
+static int weight_seen(const struct merge *m, int before, const char *name)
+{
+	for (int i = 0; i < before; i++)
+		for (int32_t k = 0; k < m->in[i].info->weights; k++)
+			if (strcmp(at_reader_weight_name(m->in[i].r, k), name) == 0)
+				return 1;
+	return 0;
+}
+
+/* Tensor-parallel ranks: every weight any rank holds, from the first input
+ * that has it, checked against the others that have it too. */
+static int add_weights_union(struct merge *m, struct at_error *err)
+{
+	int status = AT_OK;
+	for (int i = 0; i < m->n && !status; i++) {
+		for (int32_t k = 0; k < m->in[i].info->weights && !status; k++) {
+			if (weight_seen(m, i, at_reader_weight_name(m->in[i].r, k)))
+				continue;
+			struct at_weight_stats ws;
+			if ((status = at_reader_load_weight(m->in[i].r, k, &ws, err)))
+				break;
+			for (int j = i + 1; j < m->n && !status; j++)
+				status = compare_weight(m, i, j, &ws, err);
+			struct at_weight_summary sum = {ws.rows,       ws.cols,        ws.row_absmax,
+			                                ws.row_absmean, ws.col_absmax, ws.col_absmean,
+			                                ws.values};
+			if (!status)
+				status = at_writer_add_weight_summary(m->w, ws.module, ws.module_class, &sum,
+				                                      err);
+			at_weight_stats_free(&ws);
+		}
+	}
+	return status;
+}
+
 /* The first input's weights, checked against every other input's. */
 static int add_weights(struct merge *m, struct at_error *err)
 {
+	if (m->slices)
+		return add_weights_union(m, err);
 	const struct input *first = &m->in[0];
 	int status = AT_OK;
 	for (int i = 1; i < m->n && !status; i++)
@@ -466,7 +504,7 @@ static int add_weights(struct merge *m, struct at_error *err)
 		if (status)
 			break;
 		for (int i = 1; i < m->n && !status; i++)
-			status = compare_weight(m, i, &ws, err);
+			status = compare_weight(m, 0, i, &ws, err);
 		struct at_weight_summary s = {ws.rows,        ws.cols,        ws.row_absmax, ws.row_absmean,
 		                              ws.col_absmax, ws.col_absmean, ws.values};
 		if (!status)
@@ -532,7 +570,7 @@ static int merge_stats(struct merge *m, struct at_error *err)
 #endif
 		for (int32_t p = round; p < end; p++) {
 			struct at_error e = {0};
-			if (merge_point(m, p, &e) == AT_OK)
+			if ((m->slices ? slices_merge_point(m, p, &e) : merge_point(m, p, &e)) == AT_OK)
 				continue;
 #ifdef _OPENMP
 #pragma omp critical(at_merge_error)
@@ -580,11 +618,12 @@ static int64_t remap_sample_tokens(const struct input *in, const char *point, fl
 	return kept;
 }
 
-/* Rows per batch: whole chunks, about SAMPLE_BATCH_BYTES. */
-static int64_t sample_batch_rows(const struct at_point_info *p)
+/* Rows per batch of rows `channels` wide: whole chunks of p, about
+ * SAMPLE_BATCH_BYTES. */
+int64_t merge_sample_batch_rows(const struct at_point_info *p, int64_t channels)
 {
 	int64_t chunk = p->sample_chunk_rows > 0 ? p->sample_chunk_rows : 1;
-	int64_t rows = SAMPLE_BATCH_BYTES / ((int64_t)sizeof(float) * p->channels) / chunk * chunk;
+	int64_t rows = SAMPLE_BATCH_BYTES / ((int64_t)sizeof(float) * channels) / chunk * chunk;
 	return rows > chunk ? rows : chunk;
 }
 
@@ -626,7 +665,7 @@ static int append_samples(struct merge *m, int i, int32_t point, enum at_dtype d
 static int merge_point_samples(struct merge *m, int32_t point, struct at_error *err)
 {
 	const struct at_point_info *p = at_reader_point(m->in[0].r, point);
-	int64_t batch = sample_batch_rows(p);
+	int64_t batch = merge_sample_batch_rows(p, p->channels);
 	float *rows = malloc((size_t)(batch * p->channels) * sizeof *rows);
 	void *narrow = malloc((size_t)(batch * p->channels) * sizeof(uint16_t));
 	int64_t *tokens = malloc((size_t)batch * sizeof *tokens);
@@ -653,7 +692,7 @@ static int merge_samples(struct merge *m, struct at_error *err)
 		return AT_OK;
 	int status = AT_OK;
 	for (int32_t p = 0; p < m->points && !status; p++) {
-		status = merge_point_samples(m, p, err);
+		status = m->slices ? slices_merge_point_samples(m, p, err) : merge_point_samples(m, p, err);
 		if (!status)
 			status = report(m, "samples", p + 1, m->points, err);
 	}
@@ -753,14 +792,15 @@ static int write_provenance(const struct merge *m, hid_t file)
 }
 
 /* Rows the inputs' writers dropped because they were behind, summed per point
- * (the writer knows only its own). */
+ * (the writer knows only its own); the slices of one tensor-parallel point
+ * are of the same rows, so there the largest counts. */
 static int write_dropped_busy(const struct merge *m, hid_t file)
 {
 	int status = 0;
 	for (int32_t p = 0; p < m->points && !status; p++) {
 		char path[300];
 		int64_t sum = 0;
-		snprintf(path, sizeof path, "points/%s", at_reader_point(m->in[0].r, p)->name);
+		snprintf(path, sizeof path, "points/%s", point_info(m, p)->name);
 		for (int i = 0; i < m->n; i++) {
 			int64_t busy = 0;
 			hid_t g = H5Gopen2(reader_file(m->in[i].r), path, H5P_DEFAULT);
@@ -768,7 +808,7 @@ static int write_dropped_busy(const struct merge *m, hid_t file)
 				h5_attr_get_int(g, "samples_dropped_busy", &busy);
 				H5Gclose(g);
 			}
-			sum += busy;
+			sum = m->slices ? (busy > sum ? busy : sum) : sum + busy;
 		}
 		if (sum == 0)
 			continue;
@@ -877,6 +917,7 @@ int at_merge(const char *out, const char *const *inputs, int n_inputs,
 	if (m.tmp)
 		unlink(m.tmp);
 	free(m.tmp);
+	slices_free(&m);
 	for (int i = 0; i < n_inputs; i++)
 		at_reader_close(m.in[i].r);
 	free(m.in);

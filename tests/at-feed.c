@@ -19,12 +19,14 @@ static const char usage_text[] =
 	"               [--split N] [--every N | --first N | --reservoir N [--seed S]] [--max-samples N] [--seq-len L]\n"
 	"               [--extremes K] [--no-hist] [--point NAME] [--layer N] [--threads N]\n"
 	"               [--level N] [--checkpoint] [--abandon] [--weight FILE:ROWS:COLS[:MODULE]]...\n"
-	"               -o OUT.h5 RAW\n"
+	"               [--slice RANK/WORLD:OFFSET:FULL] -o OUT.h5 RAW\n"
 	"Layout tc: RAW is [B*T, C] row-major; bct: RAW is [B, C, T] row-major.\n"
 	"Token (b, t) is row b*T+t of /tokens with seq b, pos t (or seq g/L, pos g%L\n"
 	"for --seq-len L and global index g) and id g*7 %% 50257.  --checkpoint calls\n"
 	"at_writer_checkpoint after every observe (with --split, between the parts);\n"
-	"--abandon also does, then abandons the writer as a crash would (complete=0).\n";
+	"--abandon also does, then abandons the writer as a crash would (complete=0).\n"
+	"--slice: the file is rank RANK of WORLD and the point holds channels OFFSET to\n"
+	"OFFSET + C - 1 of a tensor FULL wide (FULL = C: whole, marked replicated).\n";
 
 struct weight_arg {
 	const char *path;
@@ -43,6 +45,7 @@ struct feed_args {
 	struct at_writer_options opts;
 	const char *point_name;
 	int32_t layer;
+	int64_t channel_offset, full_channels; /* --slice */
 	struct weight_arg weights[MAX_WEIGHTS];
 	int n_weights;
 	const char *out_path;
@@ -110,7 +113,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 	enum { OPT_SPLIT = 256, OPT_EVERY, OPT_FIRST, OPT_MAX_SAMPLES, OPT_SEQ_LEN,
 	       OPT_EXTREMES, OPT_NO_HIST, OPT_POINT, OPT_LAYER, OPT_THREADS, OPT_LEVEL,
 	       OPT_WEIGHT, OPT_CHECKPOINT, OPT_ABANDON, OPT_DTYPE, OPT_LAYOUT, OPT_BATCHES, OPT_ROWS, OPT_CHANNELS,
-	       OPT_RESERVOIR, OPT_SEED };
+	       OPT_RESERVOIR, OPT_SEED, OPT_SLICE };
 	static const struct option longopts[] = {
 		{"dtype", required_argument, NULL, OPT_DTYPE},
 		{"layout", required_argument, NULL, OPT_LAYOUT},
@@ -133,6 +136,7 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 		{"weight", required_argument, NULL, OPT_WEIGHT},
 		{"checkpoint", no_argument, NULL, OPT_CHECKPOINT},
 		{"abandon", no_argument, NULL, OPT_ABANDON},
+		{"slice", required_argument, NULL, OPT_SLICE},
 		{"output", required_argument, NULL, 'o'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0},
@@ -200,6 +204,17 @@ static void parse_args(int argc, char **argv, struct feed_args *a)
 				die("--weight: at most %d weights", MAX_WEIGHTS);
 			a->weights[a->n_weights++] = parse_weight(optarg);
 			break;
+		case OPT_SLICE: {
+			long long rank, world, offset, full;
+			char end;
+			if (sscanf(optarg, "%lld/%lld:%lld:%lld%c", &rank, &world, &offset, &full, &end) != 4)
+				die("--slice: '%s' is not RANK/WORLD:OFFSET:FULL", optarg);
+			a->opts.rank = (int32_t)rank;
+			a->opts.world_size = (int32_t)world;
+			a->channel_offset = offset;
+			a->full_channels = full;
+			break;
+		}
 		case OPT_CHECKPOINT: a->checkpoint = 1; break;
 		case OPT_ABANDON: a->abandon = a->checkpoint = 1; break;
 		case 'o': a->out_path = optarg; break;
@@ -371,6 +386,9 @@ int main(int argc, char **argv)
 		.module_class = "Linear",
 		.direction = "in",
 		.channels = a.channels,
+		.channel_offset = a.channel_offset,
+		.full_channels = a.full_channels,
+		.replicated = a.full_channels > 0 && a.full_channels == a.channels,
 	};
 	if (at_writer_add_point(w, &desc, &point, &err)) {
 		at_writer_abandon(w);

@@ -92,6 +92,52 @@ bad ".*empty\.h5: empty file" "$tmp/empty.h5" "$tmp/a.h5"
 bad ".*missing\.h5: No such file" "$tmp/a.h5" "$tmp/missing.h5"
 echo "ok - bad inputs: one line, exit 1, nothing written"
 
+# --- the ranks of a tensor-parallel capture (at-feed --slice RANK/WORLD:OFFSET:FULL):
+# a good assembly, then slices that overlap or leave a gap, /tokens that
+# differ, a missing rank and a data-parallel shard among the ranks
+slice() { # slice OUT RANK/WORLD:OFFSET:FULL [at-feed options]
+	out=$1 spec=$2
+	shift 2
+	trace "$out" --slice "$spec" "$@"
+}
+slice "$tmp/tp0.h5" 0/2:0:8
+slice "$tmp/tp1.h5" 1/2:4:8
+expect_exit 0 trace-merge -o "$tmp/tp.h5" "$tmp/tp1.h5" "$tmp/tp0.h5"
+trace-stats -H "$tmp/tp.h5" | cut -f 6,7 >"$tmp/count"
+test "$(cat "$tmp/count")" = "$(printf '8\t64')" ||
+	fail "assembled channels and count $(cat "$tmp/count"), expected 8 channels of 8 rows"
+# a rank's own trace: every tool that opens it says that it holds slices
+for tool in "trace-stats" "trace-stats -p layers.0.mlp.down_proj.in" "trace-outliers"; do
+	expect_exit 0 $tool "$tmp/tp1.h5"
+	test "$(wc -l <"$tmp/err")" -eq 1 || fail "$tool: not one line: $(cat "$tmp/err")"
+	expect_stderr "^trace-[a-z]*: .*tp1\.h5: warning: rank 1 of 2 of a tensor-parallel capture: 1 of 1 points hold channel slices, numbered from 0 within the slice and analysed without the other ranks' channels; trace-merge the ranks' traces into whole points$"
+done
+expect_exit 0 trace-stats "$tmp/tp.h5"
+test ! -s "$tmp/err" || fail "the assembled trace warns: $(cat "$tmp/err")"
+slice "$tmp/ov0.h5" 0/2:0:6
+slice "$tmp/ov1.h5" 1/2:2:6
+bad ".*ov1\.h5: point 'layers\.0\.mlp\.down_proj\.in': channels 2 to 5 overlap .*ov0\.h5's, which end at 3$" \
+	"$tmp/ov0.h5" "$tmp/ov1.h5"
+slice "$tmp/gap0.h5" 0/2:0:10
+slice "$tmp/gap1.h5" 1/2:6:10
+bad ".*gap1\.h5: point 'layers\.0\.mlp\.down_proj\.in': no input holds channels 4 to 5 of 10 \(a gap before this input's 6 to 9\)$" \
+	"$tmp/gap1.h5" "$tmp/gap0.h5"
+slice "$tmp/end0.h5" 0/2:0:12
+slice "$tmp/end1.h5" 1/2:4:12
+bad ".*end1\.h5: point 'layers\.0\.mlp\.down_proj\.in': no input holds channels 8 to 11 of 12 \(a gap after this input's 4 to 7\)$" \
+	"$tmp/end0.h5" "$tmp/end1.h5"
+slice "$tmp/tok1.h5" 1/2:4:8 --seq-len 4
+bad ".*tok1\.h5: token 4 \(seq 1, pos 0, id 28\) differs from .*tp0\.h5's \(seq 0, pos 4, id 28\): tensor-parallel ranks see the same tokens$" \
+	"$tmp/tp0.h5" "$tmp/tok1.h5"
+slice "$tmp/of3-0.h5" 0/3:0:12
+slice "$tmp/of3-1.h5" 1/3:4:12
+bad ".*of3-1\.h5: rank 1 of 3: rank 2 of its tensor-parallel capture is not among the inputs$" \
+	"$tmp/of3-1.h5" "$tmp/of3-0.h5"
+bad ".*a\.h5: not a rank of a tensor-parallel capture \(no channel slices\), while .*tp0\.h5 holds channel slices: data-parallel shards and tensor-parallel ranks are not merged together$" \
+	"$tmp/tp0.h5" "$tmp/tp1.h5" "$tmp/a.h5"
+bad ".*tp1\.h5: rank 1, like .*tp1\.h5$" "$tmp/tp0.h5" "$tmp/tp1.h5" "$tmp/tp1.h5"
+echo "ok - tensor-parallel ranks: assembled, and bad slices, tokens and ranks refused"
+
 # --- OUT equal to an input, by its name, a hard link or a symbolic link:
 # refused before anything is touched
 cp "$tmp/a.h5" "$tmp/a.copy"

@@ -202,6 +202,25 @@ void cli_close_trace(struct at_reader *r)
 	at_reader_close(r);
 }
 
+/* One rank's trace of a tensor-parallel capture numbers a slice's channels
+ * from 0 and holds a part of each sliced tensor: every per-channel table and
+ * every statistic over a point's channels is of the slice alone. */
+static void warn_slices(const char *path, const struct at_reader *r)
+{
+	const struct at_trace_info *info = at_reader_info(r);
+	int32_t sliced = 0;
+	for (int32_t i = 0; i < info->points; i++) {
+		const struct at_point_info *p = at_reader_point(r, i);
+		sliced += p->channels != p->full_channels;
+	}
+	if (sliced)
+		cli_warn(path,
+		         "warning: rank %d of %d of a tensor-parallel capture: %d of %d points hold "
+		         "channel slices, numbered from 0 within the slice and analysed without the "
+		         "other ranks' channels; trace-merge the ranks' traces into whole points",
+		         (int)info->rank, (int)info->world_size, (int)sliced, (int)info->points);
+}
+
 struct at_reader *cli_open_trace(const char *path)
 {
 	struct at_reader *r;
@@ -213,6 +232,8 @@ struct at_reader *cli_open_trace(const char *path)
 	guard(at_reader_path(r));
 	if (!at_reader_info(r)->complete && !cli_quiet)
 		cli_warn(path, "warning: incomplete trace (complete=0): read as of its last checkpoint");
+	if (!cli_quiet)
+		warn_slices(path, r);
 	return r;
 }
 

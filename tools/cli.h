@@ -28,7 +28,8 @@ _Noreturn void cli_fail_at(const struct at_error *err);
 void cli_warn(const char *file, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
 /* Open a trace or exit 1 with the reader's message; warn (unless -q) that an
- * incomplete trace (complete=0) is read as of its last checkpoint. */
+ * incomplete trace (complete=0) is read as of its last checkpoint, and that
+ * one rank's trace of a tensor-parallel capture holds channel slices. */
 struct at_reader *cli_open_trace(const char *path);
 /* Close a trace opened by cli_open_trace. */
 void cli_close_trace(struct at_reader *r);

@@ -361,18 +361,20 @@ static void generate_rows(const struct synth_point *p, const struct point_plan *
 
 /* Hand rows [first, first + n) to the writer in the point's dtype and layout. */
 static int feed_rows(struct at_writer *w, int32_t id, const struct synth_point *p,
-                     struct batch *b, int64_t first, int64_t n, struct at_error *err)
+                     struct batch *b, int64_t first, int64_t n, int64_t offset, int64_t width,
+                     struct at_error *err)
 {
 	int64_t C = p->site->channels;
-	struct at_tensor t = {.data = b->values, .dtype = AT_F32, .batches = 1, .rows = n,
-	                      .channels = C, .batch_stride = n * C, .row_stride = C,
-	                      .channel_stride = 1};
+	/* channels [offset, offset + width) of the rows: a strided view */
+	struct at_tensor t = {.data = b->values + offset, .dtype = AT_F32, .batches = 1,
+	                      .rows = n, .channels = width, .batch_stride = n * C,
+	                      .row_stride = C, .channel_stride = 1};
 	if (p->site->layout == SYNTH_CONV) {
 #pragma omp parallel for schedule(static)
 		for (int64_t c = 0; c < C; c++)
 			for (int64_t r = 0; r < n; r++)
 				b->transposed[c * n + r] = b->values[r * C + c];
-		t.data = b->transposed;
+		t.data = b->transposed + offset * n;
 		t.row_stride = 1;
 		t.channel_stride = n;
 	} else if (fed_as_bf16(p)) {
@@ -380,7 +382,7 @@ static int feed_rows(struct at_writer *w, int32_t id, const struct synth_point *
 #pragma omp parallel for schedule(static)
 		for (int64_t i = 0; i < total; i++)
 			b->bf16[i] = to_bf16(b->values[i]);
-		t.data = b->bf16;
+		t.data = b->bf16 + offset;
 		t.dtype = AT_BF16;
 	}
 	return at_writer_observe(w, id, &t, first, err);
@@ -399,7 +401,36 @@ struct options {
 	const char *truth;
 	int list_points;
 	int64_t shard, shards; /* --shard I/N: this run writes shard I of N (0 <= I < N) */
+	int64_t tp_rank, tp_size; /* --tp-slice I/N: rank I's channel slices of N */
 };
+
+/* Under --tp-slice, norms, the residual stream, embeddings and the head are
+ * whole on every rank and recorded by rank 0 alone (as under tensor
+ * parallelism), and so is a point narrower than the ranks; every other point
+ * is cut into N slices of floor(C i / N) to floor(C (i+1) / N), uneven when N
+ * does not divide C, as a test wants. */
+static int tp_replicated(const struct options *o, const struct synth_point *p)
+{
+	static const char *const whole[] = {"norm", "layer", "embedding", "head"};
+	for (size_t k = 0; k < sizeof whole / sizeof whole[0]; k++)
+		if (!strcmp(p->site->component, whole[k]))
+			return 1;
+	return p->site->channels < o->tp_size;
+}
+
+/* The channels [*offset, *offset + *width) this run records of a point;
+ * 0 when it records none (a replicated point on a rank other than 0). */
+static int64_t tp_slice(const struct options *o, const struct synth_point *p, int64_t *offset)
+{
+	int64_t C = p->site->channels;
+	*offset = 0;
+	if (o->tp_size == 1)
+		return C;
+	if (tp_replicated(o, p))
+		return o->tp_rank == 0 ? C : 0;
+	*offset = C * o->tp_rank / o->tp_size;
+	return C * (o->tp_rank + 1) / o->tp_size - *offset;
+}
 
 /* Tokens [first, end) of the stream that --shard I/N writes: shard I's
  * contiguous share of whole sequences, sequence s going to shard
@@ -430,6 +461,9 @@ _Noreturn static void usage(void)
 	       "  --shard I/N      write only shard I (0 to N-1) of the N shards the token\n"
 	       "                   stream is cut into, by whole sequences; trace-merge of\n"
 	       "                   all N shards equals the unsharded trace\n"
+	       "  --tp-slice I/N   write rank I (0 to N-1) of a tensor-parallel capture over\n"
+	       "                   N ranks: slices of the channels, whole points on rank 0\n"
+	       "                   only; trace-merge of all N ranks equals the whole trace\n"
 	       "  --truth FILE     write the planted channels as TSV (point, channel,\n"
 	       "                   planted_scale); '-' for standard output\n"
 	       "  -q, --quiet      no progress\n"
@@ -451,23 +485,23 @@ static int64_t parse_count(const char *opt, const char *s, int64_t min, int64_t 
 }
 
 /* "I/N" with 0 <= I < N. */
-static void parse_shard(const char *s, struct options *o)
+static void parse_part(const char *opt, const char *s, int64_t *i, int64_t *n)
 {
 	char index[32];
 	const char *slash = strchr(s, '/');
 	if (slash && (size_t)(slash - s) < sizeof index) {
 		snprintf(index, sizeof index, "%.*s", (int)(slash - s), s);
-		if (cli_parse_int64(slash + 1, 1, INT32_MAX, &o->shards) == 0 &&
-		    cli_parse_int64(index, 0, o->shards - 1, &o->shard) == 0)
+		if (cli_parse_int64(slash + 1, 1, INT32_MAX, n) == 0 &&
+		    cli_parse_int64(index, 0, *n - 1, i) == 0)
 			return;
 	}
-	cli_usage_error("--shard wants I/N with 0 <= I < N, not '%s'", s);
+	cli_usage_error("%s wants I/N with 0 <= I < N, not '%s'", opt, s);
 }
 
 static void parse_args(int argc, char **argv, struct options *o)
 {
 	enum { OPT_ARCH = 256, OPT_TOKENS, OPT_SEED, OPT_SAMPLES, OPT_SEQ_LEN, OPT_BATCH,
-	       OPT_TRUTH, OPT_VERSION, OPT_LIST_POINTS, OPT_SHARD };
+	       OPT_TRUTH, OPT_VERSION, OPT_LIST_POINTS, OPT_SHARD, OPT_TP_SLICE };
 	static const struct option longopts[] = {
 		{"arch", required_argument, NULL, OPT_ARCH},
 		{"tokens", required_argument, NULL, OPT_TOKENS},
@@ -482,9 +516,11 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{"version", no_argument, NULL, OPT_VERSION},
 		{"list-points", no_argument, NULL, OPT_LIST_POINTS},
 		{"shard", required_argument, NULL, OPT_SHARD},
+		{"tp-slice", required_argument, NULL, OPT_TP_SLICE},
 		{NULL, 0, NULL, 0},
 	};
-	*o = (struct options){.tokens = 256, .seq_len = 128, .batch = 64, .shard = 0, .shards = 1};
+	*o = (struct options){.tokens = 256, .seq_len = 128, .batch = 64, .shard = 0, .shards = 1,
+	                      .tp_rank = 0, .tp_size = 1};
 	const char *arch = NULL;
 	int opt;
 	opterr = 0;
@@ -502,7 +538,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case 'h': usage();
 		case OPT_VERSION: cli_version();
 		case OPT_LIST_POINTS: o->list_points = 1; break;
-		case OPT_SHARD: parse_shard(optarg, o); break;
+		case OPT_SHARD: parse_part("--shard", optarg, &o->shard, &o->shards); break;
+		case OPT_TP_SLICE: parse_part("--tp-slice", optarg, &o->tp_rank, &o->tp_size); break;
 		case ':': cli_usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: /* optopt: a short option, or the value of a long one given an argument */
 			if (!optopt)
@@ -522,6 +559,8 @@ static void parse_args(int argc, char **argv, struct options *o)
 		cli_usage_error("unknown architecture '%s' (%s)", arch, synth_arch_names());
 	if (!o->list_points && !o->output)
 		cli_usage_error("-o FILE is required");
+	if (o->shards > 1 && o->tp_size > 1)
+		cli_usage_error("--shard and --tp-slice do not go together");
 }
 
 static void list_points(const struct synth_arch *a, const struct synth_point *points, size_t n)
@@ -593,13 +632,15 @@ static int add_tokens(struct at_writer *w, const struct options *o, struct at_er
 /* Norm gammas: 1 + N(0, 0.05^2), plus planted_scale / 4 at the channels
  * planted at the norm's output, as paper 001 finds outlier channels where
  * the rescaling gamma is large. */
-static int add_norm_weights(struct at_writer *w, const struct synth_point *points,
-                            const struct point_plan *plans, size_t n, uint64_t seed,
-                            struct at_error *err)
+static int add_norm_weights(struct at_writer *w, const struct options *o,
+                            const struct synth_point *points, const struct point_plan *plans,
+                            size_t n, uint64_t seed, struct at_error *err)
 {
 	for (size_t i = 0; i < n; i++) {
 		const struct synth_point *p = &points[i];
 		if (!fed_as_bf16(p)) /* norm outputs: one per norm module */
+			continue;
+		if (o->tp_rank != 0) /* whole on every rank: rank 0 records them */
 			continue;
 		int64_t C = p->site->channels;
 		float *gamma = malloc((size_t)C * sizeof *gamma);
@@ -628,7 +669,8 @@ static int feed_point(struct at_writer *w, int32_t id, const struct synth_point 
                       const struct point_plan *pp, const struct options *o, struct batch *b,
                       double *mu, double *sigma, struct at_error *err)
 {
-	int64_t shard_first, shard_end;
+	int64_t shard_first, shard_end, offset;
+	int64_t width = tp_slice(o, p, &offset);
 	shard_tokens(o, &shard_first, &shard_end);
 	channel_constants(p, pp, o->seed, mu, sigma);
 	/* rows are drawn by their token in the whole stream, and observed as the
@@ -636,7 +678,7 @@ static int feed_point(struct at_writer *w, int32_t id, const struct synth_point 
 	for (int64_t first = shard_first; first < shard_end; first += o->batch) {
 		int64_t n = shard_end - first < o->batch ? shard_end - first : o->batch;
 		generate_rows(p, pp, o->seed, mu, sigma, first, n, o->seq_len, b->values);
-		int rc = feed_rows(w, id, p, b, first - shard_first, n, err);
+		int rc = feed_rows(w, id, p, b, first - shard_first, n, offset, width, err);
 		if (rc != AT_OK)
 			return rc;
 	}
@@ -666,6 +708,9 @@ static void describe(const struct options *o, char *notes, size_t size)
 	if (o->shards > 1)
 		snprintf(shard, sizeof shard, " --shard %lld/%lld", (long long)o->shard,
 		         (long long)o->shards);
+	if (o->tp_size > 1)
+		snprintf(shard, sizeof shard, " --tp-slice %lld/%lld", (long long)o->tp_rank,
+		         (long long)o->tp_size);
 	snprintf(notes, size,
 	         "synthetic trace: trace-synth --arch %s --tokens %lld --seed %llu --seq-len %lld"
 	         " --batch %lld --samples %lld%s",
@@ -683,6 +728,8 @@ static int synthesize(const struct options *o, const struct synth_point *points,
 	wo.model = o->arch->model;
 	wo.source_dtype = "float32";
 	wo.notes = notes;
+	wo.rank = (int32_t)o->tp_rank;
+	wo.world_size = (int32_t)o->tp_size;
 	if (o->samples > 0) {
 		/* of the whole stream, so that every shard samples alike */
 		wo.sample_policy = AT_SAMPLE_EVERY;
@@ -705,19 +752,28 @@ static int synthesize(const struct options *o, const struct synth_point *points,
 
 	for (size_t i = 0; i < n && rc == AT_OK; i++) {
 		const struct synth_point *p = &points[i];
+		int64_t offset, width = tp_slice(o, p, &offset);
 		struct at_point_desc d = {.name = p->name, .layer = p->layer,
 		                          .component = p->site->component, .site = p->site->site,
 		                          .module = p->module, .module_class = p->site->module_class,
-		                          .direction = p->site->direction,
-		                          .channels = p->site->channels};
-		rc = at_writer_add_point(w, &d, &ids[i], err);
+		                          .direction = p->site->direction, .channels = width,
+		                          .channel_offset = offset};
+		if (o->tp_size > 1) {
+			d.full_channels = p->site->channels;
+			d.replicated = tp_replicated(o, p);
+		}
+		ids[i] = -1;
+		if (width > 0)
+			rc = at_writer_add_point(w, &d, &ids[i], err);
 	}
 	if (rc == AT_OK)
 		rc = add_tokens(w, o, err);
 	if (rc == AT_OK)
-		rc = add_norm_weights(w, points, plans, n, o->seed, err);
+		rc = add_norm_weights(w, o, points, plans, n, o->seed, err);
 	for (size_t i = 0; i < n && rc == AT_OK; i++) {
 		cli_progress(points[i].name, (double)i, (double)n);
+		if (ids[i] < 0) /* not this rank's */
+			continue;
 		rc = feed_point(w, ids[i], &points[i], &plans[i], o, &b, mu, sigma, err);
 		/* a capture checkpoints as it goes; once is enough to exercise it */
 		if (rc == AT_OK && i == n / 2)

@@ -8,11 +8,11 @@
 #      transformers).
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
-# (steps: build test sanitize kernel profile io hf dp llama; default all but
-# profile, io, hf and dp).
+# (steps: build test sanitize kernel profile io hf dp tp llama; default all but
+# profile, io, hf, dp and tp).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
-# none,capture-nodedup,capture,acttrace,acttrace-dedup,none).
+# none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -75,7 +75,7 @@ if step build; then
 	t0=$(date +%s)
 	if (
 		set -ex
-		for f in h5util error accum codec zstd-filter writer reservoir reader merge device; do
+		for f in h5util error accum codec zstd-filter writer reservoir reader merge merge-slices device; do
 			gcc $CFLAGS -c "libtrace/$f.c" -o "$B/obj/$f.o"
 		done
 		"$NVCC" -std=c++17 -O3 ${NVCC_EXTRA:-} -gencode arch=compute_90,code=sm_90 \
@@ -195,6 +195,28 @@ if step dp; then
 		run dp-equal 120 "$B/trace-equal" "$TMPDIR/dp/run.h5" "$TMPDIR/dp/single.h5" 1e-6 || true
 		grep -hE '^rank|^one GPU|^points|^DIFFER|Error|error' "$OUT/dp-ranks.log" \
 			"$OUT/dp-single.log" "$OUT/dp-equal.log" | head -n 20 | tee -a "$summary"
+	fi
+fi
+
+# tensor-parallel capture on 2 GPUs (torchrun, transformers' tp_plan="auto"),
+# assembled, against one GPU on the same saved model and batches
+if step tp; then
+	gpus=$(nvidia-smi -L 2>/dev/null | wc -l)
+	if [ "$gpus" -lt 2 ]; then
+		note "tp: needs 2 GPUs, this machine has $gpus"
+	else
+		rm -rf "$TMPDIR/tp"
+		export PYTHONPATH="$PWD/libtrace/python" ACTTRACE_LIB="$B/libacttrace.so" \
+			HDF5_PLUGIN_PATH="$B/plugins" PYTHONUNBUFFERED=1
+		run tp-save 300 python3 tests/gpu/tp-capture.py --save --out "$TMPDIR/tp" &&
+			run tp-ranks 400 python3 -m torch.distributed.run --nproc-per-node 2 \
+				tests/gpu/tp-capture.py --out "$TMPDIR/tp" &&
+			run tp-single 300 python3 tests/gpu/tp-capture.py --single --out "$TMPDIR/tp" &&
+			run tp-compare 120 python3 tests/gpu/tp-capture.py --compare --out "$TMPDIR/tp"
+		grep -hE '^saved|^rank|^one GPU|^points|^compare|FAIL|Error|error' "$OUT/tp-save.log" \
+			"$OUT/tp-ranks.log" "$OUT/tp-single.log" "$OUT/tp-compare.log" 2>/dev/null |
+			head -n 40 | tee -a "$summary"
+		unset PYTHONPATH ACTTRACE_LIB HDF5_PLUGIN_PATH PYTHONUNBUFFERED
 	fi
 fi
 

@@ -20,14 +20,20 @@ Data parallelism: under torch.distributed (torchrun) with several ranks,
 every rank records its own trace (run.h5 -> run.rank0.h5, run.rank1.h5, ...,
 or a path with "{rank}" in it), and merge=True (or merge=PATH) has rank 0
 merge them after a barrier at the end of the block, as if one process had
-seen every rank's tokens (acttrace.merge)."""
+seen every rank's tokens (acttrace.merge).
+
+Tensor parallelism: when the model's tensor-parallel plan (transformers'
+tp_plan="auto") has sharded modules at recording points, every rank sees the
+same tokens and records the channel slices it holds, rank 0 alone records
+the tensors that are whole on every rank (acttrace.parallel), and the merge
+(the same merge=True) assembles the slices into whole points."""
 import os
 import warnings
 import weakref
 
 import torch
 
-from . import _hooks
+from . import _hooks, parallel
 from ._lib import Error, version
 from .catalogue import module_at, points as catalogue_points, resolve_name, weight_of
 from .catalogue import embedding_module
@@ -168,6 +174,12 @@ class Capture:
         self.points = _select_points(catalogue_points(model, self.catalogue), points)
         if not self.points:
             raise Error("capture: no recording points selected")
+        self._weight_points = self.points  # every rank walks them: gathering weights is collective
+        self.slices, self._sharded = parallel.layout(model, self.points, self.rank,
+                                                     self.world_size) or (None, {})
+        if self.slices is not None:  # what is whole on every rank, rank 0 records
+            self.points = [p for p in self.points
+                           if self.rank == 0 or not self.slices[p.name].replicated]
         parse_sample(sample)  # refuse a bad policy before anything is created
         config = getattr(model, "config", None)
         self._writer_options = dict(
@@ -203,10 +215,12 @@ class Capture:
             self.writer = Writer(self.path, **self._writer_options)
             created = True
             for p in self.points:
+                s = self.slices[p.name] if self.slices else parallel.Slice(0, p.channels, 0, False)
                 self._point_ids.append(self.writer.add_point(
-                    p.name, channels=p.channels, layer=p.layer, component=p.component,
+                    p.name, channels=s.channels, layer=p.layer, component=p.component,
                     site=p.site, module=p.module, module_class=p.module_class,
-                    direction=p.direction))
+                    direction=p.direction, channel_offset=s.offset,
+                    full_channels=s.full_channels, replicated=s.replicated))
             if self.record_weights:
                 self._add_weights()
             self._attach()
@@ -291,16 +305,25 @@ class Capture:
 
     # ------------------------------------------------------------ weights
     def _add_weights(self):
+        """Under tensor parallelism a sharded weight is gathered whole (every
+        rank takes part) and rank 0 records every weight."""
         done = set()
-        for p in self.points:
+        for p in self._weight_points:
             if not p.module or p.module in done:
                 continue
             done.add(p.module)
-            found = weight_of(module_at(self.model, p.module))
-            if found is not None:
-                w, transposed = found
-                with torch.no_grad():
-                    self.writer.add_weight(p.module, p.module_class, w, transposed)
+            module = module_at(self.model, p.module)
+            found = weight_of(module)
+            if found is None:
+                continue
+            w, transposed = found
+            with torch.no_grad():
+                if p.module in self._sharded:
+                    w = parallel.whole_weight(module, self._sharded[p.module], self.world_size,
+                                              self._dist)
+                if self.slices is None or self.rank == 0:
+                    self.writer.add_weight(p.module, p.module_class, parallel.local(w),
+                                           transposed)
 
     # ------------------------------------------------------------ hooks
     def _attach(self):
@@ -425,8 +448,11 @@ class Capture:
 
     def _observe(self, index, tensor):
         point = self.points[index]
+        tensor = parallel.local(tensor)  # a DTensor seen between tensor-parallel hooks
         with torch.no_grad():
             path, view = self.writer.view(tensor, point.layout)
+        if self.slices is not None:
+            parallel.check_width(point, self.slices[point.name], view.channels, self.path)
         base, batches, length = self._batch_for(view, point.layout)
         if view.tokens != batches * length:
             raise Error(f"{self.path}: point '{point.name}': tensor {list(tensor.shape)} has "
