@@ -92,7 +92,9 @@ int h5_attr_put_string(hid_t obj, const char *name, const char *value)
 	return status;
 }
 
-int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value)
+/* One scalar attribute of file type `type`, written from *value of mem_type. */
+static int attr_put_scalar(hid_t obj, const char *name, hid_t type, hid_t mem_type,
+                           const void *value)
 {
 	hid_t space = H5Screate(H5S_SCALAR);
 	if (space < 0)
@@ -100,26 +102,21 @@ int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value)
 	hid_t attr = attr_replace(obj, name, type, space);
 	int status = -1;
 	if (attr >= 0) {
-		status = H5Awrite(attr, H5T_NATIVE_INT64, &value) < 0 ? -1 : 0;
+		status = H5Awrite(attr, mem_type, value) < 0 ? -1 : 0;
 		H5Aclose(attr);
 	}
 	H5Sclose(space);
 	return status;
 }
 
+int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value)
+{
+	return attr_put_scalar(obj, name, type, H5T_NATIVE_INT64, &value);
+}
+
 int h5_attr_put_u64(hid_t obj, const char *name, uint64_t value)
 {
-	hid_t space = H5Screate(H5S_SCALAR);
-	if (space < 0)
-		return -1;
-	hid_t attr = attr_replace(obj, name, H5T_STD_U64LE, space);
-	int status = -1;
-	if (attr >= 0) {
-		status = H5Awrite(attr, H5T_NATIVE_UINT64, &value) < 0 ? -1 : 0;
-		H5Aclose(attr);
-	}
-	H5Sclose(space);
-	return status;
+	return attr_put_scalar(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);
 }
 
 int h5_attr_put_doubles(hid_t obj, const char *name, const double *values, hsize_t n)
