@@ -131,21 +131,37 @@ static inline void at_load_run(const void *data, enum at_dtype dtype, int64_t fi
 	}
 }
 
-/* n elements from one dtype to another (a copy when they are the same). */
-static inline void at_convert_run(const void *src, enum at_dtype from, void *dst,
-                                  enum at_dtype to, size_t n)
+/* n elements src[first + i * stride] of dtype `from` to dst[i] of dtype `to`:
+ * a copy when the dtypes are the same (16-bit values keep their bits), a
+ * widening, or a narrowing rounded to nearest even.  The sampled rows'
+ * one conversion: the writer's pending chunks, the reservoir's slots, the
+ * chunks converted before compression. */
+static inline void at_convert_strided(const void *src, enum at_dtype from, int64_t first,
+                                      int64_t stride, void *dst, enum at_dtype to, int64_t n)
 {
-	if (from == to) {
-		memcpy(dst, src, n * at_dtype_size(to));
+	size_t es = at_dtype_size(from);
+	if (from == to && stride == 1) {
+		memcpy(dst, (const unsigned char *)src + (size_t)first * es, (size_t)n * es);
+	} else if (from == to && es == 2) {
+		const uint16_t *half = (const uint16_t *)src + first;
+		for (int64_t i = 0; i < n; i++)
+			((uint16_t *)dst)[i] = half[i * stride];
 	} else if (to == AT_F32) {
-		at_load_run(src, from, 0, 1, (int64_t)n, (float *)dst);
+		at_load_run(src, from, first, stride, n, (float *)dst);
 	} else {
 		uint16_t *out = (uint16_t *)dst;
-		for (size_t i = 0; i < n; i++) {
-			float f = at_load(src, from, (int64_t)i);
+		for (int64_t i = 0; i < n; i++) {
+			float f = at_load(src, from, first + i * stride);
 			out[i] = to == AT_BF16 ? at_float_to_bf16(f) : at_float_to_f16(f);
 		}
 	}
+}
+
+/* n contiguous elements from one dtype to another. */
+static inline void at_convert_run(const void *src, enum at_dtype from, void *dst,
+                                  enum at_dtype to, size_t n)
+{
+	at_convert_strided(src, from, 0, 1, dst, to, (int64_t)n);
 }
 
 /* Validate a tensor descriptor (dtype, positive sizes, data present). */

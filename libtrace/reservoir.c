@@ -119,29 +119,6 @@ int reservoir_wants(const struct reservoir *r, uint64_t key, int64_t token)
 	return key != r->keys[top] ? key < r->keys[top] : token < r->tokens[top];
 }
 
-/* Element i of a strided row, converted to the stored dtype. */
-static void store_row(unsigned char *dst, enum at_dtype to, const void *data, enum at_dtype from,
-                      int64_t first, int64_t stride, int64_t n)
-{
-	if (from == to && stride == 1) {
-		memcpy(dst, (const unsigned char *)data + (size_t)first * at_dtype_size(from),
-		       (size_t)n * at_dtype_size(to));
-	} else if (from == to && to != AT_F32) { /* 16-bit bits kept as they are */
-		const uint16_t *src = (const uint16_t *)data + first;
-		for (int64_t i = 0; i < n; i++)
-			((uint16_t *)dst)[i] = src[i * stride];
-	} else {
-		for (int64_t i = 0; i < n; i++) {
-			float f = at_load(data, from, first + i * stride);
-			if (to == AT_F32)
-				((float *)dst)[i] = f;
-			else
-				((uint16_t *)dst)[i] =
-				    to == AT_BF16 ? at_float_to_bf16(f) : at_float_to_f16(f);
-		}
-	}
-}
-
 int reservoir_offer(struct reservoir *r, uint64_t key, int64_t token, const void *data,
                     enum at_dtype dtype, int64_t first, int64_t stride)
 {
@@ -156,8 +133,8 @@ int reservoir_offer(struct reservoir *r, uint64_t key, int64_t token, const void
 	int growing = r->filled < r->k;
 	int64_t slot = growing ? r->filled : r->heap[0]; /* a free slot, or the largest key's */
 	size_t row_bytes = (size_t)r->channels * at_dtype_size(r->dtype);
-	store_row(r->rows + (size_t)slot * row_bytes, r->dtype, data, dtype, first, stride,
-	          r->channels);
+	at_convert_strided(data, dtype, first, stride, r->rows + (size_t)slot * row_bytes, r->dtype,
+	                   r->channels);
 	r->keys[slot] = key;
 	r->tokens[slot] = token;
 	if (growing) {

@@ -1129,19 +1129,7 @@ static void pending_append(struct point *p, const struct at_tensor *t, int64_t b
 	}
 	size_t es = at_dtype_size(p->pending_dtype);
 	unsigned char *dst = p->pending + (size_t)(p->pending_rows * c) * es;
-	if (t->dtype != p->pending_dtype) {
-		at_load_run(t->data, t->dtype, base, t->channel_stride, c, (float *)dst);
-	} else if (t->channel_stride == 1) {
-		memcpy(dst, (const unsigned char *)t->data + (size_t)base * es, (size_t)c * es);
-	} else if (es == 2) {
-		const uint16_t *src = (const uint16_t *)t->data + base;
-		for (int64_t i = 0; i < c; i++)
-			((uint16_t *)dst)[i] = src[i * t->channel_stride];
-	} else {
-		const float *src = (const float *)t->data + base;
-		for (int64_t i = 0; i < c; i++)
-			((float *)dst)[i] = src[i * t->channel_stride];
-	}
+	at_convert_strided(t->data, t->dtype, base, t->channel_stride, dst, p->pending_dtype, c);
 }
 
 /* Offer every row of t to p's reservoir (the policy keeps what it keeps). */
