@@ -164,6 +164,30 @@ if step profile; then
 		"$OUT/ncu.log" | head -n 40 | tee -a "$summary"
 fi
 
+# where a launch's time goes, block by block: the kernel built again with
+# -DATC_TIMELINE (per-block global-timer marks) and tests/gpu/timeline.c
+if step timeline; then
+	T="$B/timeline" && mkdir -p "$T"
+	if (
+		set -ex
+		"$NVCC" -std=c++17 -O3 ${NVCC_EXTRA:-} -DATC_TIMELINE -gencode arch=compute_90,code=sm_90 \
+			-Xcompiler -fPIC -Ilibtrace -Ilibtrace/cuda -c libtrace/cuda/stats.cu -o "$T/stats.o"
+		gcc -shared -fopenmp -o "$T/libacttrace.so" $(ls "$B"/obj/*.o | grep -v '/stats.o$') \
+			"$T/stats.o" $HDF5_LIBS -lzstd -L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64" \
+			-lcudart -lstdc++ -lm
+		gcc $CFLAGS -I"$CUDA_HOME/include" tests/gpu/timeline.c -o "$T/timeline" -L"$T" \
+			-Wl,-rpath,"$T" -lacttrace -L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64" -lcudart
+	) >"$OUT/timeline-build.log" 2>&1; then
+		for shape in "8192 4096" "16384 8192" "16384 2048"; do
+			# shellcheck disable=SC2086
+			"$T/timeline" $shape 2>&1 | tee -a "$OUT/timeline.log" "$summary"
+		done
+	else
+		note "timeline: build FAILED"
+		tail -n 20 "$OUT/timeline-build.log"
+	fi
+fi
+
 # the sample writer's sustained rate (compression and writing, no GPU) with
 # 1, 4 and 16 compression threads, on this machine's CPUs and disk
 if step io; then
