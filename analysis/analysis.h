@@ -245,13 +245,22 @@ double an_quant_sqnr_db(const struct an_quant_error *e);
 /* The steps of absmax quantization of a weight matrix from its row maxima:
  * one scale for the tensor, or one per row (the rows of W[out][in] are the
  * output channels).  bits_lost = log2(tensor step / median row step): what a
- * per-tensor scale takes from the typical row's resolution.  The error
- * itself needs the weights' distribution, which version 1 traces do not
- * keep (acttrace-format(5), version 2: row_sumsq). */
+ * per-tensor scale takes from the typical row's resolution. */
 struct an_weight_steps {
 	double tensor, row_median, row_min, row_max, bits_lost;
 };
 int an_weight_steps(const double *row_absmax, int64_t rows, int bits,
                     struct an_weight_steps *out);
+
+/* The SQNR of absmax quantization of a weight matrix of rows x cols, per
+ * tensor and per row, from each row's absmax and sum of w^2 (row_sumsq,
+ * acttrace-format(5) WEIGHTS): the uniform rounding model, step^2 / 12 of
+ * squared error a weight, capped at a row's sum of w^2 (what rounding every
+ * weight of the row to 0 would cost).  In decibels; NaN without a signal. */
+struct an_weight_sqnr {
+	double tensor_db, row_db;
+};
+void an_weight_sqnr(const double *row_absmax, const double *row_sumsq, int64_t rows,
+                    int64_t cols, int bits, struct an_weight_sqnr *out);
 
 #endif /* AT_ANALYSIS_H */

@@ -104,6 +104,37 @@ static int compare_doubles(const void *a, const void *b)
 }
 
 /* -1 on an empty matrix or out of memory. */
+/* Expected squared error of one row: the uniform model, capped (see
+ * analysis.h). */
+static double row_error(double step, double sumsq, int64_t cols)
+{
+	double model = (double)cols * step * step / 12.0;
+	return model < sumsq ? model : sumsq;
+}
+
+static double sqnr_db(double signal, double error)
+{
+	if (!(signal > 0))
+		return NAN;
+	return error > 0 ? 10.0 * log10(signal / error) : INFINITY;
+}
+
+void an_weight_sqnr(const double *row_absmax, const double *row_sumsq, int64_t rows,
+                    int64_t cols, int bits, struct an_weight_sqnr *out)
+{
+	double absmax = 0, signal = 0, row_err = 0, tensor_err = 0;
+	for (int64_t i = 0; i < rows; i++)
+		absmax = row_absmax[i] > absmax ? row_absmax[i] : absmax;
+	double tensor_step = an_quant_step(absmax, bits);
+	for (int64_t i = 0; i < rows; i++) {
+		signal += row_sumsq[i];
+		row_err += row_error(an_quant_step(row_absmax[i], bits), row_sumsq[i], cols);
+		tensor_err += row_error(tensor_step, row_sumsq[i], cols);
+	}
+	out->tensor_db = sqnr_db(signal, tensor_err);
+	out->row_db = sqnr_db(signal, row_err);
+}
+
 int an_weight_steps(const double *row_absmax, int64_t rows, int bits,
                     struct an_weight_steps *out)
 {

@@ -276,12 +276,15 @@ int at_writer_add_weight(struct at_writer *w, const char *module, const char *mo
                          const struct at_tensor *weight, struct at_error *err);
 /* The same for a weight summarised elsewhere (on the GPU, so that its
  * elements never cross to the host): absmax and mean |w| of each of the
- * rows rows and cols columns, and for a vector (rows == 1) its values. */
+ * rows rows and cols columns, for a vector (rows == 1) its values, and the
+ * sum of w^2 over each row where known (quantization error; NULL: not
+ * recorded). */
 struct at_weight_summary {
 	int64_t rows, cols;
 	const double *row_absmax, *row_absmean; /* [rows] */
 	const double *col_absmax, *col_absmean; /* [cols] */
 	const float *values;                     /* [cols] when rows == 1, else NULL */
+	const double *row_sumsq;                 /* [rows], or NULL */
 };
 int at_writer_add_weight_summary(struct at_writer *w, const char *module,
                                  const char *module_class, const struct at_weight_summary *s,
@@ -369,6 +372,7 @@ struct at_weight_stats {
 	double *row_absmax, *row_absmean; /* [rows] */
 	double *col_absmax, *col_absmean; /* [cols] */
 	float *values;                    /* [cols] for vectors (rows == 1), else NULL */
+	double *row_sumsq;                /* [rows]; NULL in traces written without it */
 };
 const char *at_reader_weight_name(const struct at_reader *r, int32_t index);
 int at_reader_load_weight(struct at_reader *r, int32_t index, struct at_weight_stats *out,

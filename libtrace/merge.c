@@ -372,8 +372,12 @@ static int weights_differ(const struct at_weight_stats *a, const struct at_weigh
 		{"col_absmax", a->col_absmax, b->col_absmax, a->cols, 0},
 		{"row_absmean", a->row_absmean, b->row_absmean, a->rows, WEIGHT_MEAN_RTOL},
 		{"col_absmean", a->col_absmean, b->col_absmean, a->cols, WEIGHT_MEAN_RTOL},
+		/* optional: compared where both traces have it */
+		{"row_sumsq", a->row_sumsq, b->row_sumsq, a->rows, WEIGHT_MEAN_RTOL},
 	};
 	for (size_t k = 0; k < sizeof lines / sizeof lines[0]; k++) {
+		if (!lines[k].a || !lines[k].b)
+			continue;
 		int64_t i = first_difference(lines[k].a, lines[k].b, lines[k].n, lines[k].rtol);
 		if (i >= 0) {
 			snprintf(why, size, "%s[%lld] = %.17g, not %.17g", lines[k].name, (long long)i,
@@ -479,7 +483,7 @@ static int add_weights_union(struct merge *m, struct at_error *err)
 				status = compare_weight(m, i, j, &ws, err);
 			struct at_weight_summary sum = {ws.rows,       ws.cols,        ws.row_absmax,
 			                                ws.row_absmean, ws.col_absmax, ws.col_absmean,
-			                                ws.values};
+			                                ws.values,      ws.row_sumsq};
 			if (!status)
 				status = at_writer_add_weight_summary(m->w, ws.module, ws.module_class, &sum,
 				                                      err);
@@ -505,8 +509,9 @@ static int add_weights(struct merge *m, struct at_error *err)
 			break;
 		for (int i = 1; i < m->n && !status; i++)
 			status = compare_weight(m, 0, i, &ws, err);
-		struct at_weight_summary s = {ws.rows,        ws.cols,        ws.row_absmax, ws.row_absmean,
-		                              ws.col_absmax, ws.col_absmean, ws.values};
+		struct at_weight_summary s = {ws.rows,       ws.cols,        ws.row_absmax,
+		                              ws.row_absmean, ws.col_absmax, ws.col_absmean,
+		                              ws.values,      ws.row_sumsq};
 		if (!status)
 			status = at_writer_add_weight_summary(m->w, ws.module, ws.module_class, &s, err);
 		at_weight_stats_free(&ws);

@@ -786,6 +786,7 @@ void at_weight_stats_free(struct at_weight_stats *w)
 	free(w->col_absmax);
 	free(w->col_absmean);
 	free(w->values);
+	free(w->row_sumsq);
 	memset(w, 0, sizeof *w);
 }
 
@@ -820,6 +821,15 @@ static int load_weight(hid_t g, struct at_weight_stats *w, const char *where,
 	    (status = h5_read_checked(g, "col_absmean", H5T_NATIVE_DOUBLE, 1, cdim, w->col_absmean,
 	                              where, err)))
 		return status;
+	/* optional (acttrace-format(5), WEIGHTS): older traces have none */
+	if (H5Lexists(g, "row_sumsq", H5P_DEFAULT) > 0) {
+		if (!(w->row_sumsq = malloc((size_t)rows * sizeof(double))))
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+		status = h5_read_checked(g, "row_sumsq", H5T_NATIVE_DOUBLE, 1, rdim, w->row_sumsq,
+		                         where, err);
+		if (status)
+			return status;
+	}
 	if (rows != 1 || H5Lexists(g, "values", H5P_DEFAULT) <= 0)
 		return AT_OK;
 	if (!(w->values = malloc((size_t)cols * sizeof(float))))

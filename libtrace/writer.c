@@ -1465,21 +1465,26 @@ static int write_all_stats(struct at_writer *w, struct at_error *err)
 
 /* ---------------------------------------------------------------- weights */
 
-/* absmax and mean |w| along each of n lines of len elements: element j of
- * line i is at i * line_step + j * step.  Rows and columns alike. */
+/* absmax and mean |w| along each of n lines of len elements, and the sum
+ * of w^2 where sumsq is not NULL: element j of line i is at
+ * i * line_step + j * step.  Rows and columns alike. */
 static void summarise_lines(const struct at_tensor *t, int64_t n, int64_t line_step,
-                            int64_t len, int64_t step, double *absmax, double *absmean)
+                            int64_t len, int64_t step, double *absmax, double *absmean,
+                            double *sumsq)
 {
 #pragma omp parallel for schedule(static)
 	for (int64_t i = 0; i < n; i++) {
-		double mx = 0, sum = 0;
+		double mx = 0, sum = 0, sq = 0;
 		for (int64_t j = 0; j < len; j++) {
 			double a = fabs((double)at_load(t->data, t->dtype, i * line_step + j * step));
 			mx = a > mx ? a : mx;
 			sum += a;
+			sq += a * a;
 		}
 		absmax[i] = mx;
 		absmean[i] = sum / (double)len;
+		if (sumsq)
+			sumsq[i] = sq;
 	}
 }
 
@@ -1497,6 +1502,9 @@ static int write_weight(struct at_writer *w, hid_t g, const struct at_weight_sum
 	                      level, s->col_absmax) < 0 ||
 	    h5_put_compressed(g, "col_absmean", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1, cdims,
 	                      cchunk, level, s->col_absmean) < 0)
+		return -1;
+	if (s->row_sumsq && h5_put_compressed(g, "row_sumsq", H5T_IEEE_F64LE, H5T_NATIVE_DOUBLE, 1,
+	                                      rdims, rchunk, level, s->row_sumsq) < 0)
 		return -1;
 	if (s->rows != 1)
 		return 0;
@@ -1553,25 +1561,27 @@ int at_writer_add_weight(struct at_writer *w, const char *module, const char *mo
 		               w->path, module ? module : "");
 	double *row_absmax = malloc((size_t)t->rows * sizeof(double));
 	double *row_absmean = malloc((size_t)t->rows * sizeof(double));
+	double *row_sumsq = malloc((size_t)t->rows * sizeof(double));
 	double *col_absmax = malloc((size_t)t->channels * sizeof(double));
 	double *col_absmean = malloc((size_t)t->channels * sizeof(double));
 	float *values = t->rows == 1 ? malloc((size_t)t->channels * sizeof(float)) : NULL;
-	if (!row_absmax || !row_absmean || !col_absmax || !col_absmean ||
+	if (!row_absmax || !row_absmean || !row_sumsq || !col_absmax || !col_absmean ||
 	    (t->rows == 1 && !values)) {
 		status = at_fail(err, AT_ENOMEM, "%s: out of memory", w->path);
 	} else {
 		summarise_lines(t, t->rows, t->row_stride, t->channels, t->channel_stride, row_absmax,
-		                row_absmean);
+		                row_absmean, row_sumsq);
 		summarise_lines(t, t->channels, t->channel_stride, t->rows, t->row_stride, col_absmax,
-		                col_absmean);
+		                col_absmean, NULL);
 		if (values)
 			at_load_run(t->data, t->dtype, 0, t->channel_stride, t->channels, values);
-		struct at_weight_summary s = {t->rows, t->channels, row_absmax, row_absmean,
-		                              col_absmax, col_absmean, values};
+		struct at_weight_summary s = {t->rows,   t->channels, row_absmax, row_absmean,
+		                              col_absmax, col_absmean, values,    row_sumsq};
 		status = at_writer_add_weight_summary(w, module, module_class, &s, err);
 	}
 	free(row_absmax);
 	free(row_absmean);
+	free(row_sumsq);
 	free(col_absmax);
 	free(col_absmean);
 	free(values);

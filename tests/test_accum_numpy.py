@@ -360,6 +360,7 @@ def check_weights(f, weights):
         want = {
             "row_absmax": a.max(axis=1), "row_absmean": a.mean(axis=1),
             "col_absmax": a.max(axis=0), "col_absmean": a.mean(axis=0),
+            "row_sumsq": (a * a).sum(axis=1),
         }
         for name, values in want.items():
             ds = g.get(name)

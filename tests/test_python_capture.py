@@ -268,6 +268,8 @@ def check_weights(f, model, expected):
         equal(g["col_absmax"][()], a.max(axis=0), f"/weights/{path}/col_absmax")
         close(g["row_absmean"][()], a.mean(axis=1), 1e-12 * a.mean(axis=1), f"/weights/{path}/row_absmean")
         close(g["col_absmean"][()], a.mean(axis=0), 1e-12 * a.mean(axis=0), f"/weights/{path}/col_absmean")
+        sumsq = (w * w).sum(axis=1)
+        close(g["row_sumsq"][()], sumsq, 1e-12 * sumsq, f"/weights/{path}/row_sumsq")
         if w.shape[0] == 1:
             equal(g["values"][()], w.reshape(-1).astype(np.float32), f"/weights/{path}/values")
 

@@ -49,7 +49,9 @@ _Noreturn static void usage(void)
 	       "  -w, --weights          the weight matrices instead: per bit width, the\n"
 	       "                         step of a per-tensor scale and of per-row scales\n"
 	       "                         (median, smallest, largest), and the bits a\n"
-	       "                         per-tensor scale takes from the median row\n"
+	       "                         per-tensor scale takes from the median row, and\n"
+	       "                         the SQNR of both scales where the trace has the\n"
+	       "                         rows' sums of squares\n"
 	       "%s%s"
 	       "See trace-quant(1).\n",
 	       cli_prog, copts_help(), cli_selection_help(), cli_format_opts_help());
@@ -329,10 +331,12 @@ static void run_smooth(struct at_reader *r, const struct options *o, const char 
 
 static const char *const weight_columns[] = {"module", "class", "rows", "cols", "bits",
                                              "step_tensor", "step_row_median", "step_row_min",
-                                             "step_row_max", "bits_lost"};
+                                             "step_row_max", "bits_lost", "sqnr_tensor_db",
+                                             "sqnr_row_db"};
 
 /* Per weight matrix (vectors, such as a norm's gamma, have no rows to
- * scale apart) and bit width: the steps of absmax quantization. */
+ * scale apart) and bit width: the steps of absmax quantization, and the
+ * SQNR where the trace has the rows' sums of squares (nan where not). */
 static void run_weights(struct at_reader *r, const struct options *o, const char *path)
 {
 	struct cli_table t;
@@ -361,6 +365,11 @@ static void run_weights(struct at_reader *r, const struct options *o, const char
 			cli_table_double(&t, st.row_min);
 			cli_table_double(&t, st.row_max);
 			cli_table_double(&t, st.bits_lost);
+			struct an_weight_sqnr q = {NAN, NAN};
+			if (w.row_sumsq)
+				an_weight_sqnr(w.row_absmax, w.row_sumsq, w.rows, w.cols, o->bits[b], &q);
+			cli_table_double(&t, q.tensor_db);
+			cli_table_double(&t, q.row_db);
 			cli_table_end_row(&t);
 			shown++;
 		}

@@ -78,6 +78,7 @@ class at_weight_summary(ctypes.Structure):
         ("col_absmax", ctypes.c_void_p),
         ("col_absmean", ctypes.c_void_p),
         ("values", ctypes.c_void_p),
+        ("row_sumsq", ctypes.c_void_p),
     ]
 
 

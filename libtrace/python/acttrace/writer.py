@@ -23,6 +23,16 @@ ROWS = "rows"  # [..., C]: channels last, every leading index a token (or a batc
 CONV = "conv"  # [B, C, T]: convolution output, channels in the middle
 
 
+def _row_sumsq(w, block_bytes=64 << 20):
+    """The sum of w^2 over each row of a matrix, in float64: squares of
+    16- and 32-bit floats are exact there.  A block of rows at a time, so
+    that no float64 copy of a large matrix is ever whole."""
+    rows, cols = w.shape
+    step = max(1, block_bytes // (8 * max(cols, 1)))
+    return torch.cat([w[i:i + step].to(torch.float64).square().sum(dim=1)
+                      for i in range(0, rows, step)])
+
+
 def parse_sample(sample):
     """None, "none", "every:N", "first:N", "reservoir:N", or a (policy, N)
     pair -> (AT_SAMPLE_*, N)."""
@@ -417,20 +427,22 @@ class Writer:
         _lib.check(status, err)
 
     def _add_weight_summary(self, module, module_class, w):
-        """Row and column absmax and mean |w| computed by torch where w lives,
-        in float64 (as libacttrace does on the host); only the four vectors
-        come to the host."""
+        """Row and column absmax and mean |w|, and each row's sum of w^2,
+        computed by torch where w lives, in float64 (as libacttrace does on
+        the host); only the five vectors come to the host."""
         a = w.abs()  # exact in any dtype; sums are taken in float64 without a float64 copy
         rows, cols = w.shape
         lines = [a.amax(dim=1).to(torch.float64), a.sum(dim=1, dtype=torch.float64) / cols,
-                 a.amax(dim=0).to(torch.float64), a.sum(dim=0, dtype=torch.float64) / rows]
+                 a.amax(dim=0).to(torch.float64), a.sum(dim=0, dtype=torch.float64) / rows,
+                 _row_sumsq(w)]
         lines = [x.cpu().contiguous() for x in lines]
         values = w.reshape(-1).to(torch.float32).cpu().contiguous() if w.shape[0] == 1 else None
         s = _lib.at_weight_summary(
             rows=rows, cols=cols,
             row_absmax=lines[0].data_ptr(), row_absmean=lines[1].data_ptr(),
             col_absmax=lines[2].data_ptr(), col_absmean=lines[3].data_ptr(),
-            values=values.data_ptr() if values is not None else None)
+            values=values.data_ptr() if values is not None else None,
+            row_sumsq=lines[4].data_ptr())
         err = _lib.at_error()
         with self._lock:
             status = _lib.lib.at_writer_add_weight_summary(self._live(), module.encode(),
