@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <zstd.h>
 
 #include "h5util.h"
 #include "reader-internal.h"
@@ -509,8 +510,166 @@ static int check_extremes(const struct at_stats *s, const char *where, struct at
 	return AT_OK;
 }
 
+/* True when the dataset's pipeline is exactly shuffle then zstd, the one our
+ * codec reproduces; anything else is read through HDF5's own pipeline. */
+static int pipeline_is_ours(hid_t dset)
+{
+	hid_t dcpl = H5Dget_create_plist(dset);
+	if (dcpl < 0)
+		return 0;
+	int ours = H5Pget_nfilters(dcpl) == 2;
+	for (unsigned i = 0; ours && i < 2; i++) {
+		unsigned flags, cd[8];
+		size_t ncd = 8;
+		H5Z_filter_t id = H5Pget_filter2(dcpl, i, &flags, &ncd, cd, 0, NULL, NULL);
+		ours = id == (i == 0 ? H5Z_FILTER_SHUFFLE : AT_ZSTD_FILTER_ID);
+	}
+	H5Pclose(dcpl);
+	return ours;
+}
+
+/* A point's histogram as its chunks, read raw under the reader's lock and
+ * decompressed after it (load_stats): through HDF5's filter pipeline the
+ * decompression, and its byte unshuffle (a fifth of trace-quant's time),
+ * would run under the lock, one point at a time, whatever the threads. */
+struct hist_raw {
+	struct at_chunk *chunks;
+	int64_t *first;     /* first channel of each chunk; -1: never written (zeros) */
+	void **spill;       /* where a chunk decompresses when it passes the channels */
+	int64_t n, rows;    /* chunks, channels a chunk */
+};
+
+static void hist_raw_free(struct hist_raw *h)
+{
+	for (int64_t i = 0; i < h->n; i++) {
+		free(h->chunks[i].packed);
+		free(h->spill[i]);
+	}
+	free(h->chunks);
+	free(h->first);
+	free(h->spill);
+	memset(h, 0, sizeof *h);
+}
+
+/* The chunk layout that raw reading handles: our shuffle + zstd pipeline,
+ * little-endian uint32, chunks of whole channels.  Anything else (0) is read
+ * through HDF5. */
+static int64_t hist_chunk_rows(hid_t d)
+{
+	hid_t type = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
+	hsize_t cdims[2] = {0, 0};
+	int64_t rows = 0;
+	if (type >= 0 && dcpl >= 0 && H5Tequal(type, H5T_STD_U32LE) > 0 &&
+	    H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, cdims) == 2 &&
+	    cdims[1] == AT_HIST_BINS && cdims[0] >= 1 && pipeline_is_ours(d))
+		rows = (int64_t)cdims[0];
+	if (type >= 0)
+		H5Tclose(type);
+	if (dcpl >= 0)
+		H5Pclose(dcpl);
+	return rows;
+}
+
+/* Read chunk i of the histogram raw; its bytes go straight into s->hist
+ * when the chunk lies within the channels. */
+static int hist_read_chunk(hid_t d, struct hist_raw *h, int64_t i, struct at_stats *s,
+                           const char *where, struct at_error *err)
+{
+	int64_t first = i * h->rows, have = s->channels - first < h->rows ? s->channels - first : h->rows;
+	size_t raw_bytes = (size_t)h->rows * AT_HIST_BINS * sizeof(uint32_t);
+	hsize_t offset[2] = {(hsize_t)first, 0}, size = 0;
+	uint32_t mask = 0;
+	struct at_chunk *ch = &h->chunks[i];
+	h->first[i] = -1;
+	if (H5Dget_chunk_storage_size(d, offset, &size) < 0 || size == 0)
+		return AT_OK; /* never written: the fill value, 0 */
+	if (size > ZSTD_compressBound(raw_bytes) + 64)
+		return at_fail(err, AT_EFORMAT, "%s: histogram chunk %lld claims %llu bytes", where,
+		               (long long)i, (unsigned long long)size);
+	if (!(ch->packed = malloc((size_t)size)))
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+	ch->packed_bytes = ch->packed_capacity = (size_t)size;
+	if (H5Dread_chunk(d, H5P_DEFAULT, offset, &mask, ch->packed) < 0 || mask != 0)
+		return at_fail(err, AT_EFORMAT, "%s: cannot read histogram chunk %lld", where,
+		               (long long)i);
+	ch->raw_bytes = raw_bytes;
+	if (have == h->rows) {
+		ch->raw = s->hist + (size_t)first * AT_HIST_BINS;
+	} else {
+		if (!(h->spill[i] = malloc(raw_bytes)))
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+		ch->raw = h->spill[i];
+	}
+	h->first[i] = first;
+	return AT_OK;
+}
+
+/* 1: the histogram is in h, raw, for hist_decompress; 0: read it through
+ * HDF5 instead (another layout); else an error. */
+static int hist_read_raw(hid_t g, struct at_stats *s, struct hist_raw *h, const char *where,
+                         struct at_error *err)
+{
+	int64_t want[2] = {s->channels, AT_HIST_BINS};
+	hsize_t dims[2];
+	hid_t d = h5_open_checked(g, "hist", 2, want, H5T_INTEGER, dims, where, err);
+	if (d < 0)
+		return AT_EFORMAT;
+	int status = 0;
+	h->rows = hist_chunk_rows(d);
+	if (h->rows > 0) {
+		h->n = (s->channels + h->rows - 1) / h->rows;
+		h->chunks = calloc((size_t)h->n, sizeof *h->chunks);
+		h->first = calloc((size_t)h->n, sizeof *h->first);
+		h->spill = calloc((size_t)h->n, sizeof *h->spill);
+		status = h->chunks && h->first && h->spill
+		             ? 1
+		             : at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+		for (int64_t i = 0; status == 1 && i < h->n; i++) {
+			int rc = hist_read_chunk(d, h, i, s, where, err);
+			status = rc ? rc : 1;
+		}
+	}
+	H5Dclose(d);
+	if (status != 1)
+		hist_raw_free(h);
+	return status;
+}
+
+/* The raw chunks into s->hist (outside the reader's lock). */
+static int hist_decompress(struct hist_raw *h, struct at_stats *s, const char *where,
+                           struct at_error *err)
+{
+	struct at_chunk *present = malloc((size_t)h->n * sizeof *present);
+	if (!present)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+	size_t n = 0;
+	for (int64_t i = 0; i < h->n; i++)
+		if (h->first[i] >= 0)
+			present[n++] = h->chunks[i];
+	int status = at_codec_decompress(present, n, sizeof(uint32_t), 1, err);
+	free(present);
+	if (status == AT_ECODEC && err) {
+		char reason[sizeof err->message];
+		snprintf(reason, sizeof reason, "%s", err->message);
+		return at_fail(err, AT_ECODEC, "%s: histogram: %s", where, reason);
+	}
+	if (status)
+		return status;
+	size_t row_bytes = AT_HIST_BINS * sizeof(uint32_t);
+	for (int64_t i = 0; i < h->n; i++) {
+		int64_t first = i * h->rows;
+		int64_t have = s->channels - first < h->rows ? s->channels - first : h->rows;
+		uint32_t *to = s->hist + (size_t)first * AT_HIST_BINS;
+		if (h->first[i] < 0)
+			memset(to, 0, (size_t)have * row_bytes);
+		else if (h->spill[i])
+			memcpy(to, h->spill[i], (size_t)have * row_bytes);
+	}
+	return AT_OK;
+}
+
 static int load_datasets(hid_t g, const struct at_point_info *p, int whole, struct at_stats *s,
-                         const char *where, struct at_error *err)
+                         struct hist_raw *raw, const char *where, struct at_error *err)
 {
 	int64_t c = p->channels;
 	int64_t vec[1] = {c}, hist[2] = {c, AT_HIST_BINS}, ext[1] = {p->n_extremes};
@@ -531,8 +690,13 @@ static int load_datasets(hid_t g, const struct at_point_info *p, int whole, stru
 		                         where, err);
 	if (!whole)
 		return status;
-	if (!status && p->has_hist)
-		status = h5_read_checked(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, where, err);
+	if (!status && p->has_hist) {
+		status = hist_read_raw(g, s, raw, where, err);
+		if (status == 0)
+			status = h5_read_checked(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, where, err);
+		else if (status == 1)
+			status = AT_OK; /* decompressed by load_stats, after the lock */
+	}
 	if (!status && p->n_extremes > 0) {
 		hid_t type = h5_extremes_mem_type();
 		status = type < 0 ? at_fail(err, AT_EIO, "%s: HDF5 type failure", where)
@@ -563,15 +727,20 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 		return status;
 	char where[512];
 	snprintf(where, sizeof where, "%s: point '%s'", r->path, p->name);
+	struct hist_raw raw;
+	memset(&raw, 0, sizeof raw);
 	h5_quiet_begin(&q);
 	hid_t g = H5Gopen2(r->points_group, p->name, H5P_DEFAULT);
 	if (g < 0)
 		status = at_fail(err, AT_EFORMAT, "%s: cannot open group", where);
 	else
-		status = load_datasets(g, p, whole, s, where, err);
+		status = load_datasets(g, p, whole, s, &raw, where, err);
 	if (g >= 0)
 		H5Gclose(g);
 	h5_quiet_end(&q);
+	if (!status && raw.n)
+		status = hist_decompress(&raw, s, where, err);
+	hist_raw_free(&raw);
 	if (status)
 		at_stats_free(s);
 	return status;
@@ -590,24 +759,6 @@ int at_reader_load_moments(struct at_reader *r, int32_t point, struct at_stats *
 }
 
 /* ---------------------------------------------------------------- samples */
-
-/* True when the dataset's pipeline is exactly shuffle then zstd, the one our
- * codec reproduces; anything else is read through HDF5's own pipeline. */
-static int pipeline_is_ours(hid_t dset)
-{
-	hid_t dcpl = H5Dget_create_plist(dset);
-	if (dcpl < 0)
-		return 0;
-	int ours = H5Pget_nfilters(dcpl) == 2;
-	for (unsigned i = 0; ours && i < 2; i++) {
-		unsigned flags, cd[8];
-		size_t ncd = 8;
-		H5Z_filter_t id = H5Pget_filter2(dcpl, i, &flags, &ncd, cd, 0, NULL, NULL);
-		ours = id == (i == 0 ? H5Z_FILTER_SHUFFLE : AT_ZSTD_FILTER_ID);
-	}
-	H5Pclose(dcpl);
-	return ours;
-}
 
 static int read_rows_hdf5(hid_t dset, hid_t mem_type, int rank, int64_t first, int64_t n,
                           int64_t width, void *out)

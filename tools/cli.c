@@ -5,6 +5,7 @@
 #include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -568,6 +569,147 @@ void cli_load_point(struct at_reader *r, int32_t index, int whole, const char *h
 	if (hist_for && !s->hist)
 		cli_fail(at_reader_path(r), "point '%s' has no histogram, which %s needs",
 		         at_reader_point(r, index)->name, hist_for);
+}
+
+/* ---------------------------------------------------------------- prefetch */
+
+/* Slots of loaded points a loader thread may run ahead by: each holds one
+ * point's statistics (2 MB of histogram at 2560 channels). */
+#define PREFETCH_MAX_THREADS 4
+
+struct prefetch_slot {
+	struct at_stats s;
+	struct at_error err;
+	int status, ready;
+};
+
+struct cli_prefetch {
+	struct at_reader *r;
+	int32_t *points, n;
+	int whole;
+	const char *hist_for;
+	struct prefetch_slot *slots;
+	int depth, nthreads;
+	pthread_t threads[PREFETCH_MAX_THREADS];
+	pthread_mutex_t lock;
+	pthread_cond_t changed;
+	int32_t next_load, next_take;
+	int stopping;
+};
+
+static void *prefetch_loader(void *arg)
+{
+	struct cli_prefetch *pf = arg;
+	pthread_mutex_lock(&pf->lock);
+	for (;;) {
+		while (!pf->stopping && pf->next_load < pf->n &&
+		       pf->next_load >= pf->next_take + pf->depth)
+			pthread_cond_wait(&pf->changed, &pf->lock);
+		if (pf->stopping || pf->next_load >= pf->n)
+			break;
+		int32_t at = pf->next_load++;
+		struct prefetch_slot *slot = &pf->slots[at % pf->depth];
+		pthread_mutex_unlock(&pf->lock);
+		int32_t index = pf->points[at];
+		slot->status = pf->whole ? at_reader_load_stats(pf->r, index, &slot->s, &slot->err)
+		                         : at_reader_load_moments(pf->r, index, &slot->s, &slot->err);
+		pthread_mutex_lock(&pf->lock);
+		slot->ready = 1;
+		pthread_cond_broadcast(&pf->changed);
+	}
+	pthread_mutex_unlock(&pf->lock);
+	return NULL;
+}
+
+static int online_cpus(void)
+{
+	long n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (int)n : 1;
+}
+
+int32_t *cli_selected_points(struct at_reader *r, const struct cli_selection *sel, int32_t *n)
+{
+	int32_t total = at_reader_info(r)->points;
+	int32_t *out = malloc(((size_t)total + 1) * sizeof *out);
+	if (!out)
+		cli_fail(at_reader_path(r), "out of memory");
+	*n = 0;
+	for (int32_t i = 0; i < total; i++)
+		if (cli_selected(sel, at_reader_point(r, i)))
+			out[(*n)++] = i;
+	return out;
+}
+
+struct cli_prefetch *cli_prefetch_start(struct at_reader *r, const int32_t *points, int32_t n,
+                                        int whole, const char *hist_for)
+{
+	struct cli_prefetch *pf = calloc(1, sizeof *pf);
+	if (!pf || !(pf->points = malloc(((size_t)n + 1) * sizeof *pf->points)))
+		cli_fail(at_reader_path(r), "out of memory");
+	memcpy(pf->points, points, (size_t)n * sizeof *points);
+	pf->r = r;
+	pf->n = n;
+	pf->whole = whole;
+	pf->hist_for = hist_for;
+	pf->nthreads = online_cpus() < PREFETCH_MAX_THREADS ? online_cpus() : PREFETCH_MAX_THREADS;
+	pf->depth = pf->nthreads + 1;
+	if (!(pf->slots = calloc((size_t)pf->depth, sizeof *pf->slots)))
+		cli_fail(at_reader_path(r), "out of memory");
+	pthread_mutex_init(&pf->lock, NULL);
+	pthread_cond_init(&pf->changed, NULL);
+	for (int i = 0; i < pf->nthreads; i++)
+		if (pthread_create(&pf->threads[i], NULL, prefetch_loader, pf) != 0) {
+			pf->nthreads = i; /* fewer threads do the same work */
+			break;
+		}
+	if (pf->nthreads == 0)
+		cli_fail(at_reader_path(r), "cannot start a thread");
+	return pf;
+}
+
+void cli_prefetch_take(struct cli_prefetch *pf, int32_t index, struct at_stats *s)
+{
+	pthread_mutex_lock(&pf->lock);
+	int32_t at = pf->next_take;
+	if (at >= pf->n || pf->points[at] != index) {
+		pthread_mutex_unlock(&pf->lock);
+		cli_fail(at_reader_path(pf->r), "internal error: point %d taken out of order", (int)index);
+	}
+	struct prefetch_slot *slot = &pf->slots[at % pf->depth];
+	while (!slot->ready)
+		pthread_cond_wait(&pf->changed, &pf->lock);
+	pthread_mutex_unlock(&pf->lock);
+	if (slot->status)
+		cli_fail_at(&slot->err);
+	*s = slot->s;
+	memset(slot, 0, sizeof *slot);
+	pthread_mutex_lock(&pf->lock);
+	pf->next_take++;
+	pthread_cond_broadcast(&pf->changed);
+	pthread_mutex_unlock(&pf->lock);
+	if (pf->hist_for && !s->hist)
+		cli_fail(at_reader_path(pf->r), "point '%s' has no histogram, which %s needs",
+		         at_reader_point(pf->r, index)->name, pf->hist_for);
+}
+
+void cli_prefetch_stop(struct cli_prefetch *pf)
+{
+	if (!pf)
+		return;
+	pthread_mutex_lock(&pf->lock);
+	pf->stopping = 1;
+	pthread_cond_broadcast(&pf->changed);
+	pthread_mutex_unlock(&pf->lock);
+	for (int i = 0; i < pf->nthreads; i++)
+		pthread_join(pf->threads[i], NULL);
+	for (int i = 0; i < pf->depth; i++)
+		if (pf->slots[i].ready && !pf->slots[i].status)
+			at_stats_free(&pf->slots[i].s);
+	pthread_mutex_destroy(&pf->lock);
+	pthread_cond_destroy(&pf->changed);
+	free(pf->slots);
+	free(pf->points);
+	free(pf);
 }
 
 float *cli_load_samples(struct at_reader *r, int32_t index, int64_t **tokens)

@@ -46,6 +46,20 @@ void cli_guard_all(char *const *paths, int n);
  * ("point 'P' has no histogram, which HIST_FOR needs"). */
 void cli_load_point(struct at_reader *r, int32_t index, int whole, const char *hist_for,
                     struct at_stats *s);
+/* Points loaded ahead of their use by background threads: a pass over a
+ * trace's histograms is mostly HDF5 reads and decompression, which then
+ * overlap each other (the reader decompresses outside its lock) and the
+ * tool's own work on the point before.  cli_prefetch_start takes the n
+ * points, in the order the tool will take them; cli_prefetch_take returns
+ * the next one's statistics (index must be that point; whole and hist_for
+ * as cli_load_point, exit 1 on a failed load), to be freed with
+ * at_stats_free; cli_prefetch_stop waits for the threads and frees what was
+ * not taken. */
+struct cli_prefetch;
+struct cli_prefetch *cli_prefetch_start(struct at_reader *r, const int32_t *points, int32_t n,
+                                        int whole, const char *hist_for);
+void cli_prefetch_take(struct cli_prefetch *pf, int32_t index, struct at_stats *s);
+void cli_prefetch_stop(struct cli_prefetch *pf);
 /* All sampled rows of a point ([samples][channels]), and their tokens when
  * tokens is not NULL; NULL (and no tokens) when it has none; exit 1 on
  * failure. */
@@ -116,6 +130,8 @@ void cli_selection_layers(struct cli_selection *s, const char *arg);
 int cli_selected(const struct cli_selection *s, const struct at_point_info *p);
 /* Whether a name matches the -p patterns (any of them; all without one). */
 int cli_selected_name(const struct cli_selection *s, const char *name);
+/* The indices of the points sel selects, in order (*n of them; never NULL). */
+int32_t *cli_selected_points(struct at_reader *r, const struct cli_selection *sel, int32_t *n);
 /* One getopt_long result: 1 when it was -p, -l or component_opt (the tool's
  * value for --component), handled; 0 when not. */
 int cli_selection_option(struct cli_selection *s, int opt, const char *arg, int component_opt);

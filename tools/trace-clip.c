@@ -243,12 +243,12 @@ static void rates_end(struct rates *rt)
 
 static void clip_point(struct at_reader *r, int32_t index, const struct options *o,
                        const struct an_outliers *flags, struct cli_table *bounds,
-                       struct rates *rt)
+                       struct rates *rt, struct cli_prefetch *pf)
 {
 	const struct at_point_info *p = at_reader_point(r, index);
 	int rates = rt->file.f != NULL;
 	struct at_stats s;
-	cli_load_point(r, index, rates, rates ? "--rates" : NULL, &s);
+	cli_prefetch_take(pf, index, &s);
 	float *samples = rates ? cli_load_samples(r, index, NULL) : NULL;
 	struct an_clip_rate hist_sum = {0}, sample_sum = {0};
 	int64_t n = o->all_channels ? p->channels : flags->n, clamped = 0, empty = 0;
@@ -359,13 +359,14 @@ static void close_tables(struct sweep *sw)
 }
 
 /* Every cell's outliers, bounds and rates of one point. */
-static void sweep_point(struct sweep *sw, struct at_reader *r, int32_t index)
+static void sweep_point(struct sweep *sw, struct at_reader *r, int32_t index,
+                        struct cli_prefetch *pf)
 {
 	const struct options *o = sw->o;
 	const struct at_point_info *p = at_reader_point(r, index);
 	struct at_stats s;
 	struct at_error err = {0};
-	cli_load_point(r, index, 1, "--sweep", &s);
+	cli_prefetch_take(pf, index, &s);
 	float *samples = cli_load_samples(r, index, NULL);
 	int comp = component_index(sw, p->component, at_reader_path(r));
 	struct an_params params = o->criteria.params;
@@ -455,14 +456,15 @@ static void run_sweep(struct at_reader *r, const struct options *o)
 		cli_fail(NULL, "out of memory");
 	open_tables(&sw);
 	int32_t n = at_reader_info(r)->points, chosen = 0;
-	for (int32_t i = 0; i < n; i++) {
-		if (!cli_selected(&o->select, at_reader_point(r, i)))
-			continue;
-		chosen++;
-		sweep_point(&sw, r, i);
-		cli_progress("points", i + 1, n);
+	int32_t *points = cli_selected_points(r, &o->select, &chosen);
+	struct cli_prefetch *pf = cli_prefetch_start(r, points, chosen, 1, "--sweep");
+	for (int32_t k = 0; k < chosen; k++) {
+		sweep_point(&sw, r, points[k], pf);
+		cli_progress("points", points[k] + 1, n);
 	}
 	cli_progress_done();
+	cli_prefetch_stop(pf);
+	free(points);
 	if (chosen == 0 && !cli_quiet)
 		cli_warn(at_reader_path(r), "warning: no point matches the selection");
 	close_tables(&sw);
@@ -492,14 +494,18 @@ int main(int argc, char **argv)
 	cli_table_begin(&bounds, stdout, CLI_TSV, o.header, columns, 4);
 	bounds.digits = 17; /* %.17g: every double reads back as itself */
 	int32_t n = at_reader_info(r)->points, chosen = 0;
-	for (int32_t i = 0; i < n; i++) {
-		if (!cli_selected(&o.select, at_reader_point(r, i)))
-			continue;
-		chosen++;
-		clip_point(r, i, &o, per_point ? &per_point[i] : NULL, &bounds, &rt);
+	int32_t *points = cli_selected_points(r, &o.select, &chosen);
+	int whole = rt.file.f != NULL; /* the rates need the histograms */
+	struct cli_prefetch *pf =
+	    cli_prefetch_start(r, points, chosen, whole, whole ? "--rates" : NULL);
+	for (int32_t k = 0; k < chosen; k++) {
+		int32_t i = points[k];
+		clip_point(r, i, &o, per_point ? &per_point[i] : NULL, &bounds, &rt, pf);
 		cli_progress("points", i + 1, n);
 	}
 	cli_progress_done();
+	cli_prefetch_stop(pf);
+	free(points);
 	if (chosen == 0 && !cli_quiet)
 		cli_warn(path, "warning: no point matches the selection");
 	rates_end(&rt);

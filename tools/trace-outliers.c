@@ -129,27 +129,16 @@ static int parse_args(int argc, char **argv, struct options *o)
 
 /* ---------------------------------------------------------------- selection */
 
-/* Which of a trace's points the options select; *n of them. */
-static int32_t *select_points(const struct options *o, const struct at_reader *r, int32_t *n)
+/* The chosen points loaded ahead of their use, whole where the criterion
+ * needs the histograms (ratio reads the whole statistics for its extremes
+ * only). */
+static struct cli_prefetch *prefetch_points(struct at_reader *r, const int32_t *chosen,
+                                            int32_t n, enum an_method m)
 {
-	int32_t total = at_reader_info(r)->points;
-	int32_t *chosen = malloc(((size_t)total + 1) * sizeof *chosen);
-	if (!chosen)
-		cli_fail(at_reader_path(r), "out of memory");
-	*n = 0;
-	for (int32_t i = 0; i < total; i++)
-		if (cli_selected(&o->select, at_reader_point(r, i)))
-			chosen[(*n)++] = i;
-	return chosen;
-}
-
-static void load_point(struct at_reader *r, int32_t index, enum an_method m, struct at_stats *s)
-{
-	char needs[64];
+	static char needs[64];
 	snprintf(needs, sizeof needs, "-m %s", an_method_name(m));
 	int whole = copts_needs_hist(m);
-	/* ratio reads the whole statistics for its extremes only */
-	cli_load_point(r, index, whole, whole && m != AN_RATIO ? needs : NULL, s);
+	return cli_prefetch_start(r, chosen, n, whole, whole && m != AN_RATIO ? needs : NULL);
 }
 
 static void run_criterion(struct at_reader *r, const struct at_stats *s, int32_t index,
@@ -293,9 +282,10 @@ static struct point_result *evaluate(struct at_reader *r, const struct options *
 	struct point_result *results = calloc((size_t)n + 1, sizeof *results);
 	if (!results)
 		cli_fail(at_reader_path(r), "out of memory");
+	struct cli_prefetch *pf = prefetch_points(r, chosen, n, params->method);
 	for (int32_t i = 0; i < n; i++) {
 		struct at_stats s;
-		load_point(r, chosen[i], params->method, &s);
+		cli_prefetch_take(pf, chosen[i], &s);
 		results[i].index = chosen[i];
 		if (elements_out)
 			elements_of_point(elements_out, r, chosen[i], &s, params);
@@ -305,6 +295,7 @@ static struct point_result *evaluate(struct at_reader *r, const struct options *
 		cli_progress("points", i + 1, n);
 	}
 	cli_progress_done();
+	cli_prefetch_stop(pf);
 	return results;
 }
 
@@ -343,7 +334,7 @@ static void report_trace(const char *path, const struct options *o, struct outpu
 {
 	struct at_reader *r = cli_open_trace(path);
 	int32_t n;
-	int32_t *chosen = select_points(o, r, &n);
+	int32_t *chosen = cli_selected_points(r, &o->select, &n);
 	if (n == 0 && !cli_quiet)
 		cli_warn(path, "warning: no point matches the selection");
 	struct point_result *results = evaluate(r, o, chosen, n, o->elements ? out : NULL);
@@ -409,7 +400,7 @@ static int sweep_cell(struct sweep *sw, const char *component)
 static void sweep_trace(struct at_reader *r, const struct options *o, struct sweep *sw)
 {
 	int32_t n;
-	int32_t *chosen = select_points(o, r, &n);
+	int32_t *chosen = cli_selected_points(r, &o->select, &n);
 	struct an_params params = o->criteria.params;
 	double *swept = swept_parameter(&params);
 	struct point_result *per_threshold = calloc((size_t)n + 1, sizeof *per_threshold);
@@ -418,11 +409,13 @@ static void sweep_trace(struct at_reader *r, const struct options *o, struct swe
 	struct at_stats *stats = calloc((size_t)n + 1, sizeof *stats);
 	if (!stats)
 		cli_fail(at_reader_path(r), "out of memory");
+	struct cli_prefetch *pf = prefetch_points(r, chosen, n, params.method);
 	for (int32_t i = 0; i < n; i++) {
-		load_point(r, chosen[i], params.method, &stats[i]);
+		cli_prefetch_take(pf, chosen[i], &stats[i]);
 		cli_progress("loading points", i + 1, n);
 	}
 	cli_progress_done();
+	cli_prefetch_stop(pf);
 	for (int64_t k = 0; k < sw->nthresholds; k++) {
 		*swept = sw->thresholds[k];
 		for (int32_t i = 0; i < n; i++) {

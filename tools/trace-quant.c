@@ -186,11 +186,12 @@ static void quant_row(struct cli_table *t, const struct at_point_info *p, int bi
 }
 
 static void quant_point(struct cli_table *t, struct at_reader *r, int32_t index,
-                        const struct options *o, const struct an_outliers *flags)
+                        const struct options *o, const struct an_outliers *flags,
+                        struct cli_prefetch *pf)
 {
 	const struct at_point_info *p = at_reader_point(r, index);
 	struct at_stats s;
-	cli_load_point(r, index, 1, "trace-quant", &s);
+	cli_prefetch_take(pf, index, &s);
 	float *samples = cli_load_samples(r, index, NULL);
 	double all, rest;
 	absmax_of(&s, flags, &all, &rest);
@@ -397,14 +398,15 @@ int main(int argc, char **argv)
 	                (int)(sizeof columns / sizeof columns[0]));
 	t.digits = o.out.digits;
 	int32_t n = at_reader_info(r)->points, chosen = 0;
-	for (int32_t i = 0; i < n; i++) {
-		if (!cli_selected(&o.select, at_reader_point(r, i)))
-			continue;
-		chosen++;
-		quant_point(&t, r, i, &o, &flags[i]);
-		cli_progress("points", i + 1, n);
+	int32_t *chosen_points = cli_selected_points(r, &o.select, &chosen);
+	struct cli_prefetch *pf = cli_prefetch_start(r, chosen_points, chosen, 1, "trace-quant");
+	for (int32_t k = 0; k < chosen; k++) {
+		quant_point(&t, r, chosen_points[k], &o, &flags[chosen_points[k]], pf);
+		cli_progress("points", chosen_points[k] + 1, n);
 	}
 	cli_progress_done();
+	cli_prefetch_stop(pf);
+	free(chosen_points);
 	if (chosen == 0 && !cli_quiet)
 		cli_warn(argv[first], "warning: no point matches the selection");
 	cli_table_end(&t);
