@@ -25,7 +25,7 @@ printf 'input\tresult\twhere\tfirst_frame\tfirst_acttrace_frame\n'
 for f in "$@"; do
 	rc=0
 	# libFuzzer's own timeout prints where the input was stuck
-	timeout $((${TIMEOUT:-60} * 2)) "$bin" -timeout="${TIMEOUT:-60}" -runs=1 "$f" \
+	timeout $((${TIMEOUT:-60} * 2)) "$bin" -timeout="${TIMEOUT:-60}" -rss_limit_mb=4096 -runs=1 "$f" \
 		>/dev/null 2>"$err" || rc=$?
 	if [ "$rc" -eq 0 ]; then
 		printf '%s\tok\t\t\t\n' "$f"
@@ -34,6 +34,7 @@ for f in "$@"; do
 	result=crash
 	grep -q 'ALARM: working on the last Unit' "$err" && result=hang
 	grep -q 'LeakSanitizer: detected memory leaks' "$err" && result=leak
+	grep -q 'out-of-memory' "$err" && result=oom
 	first=$(frames | head -n 1 | sed 's/^ *#[0-9]* 0x[0-9a-f]* *//; s/^in //; s/ (BuildId.*//')
 	ours=$(frames | grep -E '/(libtrace|tools|analysis|tests/fuzz)/' | head -n 1 |
 		sed 's/^ *#[0-9]* 0x[0-9a-f]* in //')
