@@ -4,7 +4,8 @@
 #   sh tests/fuzz/run.sh [SECONDS [LIBFUZZER_OPTION]...]
 # e.g. the campaign of docs/BENCHMARKS.md, one process that survives crashes
 # inside libhdf5 (each is kept and the campaign goes on):
-#   sh tests/fuzz/run.sh 4200 -fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1
+#   FUZZ_V1=0 sh tests/fuzz/run.sh 4200 -fork=1 -ignore_crashes=1 -ignore_timeouts=1 \
+#     -ignore_ooms=1 -entropic_scale_per_exec_time=1
 # Needs clang with libFuzzer (Debian: clang).  The seeds are tests/fuzz/corpus
 # and both fixtures; new inputs go to $FUZZ_OUT/corpus, crashes, leaks and
 # hangs to $FUZZ_OUT/artifacts.  Leak checking is off while fuzzing (HDF5
@@ -23,6 +24,15 @@ mkdir -p "$out/corpus" "$out/seeds" "$out/artifacts"
 cp tests/fuzz/corpus/* "$out/seeds/"
 cp tests/fixtures/v1/tiny.h5 "$out/seeds/fixture-v1-tiny.h5"
 cp tests/fixtures/v2/tiny.h5 "$out/seeds/fixture-v2-tiny.h5"
+# FUZZ_V1=0: no version 1 seeds (superblock version 0).  HDF5 1.10.8 crashes
+# on their mutations every few hundred runs (H5HG_read, acttrace-format(5)),
+# and in fork mode each crash restarts a job: a campaign over the current
+# format alone runs several times faster.
+if test "${FUZZ_V1:-1}" = 0; then
+	for f in "$out"/seeds/*; do
+		test "$(od -An -tu1 -j8 -N1 "$f" | tr -d ' ')" != 0 || rm "$f"
+	done
+fi
 max_len=$(wc -c "$out"/seeds/* | sort -n | tail -n 2 | head -n 1 | awk '{print $1}')
 flags="-g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined"
 hdf5_cflags=$(pkg-config --cflags hdf5 2>/dev/null || pkg-config --cflags hdf5-serial 2>/dev/null || true)
