@@ -5,8 +5,9 @@
 # runtime and libc (as tests/fuzz-mutate.sh decides), and the first frame in
 # acttrace's code, when any.  TSV on standard output:
 #   input  result  where  first_frame  first_acttrace_frame
-# result: ok, crash (a sanitizer report or a signal), leak, or hang (no answer
-# in TIMEOUT seconds, default 60, and where it was stuck); where: ours, libhdf5, libzstd or other.
+# result: ok, crash (a sanitizer report or a signal), leak, oom (over 4 GiB),
+# or hang (no answer in TIMEOUT seconds, default 60; the frame is where it
+# was stuck); where: ours, libhdf5, libzstd or other.
 #   sh tests/fuzz/triage.sh FILE...    (FUZZ_OUT as for run.sh)
 set -eu
 out=${FUZZ_OUT:-/tmp/acttrace-fuzz}
