@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zstd.h>
+
 #include "h5util.h"
 
 static pthread_once_t h5_lock_once = PTHREAD_ONCE_INIT;
@@ -298,6 +300,89 @@ hid_t h5_open_checked(hid_t loc, const char *name, int rank, const int64_t *want
 	return dset;
 }
 
+/* The bytes one chunk of dset holds once decoded, or 0 when dset is not
+ * chunked behind filter 32015 (then there is nothing of ours to check). */
+static size_t zstd_chunk_bytes(hid_t dset, unsigned *zstd_index)
+{
+	hid_t dcpl = H5Dget_create_plist(dset);
+	hid_t type = H5Dget_type(dset);
+	size_t bytes = 0;
+	hsize_t chunk[8];
+	int rank = dcpl >= 0 && H5Pget_layout(dcpl) == H5D_CHUNKED ? H5Pget_chunk(dcpl, 8, chunk) : -1;
+	int nfilters = dcpl >= 0 ? H5Pget_nfilters(dcpl) : 0;
+	for (int i = 0; i < nfilters; i++) {
+		unsigned flags, cd[8];
+		size_t ncd = 8;
+		if (H5Pget_filter2(dcpl, (unsigned)i, &flags, &ncd, cd, 0, NULL, NULL) ==
+		    AT_ZSTD_FILTER_ID)
+			*zstd_index = (unsigned)i, bytes = 1;
+	}
+	if (bytes && rank > 0 && type >= 0)
+		bytes = H5Tget_size(type);
+	else
+		bytes = 0;
+	for (int i = 0; i < rank && bytes; i++)
+		bytes = chunk[i] && bytes <= SIZE_MAX / chunk[i] ? bytes * (size_t)chunk[i] : 0;
+	if (type >= 0)
+		H5Tclose(type);
+	if (dcpl >= 0)
+		H5Pclose(dcpl);
+	return bytes;
+}
+
+/* HDF5 1.10.8 copies a whole chunk out of whatever its filter pipeline
+ * returns, even when that is shorter: a chunk index damaged to point at
+ * another dataset's (valid, checksummed) frame makes it read past the end of
+ * the buffer (H5D__select_read, H5VM_memcpyvv).  So before HDF5 decodes a
+ * dataset behind filter 32015, each stored chunk must be a frame that
+ * declares exactly a chunk's bytes (or, where the filter was skipped for it,
+ * be exactly that long). */
+static int check_chunk_frames(hid_t dset, const char *name, const char *where,
+                              struct at_error *err)
+{
+	unsigned zstd_index = 0;
+	size_t chunk_bytes = zstd_chunk_bytes(dset, &zstd_index);
+	if (chunk_bytes == 0)
+		return AT_OK;
+	hid_t space = H5Dget_space(dset);
+	hsize_t nchunks = 0;
+	int status = AT_OK;
+	if (space < 0 || H5Dget_num_chunks(dset, space, &nchunks) < 0)
+		status = at_fail(err, AT_EFORMAT, "%s: dataset '%s': unreadable chunk index", where, name);
+	unsigned char *packed = NULL;
+	for (hsize_t i = 0; i < nchunks && !status; i++) {
+		hsize_t offset[8], stored = 0;
+		unsigned mask = 0;
+		haddr_t addr;
+		if (H5Dget_chunk_info(dset, space, i, offset, &mask, &addr, &stored) < 0 ||
+		    stored == 0 || stored > ((hsize_t)1 << 30)) {
+			status = at_fail(err, AT_EFORMAT, "%s: dataset '%s': chunk %llu unreadable", where,
+			                 name, (unsigned long long)i);
+			break;
+		}
+		unsigned char *grown = realloc(packed, (size_t)stored);
+		if (!grown) {
+			status = at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+			break;
+		}
+		packed = grown;
+		unsigned long long content = stored;
+		if (H5Dread_chunk(dset, H5P_DEFAULT, offset, &mask, packed) < 0)
+			content = 0;
+		else if (!(mask & (1u << zstd_index)))
+			content = ZSTD_getFrameContentSize(packed, (size_t)stored);
+		if (content != chunk_bytes)
+			status = at_fail(err, AT_EFORMAT,
+			                 "%s: dataset '%s': chunk %llu does not decode to the chunk's %zu "
+			                 "bytes (corrupt?)",
+			                 where, name, (unsigned long long)i, chunk_bytes);
+	}
+	free(packed);
+	if (space >= 0)
+		H5Sclose(space);
+	return status;
+}
+
 int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
                     const int64_t *want, void *buf, const char *where, struct at_error *err)
 {
@@ -305,6 +390,11 @@ int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
 	hid_t dset = h5_open_checked(loc, name, rank, want, H5Tget_class(mem_type), dims, where, err);
 	if (dset < 0)
 		return err ? err->code : AT_EFORMAT;
+	int checked = check_chunk_frames(dset, name, where, err);
+	if (checked) {
+		H5Dclose(dset);
+		return checked;
+	}
 	herr_t status = H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
 	H5Dclose(dset);
 	if (status < 0)

@@ -76,6 +76,16 @@ expect_stderr "No such file"
 if test -z "${PYTHON_TEST:-}"; then
 	echo "SKIP (partly): no Python with h5py for the damaged-trace cases"
 	
+# Found by fuzzing (docs/BENCHMARKS.md): one byte of a chunk index changed
+# so that a chunk of 'absmax' is another dataset's valid, checksummed frame
+# of 309 bytes.  HDF5 1.10.8 would copy the chunk's 512 bytes out of it (a
+# heap over-read); the reader refuses the chunk before HDF5 decodes it.
+short=$top_srcdir/tests/fuzz/corpus/crash-v2-chunk-index-to-shorter-frame.h5
+expect_one_error trace-outliers "$short"
+expect_one_error trace-stats -p final_norm.in "$short"
+expect_exit 1 trace-stats "$short"
+expect_stderr "dataset 'absmax': chunk 0 does not decode to the chunk's 512 bytes"
+
 hdf5_crash_cases
 echo "ok - $checked bad-input cases"
 	exit 0
@@ -110,6 +120,16 @@ expect_exit 1 trace-stats "$tmp/huge-channels.h5"
 expect_stderr "1099511627776 channels \(1 to 2\^31\)"
 expect_exit 1 trace-stats -p layers.1.mlp.down_proj.in "$tmp/huge-extremes-k.h5"
 expect_stderr "extremes_k = 1099511627776 \(0 to 2\^20\)"
+
+# Found by fuzzing (docs/BENCHMARKS.md): one byte of a chunk index changed
+# so that a chunk of 'absmax' is another dataset's valid, checksummed frame
+# of 309 bytes.  HDF5 1.10.8 would copy the chunk's 512 bytes out of it (a
+# heap over-read); the reader refuses the chunk before HDF5 decodes it.
+short=$top_srcdir/tests/fuzz/corpus/crash-v2-chunk-index-to-shorter-frame.h5
+expect_one_error trace-outliers "$short"
+expect_one_error trace-stats -p final_norm.in "$short"
+expect_exit 1 trace-stats "$short"
+expect_stderr "dataset 'absmax': chunk 0 does not decode to the chunk's 512 bytes"
 
 hdf5_crash_cases
 echo "ok - $checked bad-input cases"

@@ -86,10 +86,25 @@ npoints=$(awk 'NR > 1' "$tmp/tiny.points" | wc -l)
 test "$(awk -F'\t' '$1 == "points" { print $2 }' "$tmp/e.info")" -eq "$npoints" ||
 	fail "trace-stats counts another number of points than --list-points ($npoints)"
 trace-stats -H "$tmp/e.h5" | cut -f 1,2,3,4,5,6 | sort >"$tmp/e.points"
+cut -f 1 "$tmp/e.points" | grep '^layers\.1\.mlp\.' >"$tmp/e.points.mlp"
 awk 'NR > 1' "$tmp/tiny.points" | sort | same_file /dev/stdin "$tmp/e.points"
 trace-stats -H "$tmp/e.h5" | awk -F'\t' '$7 != 300 * $6 { bad = $1 } END { if (bad) { print bad; exit 1 } }' ||
 	fail "a point did not see 300 tokens x channels values"
 echo "ok - trace has the points of --list-points and 300 tokens per channel"
+
+# --- --points GLOB: only the matching points, with the whole run's statistics
+trace-synth --arch mamba-130m --list-points --points 'layers.1.mixer.x_proj.*' |
+	awk 'NR > 1 { print $1 }' >"$tmp/sel.points"
+printf 'layers.1.mixer.x_proj.in\nlayers.1.mixer.x_proj.out\n' | same_file /dev/stdin "$tmp/sel.points"
+trace-synth --arch tiny --tokens 300 --seq-len 30 --points 'layers.1.mlp.*' -q -o "$tmp/sel.h5"
+trace-stats -H "$tmp/sel.h5" | cut -f 1 | sort | same_file "$tmp/e.points.mlp" /dev/stdin
+trace-synth --arch tiny --tokens 300 --seq-len 30 -q -o "$tmp/all.h5"
+trace-stats -H "$tmp/all.h5" | grep '^layers\.1\.mlp\.' >"$tmp/all.mlp"
+trace-stats -H "$tmp/sel.h5" | same_file "$tmp/all.mlp" /dev/stdin
+trace-synth --arch tiny --points 'no.such.*' -o "$tmp/none.h5" 2>"$tmp/err" && fail "--points matching nothing succeeded"
+test -e "$tmp/none.h5" && fail "--points matching nothing wrote a trace"
+grep -q "matches no point" "$tmp/err" || fail "--points matching nothing: $(cat "$tmp/err")"
+echo "ok - --points keeps the matching points only"
 
 # --- --list-points: the header, and RecurrentGemma-2B's totals of Table 4.1
 trace-synth --arch recurrent-gemma-2b --list-points >"$tmp/rg.points"

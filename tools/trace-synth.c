@@ -6,6 +6,7 @@
 #endif
 
 #include <errno.h>
+#include <fnmatch.h>
 #include <getopt.h>
 #include <math.h>
 #include <stdint.h>
@@ -400,6 +401,7 @@ struct options {
 	const char *output;
 	const char *truth;
 	int list_points;
+	const char *points_glob; /* --points GLOB: only the points whose name matches */
 	int64_t shard, shards; /* --shard I/N: this run writes shard I of N (0 <= I < N) */
 	int64_t tp_rank, tp_size; /* --tp-slice I/N: rank I's channel slices of N */
 };
@@ -464,6 +466,9 @@ _Noreturn static void usage(void)
 	       "  --tp-slice I/N   write rank I (0 to N-1) of a tensor-parallel capture over\n"
 	       "                   N ranks: slices of the channels, whole points on rank 0\n"
 	       "                   only; trace-merge of all N ranks equals the whole trace\n"
+	       "  --points GLOB    only the recording points whose name matches GLOB\n"
+	       "                   (fnmatch(3), e.g. 'layers.0.mlp.*'): a small trace of\n"
+	       "                   a large architecture\n"
 	       "  --truth FILE     write the planted channels as TSV (point, channel,\n"
 	       "                   planted_scale); '-' for standard output\n"
 	       "  -q, --quiet      no progress\n"
@@ -501,7 +506,8 @@ static void parse_part(const char *opt, const char *s, int64_t *i, int64_t *n)
 static void parse_args(int argc, char **argv, struct options *o)
 {
 	enum { OPT_ARCH = 256, OPT_TOKENS, OPT_SEED, OPT_SAMPLES, OPT_SEQ_LEN, OPT_BATCH,
-	       OPT_TRUTH, OPT_VERSION, OPT_LIST_POINTS, OPT_SHARD, OPT_TP_SLICE };
+	       OPT_TRUTH, OPT_VERSION, OPT_LIST_POINTS, OPT_SHARD, OPT_TP_SLICE,
+	       OPT_POINTS };
 	static const struct option longopts[] = {
 		{"arch", required_argument, NULL, OPT_ARCH},
 		{"tokens", required_argument, NULL, OPT_TOKENS},
@@ -517,6 +523,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		{"list-points", no_argument, NULL, OPT_LIST_POINTS},
 		{"shard", required_argument, NULL, OPT_SHARD},
 		{"tp-slice", required_argument, NULL, OPT_TP_SLICE},
+		{"points", required_argument, NULL, OPT_POINTS},
 		{NULL, 0, NULL, 0},
 	};
 	*o = (struct options){.tokens = 256, .seq_len = 128, .batch = 64, .shard = 0, .shards = 1,
@@ -540,6 +547,7 @@ static void parse_args(int argc, char **argv, struct options *o)
 		case OPT_LIST_POINTS: o->list_points = 1; break;
 		case OPT_SHARD: parse_part("--shard", optarg, &o->shard, &o->shards); break;
 		case OPT_TP_SLICE: parse_part("--tp-slice", optarg, &o->tp_rank, &o->tp_size); break;
+		case OPT_POINTS: o->points_glob = optarg; break;
 		case ':': cli_usage_error("option '%s' needs an argument", argv[optind - 1]);
 		default: /* optopt: a short option, or the value of a long one given an argument */
 			if (!optopt)
@@ -794,6 +802,16 @@ static int synthesize(const struct options *o, const struct synth_point *points,
 	return rc;
 }
 
+/* Moves the points whose name matches glob to the front, in order; their count. */
+static size_t keep_matching(struct synth_point *points, size_t n, const char *glob)
+{
+	size_t kept = 0;
+	for (size_t i = 0; i < n; i++)
+		if (fnmatch(glob, points[i].name, 0) == 0)
+			points[kept++] = points[i];
+	return kept;
+}
+
 int main(int argc, char **argv)
 {
 	struct options o;
@@ -803,6 +821,12 @@ int main(int argc, char **argv)
 	size_t n = synth_arch_count_points(o.arch);
 	struct synth_point *points = xcalloc(n, sizeof *points);
 	synth_arch_points(o.arch, points);
+	if (o.points_glob) {
+		n = keep_matching(points, n, o.points_glob);
+		if (n == 0)
+			cli_usage_error("--points '%s' matches no point of %s (see --list-points)",
+			                o.points_glob, o.arch->name);
+	}
 	if (o.list_points) {
 		list_points(o.arch, points, n);
 		free(points);
