@@ -4,6 +4,7 @@
 #include <errno.h>
 #include <fnmatch.h>
 #include <getopt.h>
+#include <malloc.h>
 #include <math.h>
 #include <pthread.h>
 #include <signal.h>
@@ -28,6 +29,14 @@ void cli_init(const char *prog)
 	if (strncmp(cli_prog, "lt-", 3) == 0)
 		cli_prog += 3;
 	at_tool_init();
+#ifdef M_MMAP_THRESHOLD
+	/* A point's statistics are a few MB, allocated and freed once a point:
+	 * from mmap (and the heap trimmed after each), every point paid its
+	 * pages again in faults and zeroing (trace-quant: a third of its
+	 * system time; 2.0-2.7 s against 1.75-1.86 s on 2 CPUs). */
+	mallopt(M_MMAP_THRESHOLD, 64 << 20);
+	mallopt(M_TRIM_THRESHOLD, 1 << 30);
+#endif
 }
 
 _Noreturn void cli_version(void)
