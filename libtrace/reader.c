@@ -19,6 +19,10 @@ struct at_reader {
 	char *path;
 	hid_t file;
 	hid_t points_group;
+	/* the statistics' slot (acttrace-format(5), CRASH-SAFE CHECKPOINTS): 1
+	 * when an incomplete trace's /checkpoint/state names /checkpoint/points */
+	int slot;
+	int64_t checkpoint_tokens; /* N_c, or -1: all of /tokens */
 	struct at_trace_info info;
 	struct at_point_info *points;
 	char **weight_names;
@@ -152,7 +156,47 @@ static int read_token_count(struct at_reader *r, struct at_error *err)
 			return at_fail(err, AT_EFORMAT, "%s: /tokens columns differ in length", r->path);
 		r->info.tokens = (int64_t)dims[0];
 	}
+	if (r->checkpoint_tokens > r->info.tokens)
+		return at_fail(err, AT_EFORMAT, "%s: /checkpoint/state names %lld tokens of %lld",
+		               r->path, (long long)r->checkpoint_tokens, (long long)r->info.tokens);
+	if (r->checkpoint_tokens >= 0)
+		r->info.tokens = r->checkpoint_tokens;
 	return AT_OK;
+}
+
+/* An incomplete version 3 trace's last completed checkpoint: its slot and
+ * its number of tokens.  A complete trace holds its statistics in slot 0. */
+static int read_checkpoint_state(struct at_reader *r, struct at_error *err)
+{
+	r->slot = 0;
+	r->checkpoint_tokens = -1;
+	if (r->info.complete || H5Lexists(r->file, "checkpoint", H5P_DEFAULT) <= 0 ||
+	    H5Lexists(r->file, "checkpoint/state", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	int64_t want[1] = {3}, state[3];
+	int status = h5_read_checked(r->file, "checkpoint/state", H5T_NATIVE_INT64, 1, want, state,
+	                             r->path, err);
+	if (status)
+		return status;
+	if (state[1] == 0) /* created, never committed */
+		return AT_OK;
+	if ((state[0] != 0 && state[0] != 1) || state[1] < 0 || state[2] < 0)
+		return at_fail(err, AT_EFORMAT, "%s: /checkpoint/state {%lld, %lld, %lld} is not a "
+		               "slot, a count and tokens", r->path, (long long)state[0],
+		               (long long)state[1], (long long)state[2]);
+	r->slot = (int)state[0];
+	r->checkpoint_tokens = state[2];
+	return AT_OK;
+}
+
+/* The group that holds a point's statistics in the valid slot. */
+static hid_t open_stats_group(const struct at_reader *r, const char *name)
+{
+	if (r->slot == 0)
+		return H5Gopen2(r->points_group, name, H5P_DEFAULT);
+	char path[1024];
+	snprintf(path, sizeof path, "checkpoint/points/%s", name);
+	return H5Gopen2(r->file, path, H5P_DEFAULT);
 }
 
 struct name_list {
@@ -281,8 +325,8 @@ static int read_sample_layout(hid_t g, struct at_point_info *p, const char *wher
 
 /* Every dataset a point must have, checked by shape and type at open, so a
  * damaged trace is refused before any tool starts printing. */
-static int check_point_datasets(hid_t g, const struct at_point_info *p, const char *where,
-                                struct at_error *err)
+static int check_point_datasets(hid_t g, const struct at_point_info *p, int with_samples,
+                                const char *where, struct at_error *err)
 {
 	static const char *const integers[] = {"count", "nonfinite"};
 	static const char *const reals[] = {"mean", "m2", "m3", "m4", "min", "max", "absmax",
@@ -306,7 +350,7 @@ static int check_point_datasets(hid_t g, const struct at_point_info *p, const ch
 			return AT_EFORMAT;
 		H5Dclose(d);
 	}
-	if (p->sample_chunk_rows > 0) {
+	if (with_samples && p->sample_chunk_rows > 0) {
 		if ((d = h5_open_checked(g, "sample_tokens", 1, tokens, H5T_INTEGER, dims, where,
 		                         err)) < 0)
 			return AT_EFORMAT;
@@ -367,9 +411,12 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	p->channels = channels;
 	p->samples_dropped = dropped;
 	p->has_hist = H5Lexists(g, "hist", H5P_DEFAULT) > 0;
-	if (!status && H5Lexists(g, "extremes", H5P_DEFAULT) > 0) {
+	hid_t sg = status ? -1 : open_stats_group(r, name);
+	if (!status && sg < 0)
+		status = at_fail(err, AT_EFORMAT, "%s: no statistics in slot %d", where, r->slot);
+	if (!status && H5Lexists(sg, "extremes", H5P_DEFAULT) > 0) {
 		hsize_t dims[1];
-		hid_t d = h5_open_checked(g, "extremes", 1, NULL, H5T_COMPOUND, dims, where, err);
+		hid_t d = h5_open_checked(sg, "extremes", 1, NULL, H5T_COMPOUND, dims, where, err);
 		status = d < 0 ? AT_EFORMAT : AT_OK;
 		if (d >= 0) {
 			if ((int64_t)dims[0] > MAX_EXTREMES)
@@ -383,7 +430,11 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	if (!status)
 		status = read_sample_layout(g, p, where, err);
 	if (!status)
-		status = check_point_datasets(g, p, where, err);
+		status = check_point_datasets(g, p, 1, where, err);
+	if (!status && r->slot != 0) /* slot 1 holds the statistics only */
+		status = check_point_datasets(sg, p, 0, where, err);
+	if (sg >= 0)
+		H5Gclose(sg);
 	H5Gclose(g);
 	return status;
 }
@@ -461,13 +512,15 @@ static int open_file(struct at_reader *r, const char *path, struct at_error *err
 	if (status)
 		return status;
 	r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+	if (r->file < 0) /* left by a killed SWMR writer (CRASH-SAFE CHECKPOINTS) */
+		r->file = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
 	if (r->file < 0)
 		return at_fail(err, AT_EFORMAT, "%s: cannot open HDF5 file (truncated or corrupt?)",
 		               path);
 	if ((status = read_format(r, err)) || (status = check_root_sizes(r, err)))
 		return status;
 	read_descriptive(r);
-	if ((status = read_token_count(r, err)) || (status = read_points(r, err)))
+	if ((status = read_checkpoint_state(r, err)) || (status = read_token_count(r, err)) || (status = read_points(r, err)))
 		return status;
 	return read_weight_names(r, err);
 }
@@ -564,7 +617,7 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	char where[512];
 	snprintf(where, sizeof where, "%s: point '%s'", r->path, p->name);
 	h5_quiet_begin(&q);
-	hid_t g = H5Gopen2(r->points_group, p->name, H5P_DEFAULT);
+	hid_t g = open_stats_group(r, p->name);
 	if (g < 0)
 		status = at_fail(err, AT_EFORMAT, "%s: cannot open group", where);
 	else
