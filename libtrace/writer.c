@@ -45,6 +45,8 @@
 #define HIST_CHUNK_CHANNELS 4096
 #define ISTORE_K 4 /* create_file says why */
 #define COMPACT_MAX 65535 /* keep_compact's limit: HDF5's largest */
+/* reserve_space's margin for metadata (object headers, chunk indexes) */
+#define RESERVE_SLACK_BYTES ((int64_t)1 << 20)
 
 struct point {
 	struct at_point_desc desc; /* strings owned */
@@ -166,6 +168,35 @@ static int io_fail(struct at_writer *w, struct at_error *err, const char *what_f
 	)
 		return at_fail(err, AT_EIO, "%s: cannot %s: %s", w->path, what, strerror(e));
 	return at_fail(err, AT_EIO, "%s: cannot %s", w->path, what);
+}
+
+/* ---------------------------------------------------------------- space */
+
+/* Room for `bytes` more past HDF5's end of allocation, taken from the file
+ * system (posix_fallocate) before HDF5 allocates it.  HDF5 records a new
+ * allocation in the superblock before it writes there; were the write to
+ * fail (a full disk, a file size limit) the superblock would claim more than
+ * the file holds, and HDF5 would refuse the whole file as truncated, last
+ * checkpoint and all.  A reservation that fails fails before anything is
+ * written.  HDF5 cuts the file back to its allocation when it closes it. */
+static int reserve_space(struct at_writer *w, int64_t bytes)
+{
+	haddr_t eoa;
+	int *fd = NULL;
+	if (H5Fget_eoa(w->file, &eoa) < 0 ||
+	    H5Fget_vfd_handle(w->file, H5P_DEFAULT, (void **)&fd) < 0 || !fd)
+		return -1;
+	struct stat st;
+	off_t want = (off_t)eoa + (off_t)bytes + RESERVE_SLACK_BYTES;
+	if (fstat(*fd, &st) != 0)
+		return -1;
+	if (st.st_size >= want)
+		return 0;
+	int e = posix_fallocate(*fd, st.st_size, want - st.st_size);
+	if (e == EOPNOTSUPP || e == ENOSYS || e == EINVAL) /* no reservation there: try as before */
+		return 0;
+	errno = e;
+	return e ? -1 : 0;
 }
 
 /* ---------------------------------------------------------------- create */
@@ -668,8 +699,8 @@ int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
 		return status;
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
-	if (leave_swmr(w) < 0) {
-		status = io_fail(w, err, "reopen the trace to add point '%s'", desc->name);
+	if (leave_swmr(w) < 0 || reserve_space(w, 0) < 0) {
+		status = io_fail(w, err, "add point '%s'", desc->name);
 		h5_quiet_end(&q);
 		return status;
 	}
@@ -1068,6 +1099,12 @@ static int write_batch(struct at_writer *w, struct queued_chunk *batch, size_t n
 		status = compress_mixed(w, batch, n, err);
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
+	int64_t bytes = 0;
+	for (size_t i = 0; i < n; i++)
+		bytes += (int64_t)batch[i].chunk.packed_bytes +
+		         w->points[batch[i].point].chunk_rows * (int64_t)sizeof(int64_t);
+	if (status == AT_OK && reserve_space(w, bytes) < 0)
+		status = io_fail(w, err, "write samples");
 	for (size_t i = 0; i < n && status == AT_OK; i++) {
 		struct queued_chunk *c = &batch[i];
 		struct point *p = &w->points[c->point];
@@ -1590,7 +1627,10 @@ int at_writer_add_weight_summary(struct at_writer *w, const char *module,
 		return status;
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
-	hid_t weights = leave_swmr(w) == 0 ? H5Gopen2(w->file, "weights", H5P_DEFAULT) : -1;
+	int64_t weight_bytes = (s->rows + s->cols) * 2 * (int64_t)sizeof(double) * 65 / 64;
+	hid_t weights = leave_swmr(w) == 0 && reserve_space(w, weight_bytes) == 0
+	                    ? H5Gopen2(w->file, "weights", H5P_DEFAULT)
+	                    : -1;
 	hid_t g = -1;
 	if (weights >= 0 && H5Lexists(weights, module, H5P_DEFAULT) > 0)
 		status = at_fail(err, AT_EINVAL, "%s: weight '%s' added twice", w->path, module);
@@ -1862,6 +1902,27 @@ static int write_statistics(struct at_writer *w, int last, struct at_error *err)
 	return status == AT_OK ? write_slot(w, 0, err) : status;
 }
 
+/* An upper bound of what a checkpoint adds to the file (reserve_space):
+ * its statistics, as many times as write_statistics writes them, its
+ * partial sample chunks or reservoirs and its new tokens, each as if
+ * compression gained nothing, and room for their chunk indexes. */
+static int64_t checkpoint_bytes(const struct at_writer *w, int last)
+{
+	int slots = last && w->swmr && w->has_state && w->valid_slot == 0 ? 2 : 1;
+	int64_t bytes = (w->ntokens - w->tokens_written) * 3 * (int64_t)sizeof(int32_t);
+	for (int32_t i = 0; i < w->npoints; i++) {
+		const struct point *p = &w->points[i];
+		int64_t c = p->desc.channels;
+		int64_t per_channel = 10 * 8 + (p->stats.hist ? 4 * AT_HIST_BINS : 0);
+		bytes += slots * (c * per_channel + (int64_t)w->opts.extremes * 20);
+		int64_t rows = p->reservoir ? reservoir_rows(p->reservoir) : p->pending_rows;
+		if (p->sample_tokens >= 0) /* rows past `rows` are zeros: they compress to nothing */
+			bytes += rows * (c * 4 + 8) + 4096;
+		bytes += 65536;
+	}
+	return bytes + bytes / 64;
+}
+
 /* Called without h5_quiet: the extension's flush may queue sample chunks,
  * and the writer thread must be drained before this thread calls HDF5. */
 static int checkpoint(struct at_writer *w, int last, struct at_error *err)
@@ -1877,6 +1938,8 @@ static int checkpoint(struct at_writer *w, int last, struct at_error *err)
 	h5_quiet_begin(&q);
 	if (status == AT_OK && w->file < 0)
 		status = at_fail(err, AT_EIO, "%s: the file was lost to an earlier error", w->path);
+	if (status == AT_OK && reserve_space(w, checkpoint_bytes(w, last)) < 0)
+		status = io_fail(w, err, "write the checkpoint");
 	for (int32_t i = 0; i < w->npoints && status == AT_OK; i++) {
 		struct point *p = &w->points[i];
 		if (p->reservoir)

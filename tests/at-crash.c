@@ -132,7 +132,9 @@ static void log_line(int fd, const char *fmt, ...)
  * Beside the writer, the same observations go into at_stats of our own (the
  * writer's are not public), so the log holds the statistics each checkpoint
  * writes: "begin K TOKENS DIGEST" before checkpoint K, "done K" once it has
- * returned.  A kill between the two leaves checkpoint K-1 or K in the file. */
+ * returned.  A kill between the two leaves checkpoint K-1 or K in the file.
+ * A checkpoint that fails (a full disk) is reported, the writer abandoned,
+ * and the exit status 1. */
 _Noreturn static void digest_loop(const char *path, const char *log_path)
 {
 	enum { POINTS = 12, WIDE = 384, ROWS = 48 };
@@ -192,13 +194,19 @@ _Noreturn static void digest_loop(const char *path, const char *log_path)
 		}
 		log_line(log_fd, "begin %ld %lld %llu\n", call, (long long)tokens,
 		         (unsigned long long)d.sum);
-		check(at_writer_checkpoint(w, &err), &err);
+		int status = at_writer_checkpoint(w, &err);
+		if (status != AT_OK) { /* a full disk (tests/full-disk.sh): as a tool would */
+			at_writer_abandon(w);
+			fprintf(stderr, "at-crash: %s\n", err.message);
+			exit(1);
+		}
 		log_line(log_fd, "done %ld\n", call);
 	}
 }
 
 int main(int argc, char **argv)
 {
+	at_tool_init(); /* as the tools: no HDF5 exit handler after a failed close */
 	if (argc == 3 && strcmp(argv[1], "--loop") == 0)
 		loop(argv[2]);
 	if (argc == 4 && strcmp(argv[1], "--digest-loop") == 0)
