@@ -15,6 +15,8 @@
  * every thread work. */
 #define CHUNK_BATCH 64
 
+#define SWMR_READ_ATTEMPTS 4 /* open_swmr says why */
+
 struct at_reader {
 	char *path;
 	hid_t file;
@@ -152,15 +154,18 @@ static int read_token_count(struct at_reader *r, struct at_error *err)
 		if (d < 0)
 			return AT_EFORMAT;
 		H5Dclose(d);
-		if (i > 0 && (int64_t)dims[0] != r->info.tokens)
+		/* past a checkpoint's N_c, a killed writer may have grown one column
+		 * and not the next (CRASH-SAFE CHECKPOINTS): only N_c rows count */
+		int64_t n = (int64_t)dims[0];
+		if (r->checkpoint_tokens > n)
+			return at_fail(err, AT_EFORMAT, "%s: /checkpoint/state names %lld tokens, /%s has %lld",
+			               r->path, (long long)r->checkpoint_tokens, columns[i], (long long)n);
+		if (r->checkpoint_tokens >= 0)
+			n = r->checkpoint_tokens;
+		if (i > 0 && n != r->info.tokens)
 			return at_fail(err, AT_EFORMAT, "%s: /tokens columns differ in length", r->path);
-		r->info.tokens = (int64_t)dims[0];
+		r->info.tokens = n;
 	}
-	if (r->checkpoint_tokens > r->info.tokens)
-		return at_fail(err, AT_EFORMAT, "%s: /checkpoint/state names %lld tokens of %lld",
-		               r->path, (long long)r->checkpoint_tokens, (long long)r->info.tokens);
-	if (r->checkpoint_tokens >= 0)
-		r->info.tokens = r->checkpoint_tokens;
 	return AT_OK;
 }
 
@@ -332,7 +337,7 @@ static int check_point_datasets(hid_t g, const struct at_point_info *p, int with
 	static const char *const reals[] = {"mean", "m2", "m3", "m4", "min", "max", "absmax",
 	                                    "abssum"};
 	int64_t vec[1] = {p->channels}, hist[2] = {p->channels, AT_HIST_BINS};
-	int64_t tokens[1] = {p->samples};
+	int64_t tokens[1] = {-1}; /* at least p->samples (read_point_info) */
 	hsize_t dims[2];
 	hid_t d;
 	for (size_t i = 0; i < sizeof integers / sizeof integers[0]; i++) {
@@ -355,6 +360,9 @@ static int check_point_datasets(hid_t g, const struct at_point_info *p, int with
 		                         err)) < 0)
 			return AT_EFORMAT;
 		H5Dclose(d);
+		if ((int64_t)dims[0] < p->samples)
+			return at_fail(err, AT_EFORMAT, "%s: %lld sample_tokens for %lld samples", where,
+			               (long long)dims[0], (long long)p->samples);
 	}
 	return AT_OK;
 }
@@ -375,6 +383,29 @@ static int read_channel_slice(hid_t g, struct at_point_info *p, int64_t channels
 	p->channel_offset = offset;
 	p->full_channels = full;
 	p->replicated = replicated == 1;
+	return AT_OK;
+}
+
+/* A complete trace has as many sample_tokens as samples.  A killed writer
+ * may have grown one of the two and not the other (samples are outside the
+ * checkpoint's guarantee, CRASH-SAFE CHECKPOINTS): the rows both have. */
+static int settle_sample_rows(const struct at_reader *r, hid_t g, struct at_point_info *p,
+                              const char *where, struct at_error *err)
+{
+	if (p->sample_chunk_rows == 0 || H5Lexists(g, "sample_tokens", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	hsize_t dims[1];
+	hid_t d = h5_open_checked(g, "sample_tokens", 1, NULL, H5T_INTEGER, dims, where, err);
+	if (d < 0)
+		return AT_EFORMAT;
+	H5Dclose(d);
+	if ((int64_t)dims[0] == p->samples)
+		return AT_OK;
+	if (r->info.complete)
+		return at_fail(err, AT_EFORMAT, "%s: %llu sample_tokens for %lld samples", where,
+		               (unsigned long long)dims[0], (long long)p->samples);
+	if ((int64_t)dims[0] < p->samples)
+		p->samples = (int64_t)dims[0];
 	return AT_OK;
 }
 
@@ -429,6 +460,8 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	}
 	if (!status)
 		status = read_sample_layout(g, p, where, err);
+	if (!status)
+		status = settle_sample_rows(r, g, p, where, err);
 	if (!status)
 		status = check_point_datasets(g, p, 1, where, err);
 	if (!status && r->slot != 0) /* slot 1 holds the statistics only */
@@ -506,6 +539,22 @@ static int check_root_sizes(struct at_reader *r, struct at_error *err)
 	return AT_OK;
 }
 
+/* SWMR readers retry a metadata read whose checksum fails, 100 times by
+ * default with growing sleeps, in case a live writer was half-way through
+ * writing it: a damaged file then takes minutes to refuse (tests/damage.sh
+ * found one).  A few attempts cover a live writer's torn read; a killed
+ * writer's file does not change. */
+static hid_t open_swmr(const char *path)
+{
+	hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+	hid_t file = -1;
+	if (fapl >= 0 && H5Pset_metadata_read_attempts(fapl, SWMR_READ_ATTEMPTS) >= 0)
+		file = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl);
+	if (fapl >= 0)
+		H5Pclose(fapl);
+	return file;
+}
+
 static int open_file(struct at_reader *r, const char *path, struct at_error *err)
 {
 	int status = check_is_hdf5(path, err);
@@ -513,7 +562,7 @@ static int open_file(struct at_reader *r, const char *path, struct at_error *err
 		return status;
 	r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
 	if (r->file < 0) /* left by a killed SWMR writer (CRASH-SAFE CHECKPOINTS) */
-		r->file = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, H5P_DEFAULT);
+		r->file = open_swmr(path);
 	if (r->file < 0)
 		return at_fail(err, AT_EFORMAT, "%s: cannot open HDF5 file (truncated or corrupt?)",
 		               path);

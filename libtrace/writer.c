@@ -96,6 +96,7 @@ struct at_writer {
 	int valid_slot;
 	int64_t checkpoints;
 	int has_state;  /* /checkpoint/state and the points' slot 1 exist */
+	int observed;   /* statistics changed since the last checkpoint */
 	int io_failed; /* a write failed: PATH.part is not worth keeping */
 	struct at_writer_options opts;
 	char *model, *source_dtype, *notes, *producer;
@@ -1301,6 +1302,7 @@ int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor
 		               "[%lld, %lld) in /tokens (add tokens before observing)",
 		               w->path, (long long)token_base,
 		               (long long)(token_base + t->batches * t->rows));
+	w->observed = 1;
 	status = at_stats_add(&p->stats, t, token_base, err);
 	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE)
 		status = sample_rows(w, point, t, token_base, err); /* no HDF5: the writer thread's */
@@ -1959,6 +1961,8 @@ static int checkpoint(struct at_writer *w, int last, struct at_error *err)
 		status = io_fail(w, err, "flush the file");
 	if (status == AT_OK && !last && !w->swmr)
 		status = switch_to_swmr(w, err);
+	if (status == AT_OK)
+		w->observed = 0;
 	h5_quiet_end(&q);
 	return status;
 }
@@ -2006,6 +2010,13 @@ void at_writer_abandon(struct at_writer *w)
 	stop_background(w, 0); /* what was queued is lost, as with a crash */
 	struct h5_quiet q;
 	h5_quiet_begin(&q);
+	struct at_error ignored;
+	/* A writer stopped right after a checkpoint (acttrace.capture leaving by
+	 * an exception) still holds that checkpoint's statistics: they go to
+	 * slot 0 too, where readers that know nothing of slots look. */
+	if (w->swmr && w->has_state && w->valid_slot == 1 && !w->observed && !w->io_failed &&
+	    reserve_space(w, checkpoint_bytes(w, 0)) == 0)
+		write_slot(w, 0, &ignored);
 	writer_free(w);
 	h5_quiet_end(&q);
 }
