@@ -24,10 +24,15 @@
 #define CHANNELS 8
 #define TOKENS_PER_CALL 16
 
+/* The writer to abandon when a call fails, as a tool would (full-disk.sh:
+ * nothing may be left behind). */
+static struct at_writer *live;
+
 static void check(int status, const struct at_error *err)
 {
 	if (status == AT_OK)
 		return;
+	at_writer_abandon(live);
 	fprintf(stderr, "at-crash: %s (%s)\n", err->message, at_status_name(status));
 	exit(1);
 }
@@ -150,6 +155,7 @@ _Noreturn static void digest_loop(const char *path, const char *log_path)
 	struct at_error err;
 	struct at_writer *w;
 	check(at_writer_create(&w, path, &opts, &err), &err);
+	live = w;
 	int32_t ids[POINTS];
 	static struct at_stats mirror[POINTS];
 	char names[POINTS][64];
