@@ -21,7 +21,7 @@ tab=$(printf '\t')
 awk -v n="$kills" -v seed="$seed" \
 	'BEGIN { srand(seed); for (i = 0; i < n; i++) printf "%.3f\n", 0.01 + 1.19 * rand() }' \
 	>"$tmp/delays"
-opened=0 matched=0 nofile=0 bad=0 i=0
+opened=0 matched=0 nofile=0 bad=0 inside=0 i=0
 while read -r delay; do
 	i=$((i + 1))
 	rm -f "$tmp/k.h5" "$tmp/k.h5.part" "$tmp/k.log"
@@ -31,8 +31,10 @@ while read -r delay; do
 	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
 	test -s "$tmp/crash.err" && { bad=$((bad + 1)); echo "kill $i: $(cat "$tmp/crash.err")"; continue; }
+	# the log's last line is "begin K": killed inside at_writer_checkpoint
+	tail -n 1 "$tmp/k.log" 2>/dev/null | grep -q '^begin' && inside=$((inside + 1))
 	if ! test -e "$tmp/k.h5"; then
-		if grep -q '^done' "$tmp/k.log"; then
+		if grep -qs '^done' "$tmp/k.log"; then
 			bad=$((bad + 1))
 			echo "kill $i (${delay}s): no file after a completed checkpoint"
 		else
@@ -71,8 +73,8 @@ while read -r delay; do
 	fi
 	matched=$((matched + 1))
 done <"$tmp/delays"
-echo "$kills kills (seed $seed): $opened files opened with complete=0, $matched held exactly" \
-	"the statistics of a logged checkpoint, $nofile killed before the first checkpoint" \
-	"(no file), $bad failed"
+echo "$kills kills (seed $seed; $inside inside a checkpoint call): $opened files opened with" \
+	"complete=0, $matched held exactly the statistics of a logged checkpoint, $nofile killed" \
+	"before the first checkpoint (no file), $bad failed"
 test "$bad" -eq 0 || fail "$bad of $kills killed captures left a bad trace"
 echo "ok - every killed capture left its last completed checkpoint"
