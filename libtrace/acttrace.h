@@ -18,7 +18,7 @@ extern "C" {
 #endif
 
 #define AT_FORMAT_NAME "acttrace"
-#define AT_FORMAT_VERSION 2
+#define AT_FORMAT_VERSION 3
 /* The oldest version this library still reads. */
 #define AT_FORMAT_VERSION_MIN 1
 

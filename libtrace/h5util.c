@@ -116,6 +116,16 @@ int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value)
 	return attr_put_scalar(obj, name, type, H5T_NATIVE_INT64, &value);
 }
 
+int h5_attr_rewrite_int(hid_t obj, const char *name, int64_t value)
+{
+	hid_t attr = H5Aopen(obj, name, H5P_DEFAULT);
+	if (attr < 0)
+		return -1;
+	herr_t status = H5Awrite(attr, H5T_NATIVE_INT64, &value);
+	H5Aclose(attr);
+	return status < 0 ? -1 : 0;
+}
+
 int h5_attr_put_u64(hid_t obj, const char *name, uint64_t value)
 {
 	return attr_put_scalar(obj, name, H5T_STD_U64LE, H5T_NATIVE_UINT64, &value);

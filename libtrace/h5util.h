@@ -29,6 +29,9 @@ const char *h5_system_error(char *buf, size_t size);
 int h5_attr_put_string(hid_t obj, const char *name, const char *value);
 int h5_attr_put_int(hid_t obj, const char *name, hid_t type, int64_t value);
 int h5_attr_put_u64(hid_t obj, const char *name, uint64_t value);
+/* An existing integer attribute's value, rewritten in place (no delete and
+ * create: what an SWMR writer may do, see writer.c). */
+int h5_attr_rewrite_int(hid_t obj, const char *name, int64_t value);
 int h5_attr_put_doubles(hid_t obj, const char *name, const double *values, hsize_t n);
 /* Reads: -1 when absent or of the wrong class. */
 int h5_attr_get_string(hid_t obj, const char *name, char *buf, size_t size);

@@ -16,10 +16,16 @@
  * every thread work. */
 #define CHUNK_BATCH 64
 
+#define SWMR_READ_ATTEMPTS 4 /* open_swmr says why */
+
 struct at_reader {
 	char *path;
 	hid_t file;
 	hid_t points_group;
+	/* the statistics' slot (acttrace-format(5), CRASH-SAFE CHECKPOINTS): 1
+	 * when an incomplete trace's /checkpoint/state names /checkpoint/points */
+	int slot;
+	int64_t checkpoint_tokens; /* N_c, or -1: all of /tokens */
 	struct at_trace_info info;
 	struct at_point_info *points;
 	char **weight_names;
@@ -149,11 +155,54 @@ static int read_token_count(struct at_reader *r, struct at_error *err)
 		if (d < 0)
 			return AT_EFORMAT;
 		H5Dclose(d);
-		if (i > 0 && (int64_t)dims[0] != r->info.tokens)
+		/* past a checkpoint's N_c, a killed writer may have grown one column
+		 * and not the next (CRASH-SAFE CHECKPOINTS): only N_c rows count */
+		int64_t n = (int64_t)dims[0];
+		if (r->checkpoint_tokens > n)
+			return at_fail(err, AT_EFORMAT, "%s: /checkpoint/state names %lld tokens, /%s has %lld",
+			               r->path, (long long)r->checkpoint_tokens, columns[i], (long long)n);
+		if (r->checkpoint_tokens >= 0)
+			n = r->checkpoint_tokens;
+		if (i > 0 && n != r->info.tokens)
 			return at_fail(err, AT_EFORMAT, "%s: /tokens columns differ in length", r->path);
-		r->info.tokens = (int64_t)dims[0];
+		r->info.tokens = n;
 	}
 	return AT_OK;
+}
+
+/* An incomplete version 3 trace's last completed checkpoint: its slot and
+ * its number of tokens.  A complete trace holds its statistics in slot 0. */
+static int read_checkpoint_state(struct at_reader *r, struct at_error *err)
+{
+	r->slot = 0;
+	r->checkpoint_tokens = -1;
+	if (r->info.complete || H5Lexists(r->file, "checkpoint", H5P_DEFAULT) <= 0 ||
+	    H5Lexists(r->file, "checkpoint/state", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	int64_t want[1] = {3}, state[3];
+	int status = h5_read_checked(r->file, "checkpoint/state", H5T_NATIVE_INT64, 1, want, state,
+	                             r->path, err);
+	if (status)
+		return status;
+	if (state[1] == 0) /* created, never committed */
+		return AT_OK;
+	if ((state[0] != 0 && state[0] != 1) || state[1] < 0 || state[2] < 0)
+		return at_fail(err, AT_EFORMAT, "%s: /checkpoint/state {%lld, %lld, %lld} is not a "
+		               "slot, a count and tokens", r->path, (long long)state[0],
+		               (long long)state[1], (long long)state[2]);
+	r->slot = (int)state[0];
+	r->checkpoint_tokens = state[2];
+	return AT_OK;
+}
+
+/* The group that holds a point's statistics in the valid slot. */
+static hid_t open_stats_group(const struct at_reader *r, const char *name)
+{
+	if (r->slot == 0)
+		return H5Gopen2(r->points_group, name, H5P_DEFAULT);
+	char path[1024];
+	snprintf(path, sizeof path, "checkpoint/points/%s", name);
+	return H5Gopen2(r->file, path, H5P_DEFAULT);
 }
 
 struct name_list {
@@ -282,14 +331,14 @@ static int read_sample_layout(hid_t g, struct at_point_info *p, const char *wher
 
 /* Every dataset a point must have, checked by shape and type at open, so a
  * damaged trace is refused before any tool starts printing. */
-static int check_point_datasets(hid_t g, const struct at_point_info *p, const char *where,
-                                struct at_error *err)
+static int check_point_datasets(hid_t g, const struct at_point_info *p, int with_samples,
+                                const char *where, struct at_error *err)
 {
 	static const char *const integers[] = {"count", "nonfinite"};
 	static const char *const reals[] = {"mean", "m2", "m3", "m4", "min", "max", "absmax",
 	                                    "abssum"};
 	int64_t vec[1] = {p->channels}, hist[2] = {p->channels, AT_HIST_BINS};
-	int64_t tokens[1] = {p->samples};
+	int64_t tokens[1] = {-1}; /* at least p->samples (read_point_info) */
 	hsize_t dims[2];
 	hid_t d;
 	for (size_t i = 0; i < sizeof integers / sizeof integers[0]; i++) {
@@ -307,11 +356,14 @@ static int check_point_datasets(hid_t g, const struct at_point_info *p, const ch
 			return AT_EFORMAT;
 		H5Dclose(d);
 	}
-	if (p->sample_chunk_rows > 0) {
+	if (with_samples && p->sample_chunk_rows > 0) {
 		if ((d = h5_open_checked(g, "sample_tokens", 1, tokens, H5T_INTEGER, dims, where,
 		                         err)) < 0)
 			return AT_EFORMAT;
 		H5Dclose(d);
+		if ((int64_t)dims[0] < p->samples)
+			return at_fail(err, AT_EFORMAT, "%s: %lld sample_tokens for %lld samples", where,
+			               (long long)dims[0], (long long)p->samples);
 	}
 	return AT_OK;
 }
@@ -332,6 +384,29 @@ static int read_channel_slice(hid_t g, struct at_point_info *p, int64_t channels
 	p->channel_offset = offset;
 	p->full_channels = full;
 	p->replicated = replicated == 1;
+	return AT_OK;
+}
+
+/* A complete trace has as many sample_tokens as samples.  A killed writer
+ * may have grown one of the two and not the other (samples are outside the
+ * checkpoint's guarantee, CRASH-SAFE CHECKPOINTS): the rows both have. */
+static int settle_sample_rows(const struct at_reader *r, hid_t g, struct at_point_info *p,
+                              const char *where, struct at_error *err)
+{
+	if (p->sample_chunk_rows == 0 || H5Lexists(g, "sample_tokens", H5P_DEFAULT) <= 0)
+		return AT_OK;
+	hsize_t dims[1];
+	hid_t d = h5_open_checked(g, "sample_tokens", 1, NULL, H5T_INTEGER, dims, where, err);
+	if (d < 0)
+		return AT_EFORMAT;
+	H5Dclose(d);
+	if ((int64_t)dims[0] == p->samples)
+		return AT_OK;
+	if (r->info.complete)
+		return at_fail(err, AT_EFORMAT, "%s: %llu sample_tokens for %lld samples", where,
+		               (unsigned long long)dims[0], (long long)p->samples);
+	if ((int64_t)dims[0] < p->samples)
+		p->samples = (int64_t)dims[0];
 	return AT_OK;
 }
 
@@ -368,9 +443,12 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	p->channels = channels;
 	p->samples_dropped = dropped;
 	p->has_hist = H5Lexists(g, "hist", H5P_DEFAULT) > 0;
-	if (!status && H5Lexists(g, "extremes", H5P_DEFAULT) > 0) {
+	hid_t sg = status ? -1 : open_stats_group(r, name);
+	if (!status && sg < 0)
+		status = at_fail(err, AT_EFORMAT, "%s: no statistics in slot %d", where, r->slot);
+	if (!status && H5Lexists(sg, "extremes", H5P_DEFAULT) > 0) {
 		hsize_t dims[1];
-		hid_t d = h5_open_checked(g, "extremes", 1, NULL, H5T_COMPOUND, dims, where, err);
+		hid_t d = h5_open_checked(sg, "extremes", 1, NULL, H5T_COMPOUND, dims, where, err);
 		status = d < 0 ? AT_EFORMAT : AT_OK;
 		if (d >= 0) {
 			if ((int64_t)dims[0] > MAX_EXTREMES)
@@ -384,7 +462,13 @@ static int read_point_info(struct at_reader *r, const char *name, struct at_poin
 	if (!status)
 		status = read_sample_layout(g, p, where, err);
 	if (!status)
-		status = check_point_datasets(g, p, where, err);
+		status = settle_sample_rows(r, g, p, where, err);
+	if (!status)
+		status = check_point_datasets(g, p, 1, where, err);
+	if (!status && r->slot != 0) /* slot 1 holds the statistics only */
+		status = check_point_datasets(sg, p, 0, where, err);
+	if (sg >= 0)
+		H5Gclose(sg);
 	H5Gclose(g);
 	return status;
 }
@@ -456,19 +540,37 @@ static int check_root_sizes(struct at_reader *r, struct at_error *err)
 	return AT_OK;
 }
 
+/* SWMR readers retry a metadata read whose checksum fails, 100 times by
+ * default with growing sleeps, in case a live writer was half-way through
+ * writing it: a damaged file then takes minutes to refuse (tests/damage.sh
+ * found one).  A few attempts cover a live writer's torn read; a killed
+ * writer's file does not change. */
+static hid_t open_swmr(const char *path)
+{
+	hid_t fapl = H5Pcreate(H5P_FILE_ACCESS);
+	hid_t file = -1;
+	if (fapl >= 0 && H5Pset_metadata_read_attempts(fapl, SWMR_READ_ATTEMPTS) >= 0)
+		file = H5Fopen(path, H5F_ACC_RDONLY | H5F_ACC_SWMR_READ, fapl);
+	if (fapl >= 0)
+		H5Pclose(fapl);
+	return file;
+}
+
 static int open_file(struct at_reader *r, const char *path, struct at_error *err)
 {
 	int status = check_is_hdf5(path, err);
 	if (status)
 		return status;
 	r->file = H5Fopen(path, H5F_ACC_RDONLY, H5P_DEFAULT);
+	if (r->file < 0) /* left by a killed SWMR writer (CRASH-SAFE CHECKPOINTS) */
+		r->file = open_swmr(path);
 	if (r->file < 0)
 		return at_fail(err, AT_EFORMAT, "%s: cannot open HDF5 file (truncated or corrupt?)",
 		               path);
 	if ((status = read_format(r, err)) || (status = check_root_sizes(r, err)))
 		return status;
 	read_descriptive(r);
-	if ((status = read_token_count(r, err)) || (status = read_points(r, err)))
+	if ((status = read_checkpoint_state(r, err)) || (status = read_token_count(r, err)) || (status = read_points(r, err)))
 		return status;
 	return read_weight_names(r, err);
 }
@@ -730,7 +832,7 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	struct hist_raw raw;
 	memset(&raw, 0, sizeof raw);
 	h5_quiet_begin(&q);
-	hid_t g = H5Gopen2(r->points_group, p->name, H5P_DEFAULT);
+	hid_t g = open_stats_group(r, p->name);
 	if (g < 0)
 		status = at_fail(err, AT_EFORMAT, "%s: cannot open group", where);
 	else

@@ -394,10 +394,12 @@ int main(int argc, char **argv)
 		at_writer_abandon(w);
 		die_at(&err);
 	}
-	add_tokens(w, &a, &token_base);
-	observe(w, point, &a, data, token_base);
+	/* weights first, as a capture adds them: with --abandon, what was added
+	 * after the last checkpoint is not in the file (acttrace-format(5)) */
 	for (int i = 0; i < a.n_weights; i++)
 		add_weight(w, &a.weights[i]);
+	add_tokens(w, &a, &token_base);
+	observe(w, point, &a, data, token_base);
 	if (a.abandon) {
 		at_writer_abandon(w); /* the file keeps its last checkpoint, complete=0 */
 		free(data);

@@ -98,7 +98,7 @@ for f in $(cat "$tmp/made"); do
 	run_tools "$f"
 done
 expect_exit 1 trace-stats "$tmp/wrong-version.h5"
-expect_stderr "unsupported format_version 3"
+expect_stderr "unsupported format_version 4"
 expect_exit 1 trace-stats "$tmp/not-a-trace.h5"
 expect_stderr "not an acttrace trace"
 expect_exit 1 trace-stats "$tmp/missing-dataset.h5"

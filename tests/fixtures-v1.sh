@@ -6,7 +6,9 @@
 # VERSION 2" in acttrace-format(5): version 1 stays readable).  The same
 # trace-synth command written by the version-2 writer (tests/fixtures/v2,
 # also frozen: bfloat16 samples, fixed-length strings, superblock 2) holds
-# the same values, so every tool must print the same for it.
+# the same values, so every tool must print the same for it; so must the
+# version-3 twin (tests/fixtures/v3, frozen: superblock 3, and the second
+# slot of statistics of its checkpoint half way, acttrace-format(5)).
 set -eu
 . "${top_srcdir:-.}/tests/common.sh"
 v1=$top_srcdir/tests/fixtures/v1
@@ -45,4 +47,5 @@ read_fixture() {
 
 read_fixture "$v1/tiny.h5" 1
 read_fixture "$top_srcdir/tests/fixtures/v2/tiny.h5" 2
-echo "ok: the version-1 fixture reads with every tool, and its version-2 twin the same"
+read_fixture "$top_srcdir/tests/fixtures/v3/tiny.h5" 3
+echo "ok: the version-1 fixture reads with every tool, and its version-2 and 3 twins the same"

@@ -52,6 +52,28 @@ test "$code" -eq 1 || fail "trace-clip -r on a full disk: exit $code: $(cat "$tm
 grep -q "^trace-clip: $tmp/small/rates.tsv: " "$tmp/err" || fail "trace-clip -r: $(cat "$tmp/err")"
 test -z "$(left)" || fail "trace-clip left $(left)"
 
+# a capture that checkpoints until the file size limit stops it: one line,
+# exit 1, and the trace of its last completed checkpoint, exactly (the same
+# check as kill-checkpoint.sh's), no temporary; under a smaller limit no
+# checkpoint completes and nothing is left
+if test -n "${PYTHON_TEST:-}"; then
+	crash="$top_builddir/tests/at-crash"
+	run_limited 15000 "$crash" --digest-loop "$tmp/small/c.h5" "$tmp/c.log"
+	test "$code" -eq 1 || fail "a capture on a full disk: exit $code: $(cat "$tmp/err")"
+	only_line at-crash "^at-crash: $tmp/small/c.h5: cannot write (the checkpoint|samples of '[^']*'): (File too large|No space left on device)$"
+	test "$(left)" = c.h5 || fail "the capture left $(left)"
+	expect_exit 0 trace-stats --info "$tmp/small/c.h5"
+	grep -qx "complete	0" "$tmp/out" || fail "not complete=0: $(cat "$tmp/out")"
+	"$PYTHON_TEST" "$top_srcdir/tests/checkpoint-digest.py" "$tmp/small/c.h5" "$tmp/c.log" \
+		>"$tmp/check" 2>&1 || fail "the capture's last checkpoint: $(cat "$tmp/check")"
+	grep -Eq '^checkpoint ([0-9]+) of [0-9]+ begun, \1 done' "$tmp/check" ||
+		fail "not the last completed checkpoint: $(cat "$tmp/check")"
+	rm -f "$tmp/small/c.h5"
+	run_limited 1000 "$crash" --digest-loop "$tmp/small/c.h5" "$tmp/c.log"
+	test "$code" -eq 1 || fail "a capture on a disk too small: exit $code: $(cat "$tmp/err")"
+	test -z "$(left)" || fail "a capture that never checkpointed left $(left)"
+fi
+
 # standard output that cannot be written
 if test -w /dev/full; then
 	for tool in "trace-stats" "trace-stats -p layers.0.mlp.down_proj.in" "trace-outliers" \
@@ -64,4 +86,4 @@ if test -w /dev/full; then
 		only_line "$tool" "^${tool%% *}: write error on standard output"
 	done
 fi
-echo "ok - a full disk and a full standard output: one line, exit 1, nothing left"
+echo "ok - a full disk and a full standard output: one line, exit 1, nothing left (a capture: its last checkpoint)"

@@ -62,7 +62,7 @@ def main():
         f.create_dataset("x", data=np.arange(10))
     print(f"{outdir}/not-a-trace.h5")
     cases = {
-        "wrong-version": lambda f: f.attrs.modify("format_version", np.int32(3)),
+        "wrong-version": lambda f: f.attrs.modify("format_version", np.int32(4)),
         "wrong-format": lambda f: f.attrs.modify("format", "something-else"),
         "no-version": lambda f: f.attrs.__delitem__("format_version"),
         "missing-dataset": lambda f: first_point(f).__delitem__("m2"),

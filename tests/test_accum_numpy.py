@@ -215,7 +215,7 @@ def canonical_bits(a):
 def check_file_attrs(f, case):
     a = f.attrs
     check.ok(text(a.get("format")) == "acttrace", f"format attr is {a.get('format')!r}")
-    check.ok(a.get("format_version") == 2, f"format_version is {a.get('format_version')!r}")
+    check.ok(a.get("format_version") == 3, f"format_version is {a.get('format_version')!r}")
     check.ok(a.get("complete") == 1, f"complete is {a.get('complete')!r}")
     check.ok(text(a.get("model")) == "at-feed", f"model attr is {a.get('model')!r}")
     want_dtype = {"f32": "float32", "f16": "float16", "bf16": "bfloat16"}[case["dtype"]]

@@ -178,14 +178,15 @@ def read_everything(path):
                filters.index(SHUFFLE_FILTER_ID) < filters.index(ZSTD_FILTER_ID),
                f"{path}: /{name}: filters {filters}: zstd should come after shuffle")
 
-    # format version 2: file-format bounds 1.8, superblock 2 with its checksum
+    # format version 3: file-format bounds 1.10, superblock 3 with its checksum
+    # (version 2's was superblock 2; SWMR needs 3, acttrace-format(5))
     with open(path, "rb") as raw:
         head = raw.read(9)
-    ok(head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] == 2,
-       f"{path}: superblock version {head[8] if len(head) > 8 else None}, expected 2")
+    ok(head[:8] == b"\x89HDF\r\n\x1a\n" and head[8] == 3,
+       f"{path}: superblock version {head[8] if len(head) > 8 else None}, expected 3")
     with h5py.File(path, "r") as f:
         f.visititems(visit)
-        ok(text(f.attrs.get("format")) == "acttrace" and f.attrs.get("format_version") == 2,
+        ok(text(f.attrs.get("format")) == "acttrace" and f.attrs.get("format_version") == 3,
            f"{path}: format {f.attrs.get('format')!r} version {f.attrs.get('format_version')!r}")
         ok(f.attrs.get("complete") == 1, f"{path}: complete = {f.attrs.get('complete')!r}")
     found["chunks"] = decode_chunks_independently(path, zstd_datasets)

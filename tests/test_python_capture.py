@@ -524,6 +524,57 @@ class SourceLog:
         cap.writer.observe_view = observe_view
 
 
+READ_STATE = """
+import sys, h5py, hdf5plugin
+with h5py.File(sys.argv[1], "r", swmr=True) as f:
+    print(int(f.attrs["complete"]), *(int(v) for v in f["checkpoint/state"][:]),
+          f["tokens/seq"].shape[0])
+"""
+
+
+def read_state(path):
+    """complete, /checkpoint/state and len(/tokens) of a trace that this
+    process still writes, read by another process (as SWMR allows)."""
+    import subprocess
+    out = subprocess.run([sys.executable, "-c", READ_STATE, path], capture_output=True,
+                         text=True)
+    return [int(v) for v in out.stdout.split()] if out.returncode == 0 else out.stderr
+
+
+def checkpoint_seconds_case(tmp):
+    """checkpoint_seconds (trace-capture --checkpoint-every): a capture with
+    a tiny interval checkpoints after every forward, so that another process
+    reads the trace while it is written, as of the last forward; with a long
+    one nothing is checkpointed and the trace exists only as PATH.part until
+    it is closed."""
+    check.context = "checkpoint_seconds"
+    model = tiny_llama()
+    ids = torch.randint(0, VOCAB, (2, 5), generator=torch.Generator().manual_seed(7))
+    path = os.path.join(tmp, "seconds.h5")
+    with torch.no_grad(), acttrace.capture(model, path, weights=False,
+                                           checkpoint_seconds=1e-6):
+        for forward in range(1, 4):
+            model(ids)
+            state = read_state(path)
+            check.ok(isinstance(state, list) and state[0] == 0 and
+                     state[2:] == [forward, 10 * forward, 10 * forward],
+                     f"after forward {forward}: complete, slot, checkpoint, tokens: {state}")
+    with h5py.File(path, "r") as f:
+        check.ok(int(f.attrs["complete"]) == 1 and f["checkpoint/state"][0] == 0,
+                 "closed: complete, statistics in slot 0")
+    slow = os.path.join(tmp, "slow.h5")
+    with torch.no_grad(), acttrace.capture(model, slow, weights=False, checkpoint_seconds=3600):
+        model(ids)
+        check.ok(not os.path.exists(slow) and os.path.exists(slow + ".part"),
+                 "no checkpoint yet: only PATH.part")
+    check.ok(os.path.exists(slow) and not os.path.exists(slow + ".part"), "closed: PATH")
+    try:
+        acttrace.capture(model, slow, checkpoint_seconds=-1)
+        check.ok(False, "checkpoint_seconds=-1 accepted")
+    except acttrace.Error:
+        check.ok(True, "checkpoint_seconds=-1 refused")
+
+
 def dedup_case(tmp):
     """capture(dedup=True) against dedup=False on the tiny Llama, under
     no_grad and inference_mode, sampling every:2: identical statistics and
@@ -759,6 +810,7 @@ def main():
         recent_case()
         same_tensor_pairs_case()
         dedup_case(tmp)
+        checkpoint_seconds_case(tmp)
     print(f"# {time.time() - start:.1f} s")
     check.done("test_python_capture")
 

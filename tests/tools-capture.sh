@@ -55,6 +55,9 @@ for args in "" \
 	"--model $tmp/model --text $tmp/text.txt -o $out --sample every:0" \
 	"--model $tmp/model --text $tmp/text.txt -o $out --clip-report $tmp/r.tsv" \
 	"--model $tmp/model --text $tmp/text.txt -o $out --bogus" \
+	"--model $tmp/model --text $tmp/text.txt -o $out --checkpoint-every -1" \
+	"--model $tmp/model --text $tmp/text.txt -o $out --checkpoint-every nan" \
+	"--model $tmp/model --text $tmp/text.txt -o $out --checkpoint-every" \
 	"--model $tmp/model --text $tmp/text.txt -o $out --perplexity=yes" \
 	"--model $tmp/model --text - - -o $out" \
 	"--model $tmp/model --text $tmp/text.txt -o $out -- extra" \
@@ -69,6 +72,8 @@ expect_exit 2 trace-capture --model "$tmp/model" --text "$tmp/text.txt" -o "$out
 expect_stderr "^trace-capture: --tokens: 'x' is not an integer"
 expect_exit 2 trace-capture --model "$tmp/model" --text "$tmp/text.txt" -o "$out" --bogus
 expect_stderr "unknown option '--bogus'"
+expect_exit 2 trace-capture --model "$tmp/model" --text "$tmp/text.txt" -o "$out" --checkpoint-every=1m
+expect_stderr "^trace-capture: --checkpoint-every: '1m' is not a number of seconds >= 0"
 echo "ok - usage errors exit 2"
 
 # --- bad input: exit 1, one line naming the file, no trace

@@ -28,6 +28,7 @@ same tokens and records the channel slices it holds, rank 0 alone records
 the tensors that are whole on every rank (acttrace.parallel), and the merge
 (the same merge=True) assembles the slices into whole points."""
 import os
+import time
 import warnings
 import weakref
 
@@ -156,6 +157,7 @@ class Capture:
     def __init__(self, model, path, catalogue="auto", *, sample=None, hist=True, extremes=None,
                  max_samples=None, compression_level=None, threads=None, weights=True,
                  points=None, model_name=None, notes=None, checkpoint_every=0,
+                 checkpoint_seconds=0,
                  sample_bytes_in_flight=None, when_busy=None, overlap=False, merge=False,
                  sample_seed=0, dedup=True):
         if not isinstance(model, torch.nn.Module):
@@ -192,6 +194,11 @@ class Capture:
             rank=self.rank, world_size=self.world_size, sample_seed=sample_seed, overlap=overlap)
         self.record_weights = weights
         self.checkpoint_every = int(checkpoint_every)
+        self.checkpoint_seconds = float(checkpoint_seconds)
+        if not self.checkpoint_seconds >= 0 or self.checkpoint_every < 0:
+            raise Error(f"capture: checkpoint_every {checkpoint_every} and checkpoint_seconds "
+                        f"{checkpoint_seconds} must be >= 0")
+        self._last_checkpoint = time.monotonic()
         if dedup not in (True, False, "trust"):
             raise Error(f"capture: dedup must be True, False or 'trust', not {dedup!r}")
         self._recent = Recent(trust=dedup == "trust") if dedup else None
@@ -389,8 +396,18 @@ class Capture:
         self.forwards += 1
         self.writer.overlap_join()
         self.writer.overlap_changed()
-        if self.checkpoint_every > 0 and self.forwards % self.checkpoint_every == 0:
+        if self._checkpoint_due():
             self.writer.checkpoint()
+            self._last_checkpoint = time.monotonic()
+
+    def _checkpoint_due(self):
+        """After a forward: every checkpoint_every forwards, or once
+        checkpoint_seconds have passed since the last checkpoint (measured
+        from its end, so that slow checkpoints cannot take all the time)."""
+        if self.checkpoint_every > 0 and self.forwards % self.checkpoint_every == 0:
+            return True
+        return self.checkpoint_seconds > 0 and \
+            time.monotonic() - self._last_checkpoint >= self.checkpoint_seconds
 
     def _embedding_pre(self, module, args, kwargs):
         ids = self._ids_of(args, kwargs)
@@ -478,7 +495,10 @@ def capture(model, path, catalogue="auto", **options):
     the checkpoints), sample_seed (the reservoir's), hist (bool), extremes (K), max_samples, compression_level, threads,
     weights (record weight statistics, default True), points (names or a
     predicate on Point: a subset), model_name, notes, checkpoint_every
-    (forwards between checkpoints, 0: only at the end), sample_bytes_in_flight,
+    (forwards between checkpoints, 0: only at the end), checkpoint_seconds
+    (a checkpoint after the first forward that ends at least this long after
+    the last checkpoint, 0: none; a killed capture keeps its last
+    checkpoint, acttrace-format(5)), sample_bytes_in_flight,
     when_busy ("wait" or "drop", when the sample writer is behind), overlap
     (reduce CUDA tensors on a side stream; writer.Overlap says what it
     assumes), merge (under torch.distributed: True, or the merged trace's
