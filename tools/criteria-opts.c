@@ -236,16 +236,21 @@ int copts_run(struct at_reader *r, const struct an_params *p, const struct an_po
 	int32_t n = at_reader_info(r)->points;
 	int hist = copts_needs_hist(p->method);
 	memset(per_point, 0, (size_t)n * sizeof *per_point);
+	int32_t *all = malloc(((size_t)n + 1) * sizeof *all);
+	if (!all)
+		cli_fail(at_reader_path(r), "out of memory");
+	for (int32_t i = 0; i < n; i++)
+		all[i] = i;
+	/* a load that fails exits 1 with the reader's message, as the callers did */
+	struct cli_prefetch *pf = cli_prefetch_start(r, all, n, hist, NULL);
+	free(all);
 	for (int32_t i = 0; i < n; i++) {
 		struct at_stats s;
-		int rc = hist ? at_reader_load_stats(r, i, &s, err) : at_reader_load_moments(r, i, &s, err);
-		if (rc) {
-			free_outliers(per_point, i);
-			return rc;
-		}
-		rc = an_channel_outliers(&s, p, &per_point[i], err);
+		cli_prefetch_take(pf, i, &s);
+		int rc = an_channel_outliers(&s, p, &per_point[i], err);
 		at_stats_free(&s);
 		if (rc) {
+			cli_prefetch_stop(pf);
 			name_point(r, i, err);
 			free_outliers(per_point, i + 1);
 			return rc;
@@ -253,6 +258,7 @@ int copts_run(struct at_reader *r, const struct an_params *p, const struct an_po
 		cli_progress("finding outliers", i + 1, n);
 	}
 	cli_progress_done();
+	cli_prefetch_stop(pf);
 	/* LLM.int8's second condition belongs to the frequency method (as in trace-outliers) */
 	if (p->method == AN_FREQUENCY && p->freq_layers > 0 && n > 0) {
 		int rc = an_require_layer_share(points, per_point, n, p->freq_layers, err);
