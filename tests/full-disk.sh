@@ -79,7 +79,8 @@ fi
 # normally (HDF5 1.10.8's exit handler used to crash on the file a failed
 # close kept, CVE-2020-10812; the writer now reserves its space before HDF5
 # allocates it), and what is left reads as its last checkpoint
-if test -n "${PYTHON_TEST:-}" && "$PYTHON_TEST" -c 'import torch' >/dev/null 2>&1; then
+if test -n "${PYTHON_TEST:-}" && test "${ACTTRACE_SANITIZERS:-}" != 1 &&
+	"$PYTHON_TEST" -c 'import torch' >/dev/null 2>&1; then
 	cat >"$tmp/cap.py" <<'PY'
 import sys
 import torch
