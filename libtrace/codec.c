@@ -350,6 +350,12 @@ static void decompress_range(struct at_chunk *chunks, size_t n, size_t elem_size
 	free(shuffled.data);
 }
 
+size_t at_codec_stored_bound(size_t raw_bytes)
+{
+	size_t frame = ZSTD_compressBound(raw_bytes);
+	return frame + frame / 4 + 64;
+}
+
 int at_codec_decompress(struct at_chunk *chunks, size_t n, size_t elem_size, int threads,
                         struct at_error *err)
 {

@@ -194,6 +194,12 @@ void at_unshuffle(const void *src, void *dst, size_t n_elems, size_t elem_size);
 int at_codec_compress(struct at_chunk *chunks, size_t n, size_t elem_size, int level,
                       int threads, struct at_error *err);
 /* Decompress n chunks in parallel into raw, which holds raw_bytes each. */
+/* The most bytes a chunk of raw_bytes may take in a file: a frame of the
+ * worst-case size, with the headroom (a quarter more and a skippable
+ * frame's header) that the writer keeps around a chunk it rewrites in
+ * place (writer.c, write_chunk).  Readers refuse larger claims before they
+ * allocate. */
+size_t at_codec_stored_bound(size_t raw_bytes);
 int at_codec_decompress(struct at_chunk *chunks, size_t n, size_t elem_size, int threads,
                         struct at_error *err);
 

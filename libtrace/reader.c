@@ -7,7 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <zstd.h>
 
 #include "h5util.h"
 #include "reader-internal.h"
@@ -685,7 +684,7 @@ static int hist_read_chunk(hid_t d, struct hist_raw *h, int64_t i, struct at_sta
 	h->first[i] = -1;
 	if (H5Dget_chunk_storage_size(d, offset, &size) < 0 || size == 0)
 		return AT_OK; /* never written: the fill value, 0 */
-	if (size > ZSTD_compressBound(raw_bytes) + 64)
+	if (size > at_codec_stored_bound(raw_bytes))
 		return at_fail(err, AT_EFORMAT, "%s: histogram chunk %lld claims %llu bytes", where,
 		               (long long)i, (unsigned long long)size);
 	if (!(ch->packed = malloc((size_t)size)))

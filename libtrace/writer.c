@@ -278,7 +278,8 @@ static int64_t chunk_reserve_bytes(size_t packed)
 	return (int64_t)(packed + packed / 4 + SKIPPABLE_HEADER_BYTES) + CHUNK_INDEX_BYTES;
 }
 
-/* H5Dwrite_chunk, keeping a rewritten chunk where it is when `in_place`. */
+/* H5Dwrite_chunk, keeping a rewritten chunk where it is when `in_place`.
+ * The headroom here bounds what a reader accepts (at_codec_stored_bound). */
 static int write_chunk(hid_t dset, const hsize_t *offset, struct at_chunk *c, int in_place)
 {
 	hsize_t stored = 0;

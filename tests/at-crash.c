@@ -6,9 +6,9 @@
  * Point "layers.0.mlp.down_proj.out", 8 channels, float32; token t, channel c
  * holds (t % 4) + c; every second token is sampled.  Three calls of 16 tokens:
  * checkpoint, checkpoint, and the third is observed but never checkpointed.
- *   at-crash --loop OUT.h5          observe and checkpoint until killed
- *   at-crash --digest-loop OUT.h5 LOG   the same, logging each checkpoint's
- *                                   statistics (tests/kill-checkpoint.sh)
+ *   at-crash --digest-loop OUT.h5 LOG   observe and checkpoint until killed,
+ *                                   logging each checkpoint's statistics
+ *                                   (tests/kill-checkpoint.sh)
  * Not installed. */
 #include <fcntl.h>
 #include <signal.h>
@@ -35,46 +35,6 @@ static void check(int status, const struct at_error *err)
 	at_writer_abandon(live);
 	fprintf(stderr, "at-crash: %s (%s)\n", err->message, at_status_name(status));
 	exit(1);
-}
-
-/* at-crash --loop OUT.h5: observe and checkpoint until killed, 16 points
- * of 512 channels so that a checkpoint takes a while, for crash.sh to kill
- * it at random moments, most of them inside a checkpoint. */
-_Noreturn static void loop(const char *path)
-{
-	enum { POINTS = 16, WIDE = 512, ROWS = 64 };
-	struct at_writer_options opts;
-	at_writer_options_init(&opts);
-	opts.sample_policy = AT_SAMPLE_EVERY;
-	opts.sample_n = 4;
-	struct at_error err;
-	struct at_writer *w;
-	check(at_writer_create(&w, path, &opts, &err), &err);
-	int32_t ids[POINTS];
-	char names[POINTS][64];
-	for (int p = 0; p < POINTS; p++) {
-		snprintf(names[p], sizeof names[p], "layers.%d.mlp.down_proj.out", p);
-		struct at_point_desc desc = {names[p], p, "mlp", "mlp.down_proj.out",
-		                             "model.mlp.down_proj", "Linear", "out", WIDE};
-		check(at_writer_add_point(w, &desc, &ids[p], &err), &err);
-	}
-	static float x[ROWS][WIDE];
-	int32_t seq[ROWS], pos[ROWS], id[ROWS];
-	for (long call = 0;; call++) {
-		for (int t = 0; t < ROWS; t++) {
-			seq[t] = (int32_t)call;
-			pos[t] = t;
-			id[t] = t;
-			for (int c = 0; c < WIDE; c++)
-				x[t][c] = (float)((call * ROWS + t) % 7 + c);
-		}
-		int64_t base;
-		check(at_writer_add_tokens(w, seq, pos, id, ROWS, &base, &err), &err);
-		struct at_tensor t = {x, AT_F32, 1, ROWS, WIDE, ROWS * WIDE, WIDE, 1};
-		for (int p = 0; p < POINTS; p++)
-			check(at_writer_observe(w, ids[p], &t, base, &err), &err);
-		check(at_writer_checkpoint(w, &err), &err);
-	}
 }
 
 /* The digest of checkpoint-digest.py: the bytes of every point's statistics,
@@ -213,13 +173,10 @@ _Noreturn static void digest_loop(const char *path, const char *log_path)
 int main(int argc, char **argv)
 {
 	at_tool_init(); /* as the tools: no HDF5 exit handler after a failed close */
-	if (argc == 3 && strcmp(argv[1], "--loop") == 0)
-		loop(argv[2]);
 	if (argc == 4 && strcmp(argv[1], "--digest-loop") == 0)
 		digest_loop(argv[2], argv[3]);
 	if (argc != 2) {
-		fprintf(stderr, "usage: at-crash OUT.h5 | at-crash --loop OUT.h5 | "
-		                "at-crash --digest-loop OUT.h5 LOG\n");
+		fprintf(stderr, "usage: at-crash OUT.h5 | at-crash --digest-loop OUT.h5 LOG\n");
 		return 2;
 	}
 	struct at_writer_options opts;
