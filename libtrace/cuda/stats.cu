@@ -24,9 +24,10 @@
  * a standard deviation), then adds the step's sums to power sums in double.
  * With |mean - F| small against the spread, the float sums over 8 terms lose
  * nothing the tests can see (mean and std within 1e-7 of the std against
- * float64); the double sums become central moments when the lane's rows are
- * done (Chan, Golub & LeVeque 1983), and the warps' and splits' moments combine
- * by Chan et al. 1979 / Pebay 2008 in a fixed order.  A step whose float sums
+ * float64); when the item's rows are done, the warps' power sums move to one
+ * shift (the binomial expansion) and add up, become central moments (Chan,
+ * Golub & LeVeque 1983), and the splits' moments combine by Chan et al. 1979 /
+ * Pebay 2008, all in a fixed order.  A step whose float sums
  * are not finite (NaN/Inf in the data, or |x - F|^4 beyond float) or underflow
  * is folded again in double, element by element, reading the step again, with
  * the non-finite values counted apart; it costs nothing when the data are
@@ -425,15 +426,20 @@ __device__ __forceinline__ void sums_init(lane_sums &a, float shift)
  * mean (rounded to float), by the binomial expansion in double: done when the
  * mean has drifted from the shift, so that the next steps' float sums keep
  * their digits. */
+__device__ __forceinline__ void sums_move(double &s1, double &s2, double &s3, double &s4, double n,
+                                          double e)
+{
+	double e2 = e * e;
+	s4 = s4 - 4.0 * e * s3 + 6.0 * e2 * s2 - 4.0 * e2 * e * s1 + n * e2 * e2;
+	s3 = s3 - 3.0 * e * s2 + 3.0 * e2 * s1 - n * e2 * e;
+	s2 = s2 - 2.0 * e * s1 + n * e2;
+	s1 = s1 - n * e;
+}
+
 __device__ __forceinline__ void sums_recenter(lane_sums &a, double n)
 {
 	float shift = (float)((double)a.shift + a.s1 / n);
-	double e = (double)shift - (double)a.shift, e2 = e * e;
-	double s1 = a.s1, s2 = a.s2, s3 = a.s3;
-	a.s4 = a.s4 - 4.0 * e * s3 + 6.0 * e2 * s2 - 4.0 * e2 * e * s1 + n * e2 * e2;
-	a.s3 = s3 - 3.0 * e * s2 + 3.0 * e2 * s1 - n * e2 * e;
-	a.s2 = s2 - 2.0 * e * s1 + n * e2;
-	a.s1 = s1 - n * e;
+	sums_move(a.s1, a.s2, a.s3, a.s4, n, (double)shift - (double)a.shift);
 	a.shift = shift;
 }
 
@@ -1224,7 +1230,78 @@ __device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bo
 	}
 }
 
-/* The warps' partials of each slot combined in a tree (parts[w * TILE + slot]
+/* The warps' power sums of an item, kept in the work area as arrays
+ * [field][warp][slot]: a warp's 32 consecutive slots fall in distinct banks
+ * (as 64-byte partials, every field's load or store was a 16-way bank
+ * conflict, and the timeline put 6.5 us of a block's epilogue there). */
+struct warp_sums {
+	double *s1, *s2, *s3, *s4, *abssum;
+	float *shift, *min, *max;
+	uint32_t *n, *nonfinite;
+};
+constexpr size_t WARP_SUMS_BYTES = TILE * (5 * sizeof(double) + 5 * sizeof(float));
+static_assert(WARP_SUMS_BYTES <= TILE * sizeof(partial),
+              "a warp's power sums fit its share of the work area");
+
+__device__ __forceinline__ warp_sums warp_sums_at(unsigned char *work, int nwarps)
+{
+	const size_t cells = (size_t)nwarps * TILE;
+	double *d = reinterpret_cast<double *>(work);
+	float *f = reinterpret_cast<float *>(d + 5 * cells);
+	uint32_t *u = reinterpret_cast<uint32_t *>(f + 3 * cells);
+	warp_sums ws = {d, d + cells, d + 2 * cells, d + 3 * cells, d + 4 * cells,
+	                f, f + cells, f + 2 * cells, u, u + cells};
+	return ws;
+}
+
+__device__ __forceinline__ void store_warp_sums(const warp_sums &ws, int i, const lane_sums &a,
+                                                int rows)
+{
+	ws.s1[i] = a.s1;
+	ws.s2[i] = a.s2;
+	ws.s3[i] = a.s3;
+	ws.s4[i] = a.s4;
+	ws.abssum[i] = a.abssum;
+	ws.shift[i] = a.shift;
+	ws.min[i] = a.min;
+	ws.max[i] = a.max;
+	ws.n[i] = (uint32_t)rows - a.nonfinite;
+	ws.nonfinite[i] = a.nonfinite;
+}
+
+/* One slot's moments over the item's rows: the warps' power sums moved to
+ * one shift (the item's mean, rounded to float) and added in warp order.
+ * Moving sums is the binomial expansion, exact up to rounding, and costs no
+ * division; the one division comes in sums_partial.  Chan's pairwise
+ * combine, which the warps used before, divides at every step. */
+__device__ partial combine_warp_sums(const warp_sums &ws, int slot, int nwarps)
+{
+	double n = 0.0, sum = 0.0;
+	for (int w = 0; w < nwarps; w++) {
+		const int i = w * TILE + slot;
+		const double nw = (double)ws.n[i];
+		n += nw;
+		sum += nw * (double)ws.shift[i] + ws.s1[i];
+	}
+	lane_sums t;
+	sums_init(t, n > 0 ? (float)(sum / n) : 0.0f);
+	for (int w = 0; w < nwarps; w++) {
+		const int i = w * TILE + slot;
+		double s1 = ws.s1[i], s2 = ws.s2[i], s3 = ws.s3[i], s4 = ws.s4[i];
+		sums_move(s1, s2, s3, s4, (double)ws.n[i], (double)t.shift - (double)ws.shift[i]);
+		t.s1 += s1;
+		t.s2 += s2;
+		t.s3 += s3;
+		t.s4 += s4;
+		t.abssum += ws.abssum[i];
+		t.min = fminf(t.min, ws.min[i]);
+		t.max = fmaxf(t.max, ws.max[i]);
+		t.nonfinite += ws.nonfinite[i];
+	}
+	return sums_partial(t, (int64_t)n + (int64_t)t.nonfinite);
+}
+
+/* The splits' partials of each slot combined in a tree (parts[w * TILE + slot]
  * ends in w = 0): log2(nwarps) combines deep rather than nwarps - 1. */
 __device__ void combine_warps(partial *parts, int nwarps)
 {
@@ -1277,7 +1354,9 @@ fold_kernel(point_arrays p, launch_job job)
 	unsigned char *warp_areas = area + area_bytes(H == HIST_SHARED);
 	dev_extreme *heaps = reinterpret_cast<dev_extreme *>(warp_areas + nwarps * WARP_STAGE_BYTES);
 	unsigned char *work = reinterpret_cast<unsigned char *>(heaps + nwarps * k);
-	partial *parts = reinterpret_cast<partial *>(work); /* [nwarps][TILE], once rows are read */
+	/* once the rows are read: the warps' sums, then the splits' partials */
+	const warp_sums ws = warp_sums_at(work, nwarps);
+	partial *parts = reinterpret_cast<partial *>(work); /* [nwarps][TILE] */
 	lane_row<D> *ring = reinterpret_cast<lane_row<D> *>(
 	    work + (size_t)warp * warp_work_bytes(VEC ? ring_bytes(esize) : 0));
 	warp_ctx w;
@@ -1338,25 +1417,24 @@ fold_kernel(point_arrays p, launch_job job)
 
 		__syncthreads(); /* every warp's counts are in, and the rings are read */
 		ATC_MARK(1);
-		int64_t warp_rows = g_end > g_begin ? g_end - g_begin : 0;
+		const int warp_rows = g_end > g_begin ? (int)(g_end - g_begin) : 0;
 		for (int v = 0; v < LANE_CHANNELS; v++)
-			parts[warp * TILE + v * WARP + lane] = sums_partial(s[v], warp_rows);
+			store_warp_sums(ws, warp * TILE + v * WARP + lane, s[v], warp_rows);
 		__syncthreads();
-		combine_warps(parts, nwarps);
+		/* a thread a slot; the other warps go on to the histogram's flush */
+		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
+			const int64_t c = c0 + slot_channel(slot, VEC);
+			if (c >= p.channels)
+				continue;
+			const partial item = combine_warp_sums(ws, slot, nwarps);
+			if (job.splits == 1)
+				fold_into_point(p, c, job.prefetch ? was[slot] : load_point(p, c), item);
+			else
+				p.scratch[split * p.channels + c] = item;
+		}
 		ATC_MARK(4);
 
-		if (job.splits == 1) {
-			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
-				int64_t c = c0 + slot_channel(slot, VEC);
-				if (c < p.channels)
-					fold_into_point(p, c, job.prefetch ? was[slot] : load_point(p, c), parts[slot]);
-			}
-		} else {
-			for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
-				int64_t c = c0 + slot_channel(slot, VEC);
-				if (c < p.channels)
-					p.scratch[split * p.channels + c] = parts[slot];
-			}
+		if (job.splits > 1) {
 			__threadfence();
 			__syncthreads();
 			if (threadIdx.x == 0)
@@ -1739,6 +1817,14 @@ static int blocks_per_multiprocessor(cuda_point *p)
 #define ATC_MIN_SPLIT_ROWS 1024
 #endif
 constexpr int64_t MIN_SPLIT_ROWS = ATC_MIN_SPLIT_ROWS;
+/* Waves of items a launch aims for: with more than one, the hardware hands
+ * each block that finishes the next item, so blocks that end their rows
+ * early (the timeline: equal shares end 26 to 49 us apart) take more.  Each
+ * item is still folded the same way whoever takes it: deterministic. */
+#ifndef ATC_WAVES
+#define ATC_WAVES 1
+#endif
+constexpr int64_t WAVES = ATC_WAVES;
 
 /* Splits of the rows so that tiles x splits fill the resident blocks once
  * (a second, partial wave would leave most of the device idle), none thinner
@@ -1766,7 +1852,7 @@ static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 	} else {
 		s.nwarps = rows >= MAX_WARPS * 16 ? MAX_WARPS : (int)((rows + 15) / 16);
 		int64_t resident = (int64_t)blocks_per_multiprocessor(p) * p->multiprocessors;
-		int64_t want = resident / tiles > 1 ? resident / tiles : 1;
+		int64_t want = WAVES * resident / tiles > 1 ? WAVES * resident / tiles : 1;
 		int64_t most = rows / MIN_SPLIT_ROWS > 1 ? rows / MIN_SPLIT_ROWS : 1;
 		splits = want < most ? want : most;
 	}
