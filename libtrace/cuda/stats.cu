@@ -84,7 +84,11 @@ constexpr int WARP = 32;
 #endif
 constexpr int LANE_CHANNELS = ATC_LANE_CHANNELS;  /* channels a lane folds */
 constexpr int TILE = WARP * LANE_CHANNELS;        /* channels of one work item */
-constexpr int MAX_WARPS = 8;
+#ifndef ATC_MAX_WARPS
+#define ATC_MAX_WARPS 8
+#endif
+constexpr int MAX_WARPS = ATC_MAX_WARPS;          /* a block's warps */
+static_assert(MAX_WARPS % 4 == 0 && MAX_WARPS <= 16, "the block header keeps 16-byte alignment");
 constexpr int STEP = 8;                           /* rows a lane loads before using them */
 constexpr int STAGE = WARP * LANE_CHANNELS;       /* extremes a warp can stage at once */
 constexpr int BINS = AT_HIST_BINS;
@@ -164,7 +168,8 @@ static_assert(sizeof(block_header) % 16 == 0, "block_header keeps 16-byte alignm
  * folded.  Read by tests/gpu/timeline.c. */
 constexpr int TIMELINE_BLOCKS = 4096;
 __device__ unsigned long long timeline[TIMELINE_BLOCKS][8];
-__device__ unsigned long long timeline_warps[TIMELINE_BLOCKS][MAX_WARPS];
+constexpr int TIMELINE_WARPS = 16;
+__device__ unsigned long long timeline_warps[TIMELINE_BLOCKS][TIMELINE_WARPS];
 __device__ __forceinline__ unsigned long long global_timer()
 {
 	unsigned long long t;
@@ -1269,23 +1274,47 @@ __device__ __forceinline__ void store_warp_sums(const warp_sums &ws, int i, cons
 	ws.nonfinite[i] = a.nonfinite;
 }
 
-/* One slot's moments over the item's rows: the warps' power sums moved to
- * one shift (the item's mean, rounded to float) and added in warp order.
- * Moving sums is the binomial expansion, exact up to rounding, and costs no
- * division; the one division comes in sums_partial.  Chan's pairwise
- * combine, which the warps used before, divides at every step. */
-__device__ partial combine_warp_sums(const warp_sums &ws, int slot, int nwarps)
+/* Threads that combine one slot's warps (a power of two, lanes of one warp):
+ * every thread of the block takes part, so that each one's chain of double
+ * operations is a few warps long rather than all of them. */
+__device__ __forceinline__ int combiners(int nthreads)
+{
+	int q = 1;
+	while (q < 4 && 2 * q * TILE <= nthreads)
+		q *= 2;
+	return q;
+}
+
+/* Sum over the q lanes of a slot, in butterfly order (a + b is b + a: every
+ * lane ends with the same bits). */
+template <class T> __device__ __forceinline__ T slot_sum(T x, int q)
+{
+	for (int m = WARP / q; m < WARP; m *= 2)
+		x += __shfl_xor_sync(0xffffffffu, x, m);
+	return x;
+}
+
+/* One slot's moments over the item's rows (lane part of its q combiners:
+ * warps part, part + q, ...): the warps' power sums moved to one shift (the
+ * item's mean, rounded to float) and added in a fixed order.  Moving sums
+ * is the binomial expansion, exact up to rounding, and costs no division;
+ * the one division comes in sums_partial.  Chan's pairwise combine, which
+ * the warps used before, divides at every step.  All lanes of the warp
+ * call it (the shuffles); only part 0's result is meant to be used. */
+__device__ partial combine_warp_sums(const warp_sums &ws, int slot, int part, int q, int nwarps)
 {
 	double n = 0.0, sum = 0.0;
-	for (int w = 0; w < nwarps; w++) {
+	for (int w = part; w < nwarps; w += q) {
 		const int i = w * TILE + slot;
 		const double nw = (double)ws.n[i];
 		n += nw;
 		sum += nw * (double)ws.shift[i] + ws.s1[i];
 	}
+	n = slot_sum(n, q);
+	sum = slot_sum(sum, q);
 	lane_sums t;
 	sums_init(t, n > 0 ? (float)(sum / n) : 0.0f);
-	for (int w = 0; w < nwarps; w++) {
+	for (int w = part; w < nwarps; w += q) {
 		const int i = w * TILE + slot;
 		double s1 = ws.s1[i], s2 = ws.s2[i], s3 = ws.s3[i], s4 = ws.s4[i];
 		sums_move(s1, s2, s3, s4, (double)ws.n[i], (double)t.shift - (double)ws.shift[i]);
@@ -1297,6 +1326,16 @@ __device__ partial combine_warp_sums(const warp_sums &ws, int slot, int nwarps)
 		t.min = fminf(t.min, ws.min[i]);
 		t.max = fmaxf(t.max, ws.max[i]);
 		t.nonfinite += ws.nonfinite[i];
+	}
+	t.s1 = slot_sum(t.s1, q);
+	t.s2 = slot_sum(t.s2, q);
+	t.s3 = slot_sum(t.s3, q);
+	t.s4 = slot_sum(t.s4, q);
+	t.abssum = slot_sum(t.abssum, q);
+	t.nonfinite = slot_sum(t.nonfinite, q);
+	for (int m = WARP / q; m < WARP; m *= 2) {
+		t.min = fminf(t.min, __shfl_xor_sync(0xffffffffu, t.min, m));
+		t.max = fmaxf(t.max, __shfl_xor_sync(0xffffffffu, t.max, m));
 	}
 	return sums_partial(t, (int64_t)n + (int64_t)t.nonfinite);
 }
@@ -1421,12 +1460,15 @@ fold_kernel(point_arrays p, launch_job job)
 		for (int v = 0; v < LANE_CHANNELS; v++)
 			store_warp_sums(ws, warp * TILE + v * WARP + lane, s[v], warp_rows);
 		__syncthreads();
-		/* a thread a slot; the other warps go on to the histogram's flush */
-		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
+		/* q lanes a slot (lane % (32 / q) picks the slot, lane / (32 / q) the
+		 * warps); a warp's lanes all combine or all skip (the shuffles) */
+		const int q = combiners((int)blockDim.x), per_warp_slots = WARP / q;
+		for (int slot = warp * per_warp_slots + lane % per_warp_slots; slot - lane % per_warp_slots < TILE;
+		     slot += nwarps * per_warp_slots) {
+			const partial item = combine_warp_sums(ws, slot, lane / per_warp_slots, q, nwarps);
 			const int64_t c = c0 + slot_channel(slot, VEC);
-			if (c >= p.channels)
+			if (lane >= per_warp_slots || c >= p.channels)
 				continue;
-			const partial item = combine_warp_sums(ws, slot, nwarps);
 			if (job.splits == 1)
 				fold_into_point(p, c, job.prefetch ? was[slot] : load_point(p, c), item);
 			else
@@ -2217,7 +2259,7 @@ extern "C" int atc_timeline_read(unsigned long long *out, unsigned long long *wa
 	size_t n = (size_t)(blocks < TIMELINE_BLOCKS ? blocks : TIMELINE_BLOCKS);
 	if (cudaMemcpyFromSymbol(out, timeline, n * 8 * sizeof *out) != cudaSuccess)
 		return -1;
-	return cudaMemcpyFromSymbol(warps, timeline_warps, n * MAX_WARPS * sizeof *warps) ==
+	return cudaMemcpyFromSymbol(warps, timeline_warps, n * TIMELINE_WARPS * sizeof *warps) ==
 	               cudaSuccess
 	           ? 0
 	           : -1;

@@ -74,7 +74,7 @@ int main(int argc, char **argv)
 	float ms;
 	cudaEventElapsedTime(&ms, a, b);
 	enum { MAXB = 4096 };
-	static unsigned long long tl[MAXB][8], tw[MAXB][8];
+	static unsigned long long tl[MAXB][8], tw[MAXB][16]; /* as the library's TIMELINE_WARPS */
 	memset(tl, 0, sizeof tl);
 	CHECK(atc_timeline_read(&tl[0][0], &tw[0][0], MAXB) == 0, "read the timeline");
 	int blocks = 0;
@@ -110,7 +110,7 @@ int main(int argc, char **argv)
 	/* inside a block: its slowest warp against its fastest */
 	for (int i = 0; i < blocks; i++) {
 		unsigned long long lo = ~0ull, hi = 0;
-		for (int j = 0; j < 8; j++) {
+		for (int j = 0; j < 16 && tw[i][j]; j++) {
 			lo = tw[i][j] < lo ? tw[i][j] : lo;
 			hi = tw[i][j] > hi ? tw[i][j] : hi;
 		}
