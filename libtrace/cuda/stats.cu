@@ -6,10 +6,11 @@
  * checkpoints and close), where they merge exactly with the host path's.
  *
  * The kernel's cost is instructions, not bytes: about 31 an element, issued
- * by 16 warps an SM (128 registers a thread); see docs/BENCHMARKS-gpu.md.
+ * by 16 warps an SM (one block, 128 registers a thread); see
+ * docs/BENCHMARKS-gpu.md.
  *
  * Work is cut into items: a tile of 64 channels by a split of the rows.  A
- * block (8 warps) takes items in turn; inside it each warp takes a contiguous
+ * block (16 warps) takes items in turn; inside it each warp takes a contiguous
  * share of the item's rows and each lane two adjacent channels, so a warp
  * folds a 128-byte row of bf16 at once.  On the vector path (adjacent
  * channels, rows 16-byte aligned) each warp copies its next RING_STEPS steps
@@ -79,13 +80,17 @@ constexpr int WARP = 32;
 #ifndef ATC_LANE_CHANNELS
 #define ATC_LANE_CHANNELS 2
 #endif
+/* One block of 16 warps an SM rather than two of 8: the same registers and
+ * warps, one shared histogram and one epilogue an SM instead of two, and no
+ * pair of blocks sharing an SM unevenly (8192 x 4096 bf16: 48.8 against
+ * 52.4 us; 16384 x 8192: 142.8 against 152.3 us, one run). */
 #ifndef ATC_MIN_BLOCKS
-#define ATC_MIN_BLOCKS 2
+#define ATC_MIN_BLOCKS 1
 #endif
 constexpr int LANE_CHANNELS = ATC_LANE_CHANNELS;  /* channels a lane folds */
 constexpr int TILE = WARP * LANE_CHANNELS;        /* channels of one work item */
 #ifndef ATC_MAX_WARPS
-#define ATC_MAX_WARPS 8
+#define ATC_MAX_WARPS 16
 #endif
 constexpr int MAX_WARPS = ATC_MAX_WARPS;          /* a block's warps */
 static_assert(MAX_WARPS % 4 == 0 && MAX_WARPS <= 16, "the block header keeps 16-byte alignment");
@@ -1795,7 +1800,7 @@ static bool vector_path(const launch_job &job, enum at_dtype dtype, int64_t chan
 }
 
 /* Blocks of the fold kernel that fit on one multiprocessor at once, for a
- * typical large call (8 warps, histogram in shared memory); asked once. */
+ * typical large call (MAX_WARPS warps, histogram in shared memory); asked once. */
 static int blocks_per_multiprocessor(cuda_point *p)
 {
 	if (p->resident_per_sm)
