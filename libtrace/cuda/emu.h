@@ -168,24 +168,6 @@ inline bool any_in_warp(bool predicate)
 	return any;
 }
 
-/* __shfl_xor_sync: every lane of the warp posts its value, then reads its
- * partner's. */
-inline std::vector<unsigned long long> lane_values;
-
-template <class T> inline T shfl_xor(T value, int mask)
-{
-	static_assert(sizeof(T) <= sizeof(unsigned long long), "a lane posts 8 bytes at most");
-	unsigned me = current;
-	if (lane_values.size() < threads.size())
-		lane_values.resize(threads.size());
-	memcpy(&lane_values[me], &value, sizeof value);
-	wait_at(AT_SYNCWARP);
-	T got;
-	memcpy(&got, &lane_values[me ^ (unsigned)mask], sizeof got);
-	wait_at(AT_SYNCWARP); /* nobody posts again before everyone has read */
-	return got;
-}
-
 /* ---- the runtime API, on host memory */
 inline std::map<const char *, size_t> allocations;
 
@@ -209,10 +191,6 @@ inline bool is_device_pointer(const void *p)
 inline void __syncthreads() { emu::wait_at(emu::AT_SYNCTHREADS); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::wait_at(emu::AT_SYNCWARP); }
 inline bool __any_sync(unsigned, bool predicate) { return emu::any_in_warp(predicate); }
-template <class T> inline T __shfl_xor_sync(unsigned, T value, int mask)
-{
-	return emu::shfl_xor(value, mask);
-}
 inline void __threadfence() {}
 template <class T> inline T __ldcg(const T *p) { return *p; }
 template <class T> inline T atomicAdd(T *p, T v)

@@ -1279,54 +1279,23 @@ __device__ __forceinline__ void store_warp_sums(const warp_sums &ws, int i, cons
 	ws.nonfinite[i] = a.nonfinite;
 }
 
-/* Threads that combine one slot's warps (a power of two, lanes of one warp,
- * at most COMBINE_LANES): with more than one, each one's chain of double
- * operations is a few warps long rather than all of them. */
-#ifndef ATC_COMBINE_LANES
-#define ATC_COMBINE_LANES 1
-#endif
-constexpr int COMBINE_LANES = ATC_COMBINE_LANES;
-static_assert(COMBINE_LANES == 1 || COMBINE_LANES == 2 || COMBINE_LANES == 4 || COMBINE_LANES == 8,
-              "a slot's lanes are a power of two that divides a warp");
-
-__device__ __forceinline__ int combiners(int nthreads)
-{
-	int q = 1;
-	while (q < COMBINE_LANES && 2 * q * TILE <= nthreads)
-		q *= 2;
-	return q;
-}
-
-/* Sum over the q lanes of a slot, in butterfly order (a + b is b + a: every
- * lane ends with the same bits). */
-template <class T> __device__ __forceinline__ T slot_sum(T x, int q)
-{
-	for (int m = WARP / q; m < WARP; m *= 2)
-		x += __shfl_xor_sync(0xffffffffu, x, m);
-	return x;
-}
-
-/* One slot's moments over the item's rows (lane part of its q combiners:
- * warps part, part + q, ...): the warps' power sums moved to one shift (the
- * item's mean, rounded to float) and added in a fixed order.  Moving sums
- * is the binomial expansion, exact up to rounding, and costs no division;
- * the one division comes in sums_partial.  Chan's pairwise combine, which
- * the warps used before, divides at every step.  All lanes of the warp
- * call it (the shuffles); only part 0's result is meant to be used. */
-__device__ partial combine_warp_sums(const warp_sums &ws, int slot, int part, int q, int nwarps)
+/* One slot's moments over the item's rows: the warps' power sums moved to
+ * one shift (the item's mean, rounded to float) and added in warp order.
+ * Moving sums is the binomial expansion, exact up to rounding, and costs no
+ * division; the one division comes in sums_partial.  Chan's pairwise
+ * combine, which the warps used before, divides at every step. */
+__device__ partial combine_warp_sums(const warp_sums &ws, int slot, int nwarps)
 {
 	double n = 0.0, sum = 0.0;
-	for (int w = part; w < nwarps; w += q) {
+	for (int w = 0; w < nwarps; w++) {
 		const int i = w * TILE + slot;
 		const double nw = (double)ws.n[i];
 		n += nw;
 		sum += nw * (double)ws.shift[i] + ws.s1[i];
 	}
-	n = slot_sum(n, q);
-	sum = slot_sum(sum, q);
 	lane_sums t;
 	sums_init(t, n > 0 ? (float)(sum / n) : 0.0f);
-	for (int w = part; w < nwarps; w += q) {
+	for (int w = 0; w < nwarps; w++) {
 		const int i = w * TILE + slot;
 		double s1 = ws.s1[i], s2 = ws.s2[i], s3 = ws.s3[i], s4 = ws.s4[i];
 		sums_move(s1, s2, s3, s4, (double)ws.n[i], (double)t.shift - (double)ws.shift[i]);
@@ -1338,16 +1307,6 @@ __device__ partial combine_warp_sums(const warp_sums &ws, int slot, int part, in
 		t.min = fminf(t.min, ws.min[i]);
 		t.max = fmaxf(t.max, ws.max[i]);
 		t.nonfinite += ws.nonfinite[i];
-	}
-	t.s1 = slot_sum(t.s1, q);
-	t.s2 = slot_sum(t.s2, q);
-	t.s3 = slot_sum(t.s3, q);
-	t.s4 = slot_sum(t.s4, q);
-	t.abssum = slot_sum(t.abssum, q);
-	t.nonfinite = slot_sum(t.nonfinite, q);
-	for (int m = WARP / q; m < WARP; m *= 2) {
-		t.min = fminf(t.min, __shfl_xor_sync(0xffffffffu, t.min, m));
-		t.max = fmaxf(t.max, __shfl_xor_sync(0xffffffffu, t.max, m));
 	}
 	return sums_partial(t, (int64_t)n + (int64_t)t.nonfinite);
 }
@@ -1472,15 +1431,12 @@ fold_kernel(point_arrays p, launch_job job)
 		for (int v = 0; v < LANE_CHANNELS; v++)
 			store_warp_sums(ws, warp * TILE + v * WARP + lane, s[v], warp_rows);
 		__syncthreads();
-		/* q lanes a slot (lane % (32 / q) picks the slot, lane / (32 / q) the
-		 * warps); a warp's lanes all combine or all skip (the shuffles) */
-		const int q = combiners((int)blockDim.x), per_warp_slots = WARP / q;
-		for (int slot = warp * per_warp_slots + lane % per_warp_slots; slot - lane % per_warp_slots < TILE;
-		     slot += nwarps * per_warp_slots) {
-			const partial item = combine_warp_sums(ws, slot, lane / per_warp_slots, q, nwarps);
+		/* a thread a slot; the other warps go on to the histogram's flush */
+		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 			const int64_t c = c0 + slot_channel(slot, VEC);
-			if (lane >= per_warp_slots || c >= p.channels)
+			if (c >= p.channels)
 				continue;
+			const partial item = combine_warp_sums(ws, slot, nwarps);
 			if (job.splits == 1)
 				fold_into_point(p, c, job.prefetch ? was[slot] : load_point(p, c), item);
 			else
