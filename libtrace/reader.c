@@ -809,13 +809,18 @@ static int load_datasets(hid_t g, const struct at_point_info *p, int whole, stru
 	return status ? status : check_extremes(s, where, err);
 }
 
-static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_stats *s,
-                      struct at_error *err)
+/* reuse: s holds accumulators (or is empty) whose arrays the load may
+ * overwrite (stats_refit) */
+static int load_stats(struct at_reader *r, int32_t point, int whole, int reuse,
+                      struct at_stats *s, struct at_error *err)
 {
-	memset(s, 0, sizeof *s);
+	if (!reuse)
+		memset(s, 0, sizeof *s);
 	const struct at_point_info *p = at_reader_point(r, point);
-	if (!p)
+	if (!p) {
+		at_stats_free(s);
 		return at_fail(err, AT_ENOTFOUND, "%s: no point with index %d", r->path, (int)point);
+	}
 	int64_t k = 0;
 	/* under the lock: several threads may load points of one reader (merge.c) */
 	struct h5_quiet q;
@@ -823,7 +828,9 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	h5_attr_get_int(r->file, "extremes_k", &k); /* 0 to 2^20: checked at open */
 	h5_quiet_end(&q);
 	int32_t capacity = p->n_extremes > k ? p->n_extremes : (int32_t)k;
-	int status = at_stats_init(s, p->channels, whole && p->has_hist, whole ? capacity : 0, err);
+	int with_hist = whole && p->has_hist;
+	int status = reuse ? stats_refit(s, p->channels, with_hist, whole ? capacity : 0, err)
+	                   : at_stats_init(s, p->channels, with_hist, whole ? capacity : 0, err);
 	if (status)
 		return status;
 	char where[512];
@@ -850,13 +857,25 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
                          struct at_error *err)
 {
-	return load_stats(r, point, 1, s, err);
+	return load_stats(r, point, 1, 0, s, err);
 }
 
 int at_reader_load_moments(struct at_reader *r, int32_t point, struct at_stats *s,
                            struct at_error *err)
 {
-	return load_stats(r, point, 0, s, err);
+	return load_stats(r, point, 0, 0, s, err);
+}
+
+int at_reader_reload_stats(struct at_reader *r, int32_t point, struct at_stats *s,
+                           struct at_error *err)
+{
+	return load_stats(r, point, 1, 1, s, err);
+}
+
+int at_reader_reload_moments(struct at_reader *r, int32_t point, struct at_stats *s,
+                             struct at_error *err)
+{
+	return load_stats(r, point, 0, 1, s, err);
 }
 
 /* ---------------------------------------------------------------- samples */
