@@ -92,25 +92,35 @@ static void hist_steps_pass(const uint32_t *h, const double *steps, int nsteps,
 		last_cut = first[k] > last_cut ? first[k] : last_cut;
 	}
 	int start = 1;
+	while (start + 4 <= last_cut && (h[start] | h[start + 1] | h[start + 2] | h[start + 3]) == 0)
+		start += 4;
 	while (start < last_cut && h[start] == 0)
 		start++;
 	uint64_t values = 0, total = 0;
 	double square = 0;
+	/* [b]: the sums over the bins before b, for b from start + 1 to last_cut
+	 * (up to start, 0) */
 	double square_at[AT_HIST_BINS + 1];
 	uint64_t values_at[AT_HIST_BINS + 1];
-	for (int b = 1; b <= start; b++)
-		square_at[b] = 0, values_at[b] = 0;
 	for (int b = start; b < last_cut; b++) {
 		values += h[b];
 		square += h[b] * bin_value[b] * bin_value[b];
 		values_at[b + 1] = values;
 		square_at[b + 1] = square;
 	}
-	for (int b = 1; b < AT_HIST_BINS; b++)
-		total += h[b];
+	/* four sums (integers: in any order the same), for the vector unit */
+	uint64_t part[4] = {0, 0, 0, 0};
+	int b4 = 1;
+	for (; b4 + 4 <= AT_HIST_BINS; b4 += 4)
+		for (int j = 0; j < 4; j++)
+			part[j] += h[b4 + j];
+	for (; b4 < AT_HIST_BINS; b4++)
+		part[0] += h[b4];
+	total = part[0] + part[1] + part[2] + part[3];
 	for (int k = 0; k < nsteps; k++) {
-		values_below[k] = (double)(total - values_at[first[k]]);
-		square_below[k] = square_at[first[k]];
+		int past = first[k] > start;
+		values_below[k] = (double)(total - (past ? values_at[first[k]] : 0));
+		square_below[k] = past ? square_at[first[k]] : 0.0;
 	}
 }
 

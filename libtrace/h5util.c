@@ -393,13 +393,13 @@ static int check_chunk_frames(hid_t dset, const char *name, const char *where,
 	return status;
 }
 
-int h5_read_open_checked(hid_t dset, const char *name, hid_t mem_type, void *buf,
+int h5_read_open_checked(hid_t dset, const char *name, hid_t mem_type, void *buf, hid_t dxpl,
                          const char *where, struct at_error *err)
 {
 	int checked = check_chunk_frames(dset, name, where, err);
 	if (checked)
 		return checked;
-	if (H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf) < 0)
+	if (H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, dxpl, buf) < 0)
 		return at_fail(err, AT_EFORMAT, "%s: cannot read dataset '%s' (truncated or corrupt?)",
 		               where, name);
 	return AT_OK;
@@ -412,7 +412,7 @@ int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
 	hid_t dset = h5_open_checked(loc, name, rank, want, H5Tget_class(mem_type), dims, where, err);
 	if (dset < 0)
 		return err ? err->code : AT_EFORMAT;
-	int status = h5_read_open_checked(dset, name, mem_type, buf, where, err);
+	int status = h5_read_open_checked(dset, name, mem_type, buf, H5P_DEFAULT, where, err);
 	H5Dclose(dset);
 	return status;
 }

@@ -613,11 +613,8 @@ static int check_extremes(const struct at_stats *s, const char *where, struct at
 
 /* True when the dataset's pipeline is exactly shuffle then zstd, the one our
  * codec reproduces; anything else is read through HDF5's own pipeline. */
-static int pipeline_is_ours(hid_t dset)
+static int pipeline_is_ours(hid_t dcpl)
 {
-	hid_t dcpl = H5Dget_create_plist(dset);
-	if (dcpl < 0)
-		return 0;
 	int ours = H5Pget_nfilters(dcpl) == 2;
 	for (unsigned i = 0; ours && i < 2; i++) {
 		unsigned flags, cd[8];
@@ -625,7 +622,6 @@ static int pipeline_is_ours(hid_t dset)
 		H5Z_filter_t id = H5Pget_filter2(dcpl, i, &flags, &ncd, cd, 0, NULL, NULL);
 		ours = id == (i == 0 ? H5Z_FILTER_SHUFFLE : AT_ZSTD_FILTER_ID);
 	}
-	H5Pclose(dcpl);
 	return ours;
 }
 
@@ -649,7 +645,7 @@ static int64_t raw_chunk_rows(hid_t d, hid_t mem_type, int rank, const hsize_t *
 	int64_t rows = 0;
 	if (type >= 0 && dcpl >= 0 && rank <= 8 && H5Tequal(type, mem_type) > 0 &&
 	    H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, rank, cdims) == rank &&
-	    cdims[0] >= 1 && pipeline_is_ours(d)) {
+	    cdims[0] >= 1 && pipeline_is_ours(dcpl)) {
 		rows = (int64_t)cdims[0];
 		for (int i = 1; i < rank; i++)
 			if (cdims[i] != dims[i])
@@ -903,10 +899,43 @@ static int load_dataset(hid_t g, const char *name, hid_t mem_type, int rank,
 		return err ? err->code : AT_EFORMAT;
 	int status = raw_dataset_read(d, name, mem_type, rank, dims, buf, h, where, err);
 	if (status == 0)
-		status = h5_read_open_checked(d, name, mem_type, buf, where, err);
+		status = h5_read_open_checked(d, name, mem_type, buf, H5P_DEFAULT, where, err);
 	else if (status == 1)
 		status = AT_OK;
 	H5Dclose(d);
+	return status;
+}
+
+/* The extremes (a compound type: HDF5 converts them, through a buffer of 1 MB
+ * it allocates and zeroes a read unless told the few bytes they need). */
+static int load_extremes(hid_t g, int32_t n, struct at_stats *s, const char *where,
+                         struct at_error *err)
+{
+	int64_t want[1] = {n};
+	hsize_t dims[1];
+	hid_t type = h5_extremes_mem_type();
+	if (type < 0)
+		return at_fail(err, AT_EIO, "%s: HDF5 type failure", where);
+	hid_t d = h5_open_checked(g, "extremes", 1, want, H5T_COMPOUND, dims, where, err);
+	int status = d < 0 ? (err ? err->code : AT_EFORMAT) : AT_OK;
+	hid_t file_type = d >= 0 ? H5Dget_type(d) : -1;
+	hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+	if (!status) {
+		size_t elem = file_type >= 0 && H5Tget_size(file_type) > sizeof *s->extremes
+		                  ? H5Tget_size(file_type) : sizeof *s->extremes;
+		if (dxpl < 0 || H5Pset_buffer(dxpl, (size_t)n * elem, NULL, NULL) < 0)
+			status = at_fail(err, AT_EIO, "%s: HDF5 property failure", where);
+	}
+	if (!status)
+		status = h5_read_open_checked(d, "extremes", type, s->extremes, dxpl, where, err);
+	if (dxpl >= 0)
+		H5Pclose(dxpl);
+	if (file_type >= 0)
+		H5Tclose(file_type);
+	if (d >= 0)
+		H5Dclose(d);
+	H5Tclose(type);
+	s->n_extremes = status ? 0 : n;
 	return status;
 }
 
@@ -914,7 +943,7 @@ static int load_datasets(hid_t g, const struct at_point_info *p, int whole, stru
                          struct point_raw *raw, const char *where, struct at_error *err)
 {
 	int64_t c = p->channels;
-	int64_t vec[1] = {c}, hist[2] = {c, AT_HIST_BINS}, ext[1] = {p->n_extremes};
+	int64_t vec[1] = {c}, hist[2] = {c, AT_HIST_BINS};
 	const struct {
 		const char *name;
 		hid_t type;
@@ -935,14 +964,8 @@ static int load_datasets(hid_t g, const struct at_point_info *p, int whole, stru
 	if (!status && p->has_hist)
 		status = load_dataset(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, &raw->hist, where,
 		                      err);
-	if (!status && p->n_extremes > 0) {
-		hid_t type = h5_extremes_mem_type();
-		status = type < 0 ? at_fail(err, AT_EIO, "%s: HDF5 type failure", where)
-		                  : h5_read_checked(g, "extremes", type, 1, ext, s->extremes, where, err);
-		if (type >= 0)
-			H5Tclose(type);
-		s->n_extremes = status ? 0 : p->n_extremes;
-	}
+	if (!status && p->n_extremes > 0)
+		status = load_extremes(g, p->n_extremes, s, where, err);
 	return status ? status : check_extremes(s, where, err);
 }
 
