@@ -723,7 +723,7 @@ struct raw_dataset {
 
 static void raw_dataset_free(struct raw_dataset *h)
 {
-	for (int64_t i = 0; i < h->n; i++) {
+	for (int64_t i = 0; h->chunks && h->spill && i < h->n; i++) {
 		free(h->chunks[i].packed);
 		free(h->spill[i]);
 	}
@@ -770,7 +770,7 @@ static void raw_dataset_fill(hid_t d, hid_t mem_type, struct raw_dataset *h)
 }
 
 /* 1: the dataset (open as d, of dims[0..rank)) is in h, raw, for
- * raw_dataset_finish; 0: read it through HDF5 instead (another layout);
+ * raw_datasets_finish; 0: read it through HDF5 instead (another layout);
  * else an error. */
 static int raw_dataset_read(hid_t d, const char *name, hid_t mem_type, int rank,
                             const hsize_t *dims, void *out, struct raw_dataset *h,
@@ -778,7 +778,9 @@ static int raw_dataset_read(hid_t d, const char *name, hid_t mem_type, int rank,
 {
 	memset(h, 0, sizeof *h);
 	h->chunk_rows = raw_chunk_rows(d, mem_type, rank, dims);
-	if (h->chunk_rows == 0 || dims[0] == 0)
+	/* chunks taller than the dataset only in a damaged file (HDF5 refuses
+	 * them for fixed sizes): not sized by the file, left to HDF5's checks */
+	if (h->chunk_rows == 0 || dims[0] == 0 || (hsize_t)h->chunk_rows > dims[0])
 		return 0;
 	h->name = name;
 	h->out = out;

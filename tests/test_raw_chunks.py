@@ -98,6 +98,26 @@ def main():
         rc, got, err = tool("trace-quant", "--digits", "17", holes)
         check.ok(rc == 0 and got != want_quant,
                  f"trace-quant reads a trace with a histogram chunk never written ({err.strip()})")
+
+        # frames that do not decode to a chunk's bytes (valid zstd, checksummed):
+        # a clean error naming the dataset, never a read past a buffer
+        if shutil.which("zstd") is None:
+            print("# no zstd command: the lying-frame cases are skipped")
+        else:
+            for label, factor in (("shorter", 0.5), ("longer", 2)):
+                bad = os.path.join(tmp, f"{label}.h5")
+                shutil.copy(base, bad)
+                with h5py.File(bad, "r+") as f:
+                    d = f["points"][point]["mean"]
+                    chunk_bytes = d.chunks[0] * d.dtype.itemsize
+                    payload = bytes(int(chunk_bytes * factor))  # compressible: under the stored cap
+                    frame = subprocess.run(["zstd", "-q", "-c", "--content-size", "-"],
+                                           input=payload, capture_output=True, check=True).stdout
+                    d.id.write_direct_chunk((0,), frame, filter_mask=0)
+                rc, _, err = tool("trace-stats", "-p", point, bad)
+                print(f"# {label}: {err.strip()}")
+                check.ok(rc == 1 and len(err.strip().splitlines()) == 1 and "'mean'" in err,
+                         f"a 'mean' frame {label} than its chunk: exit {rc}, {err.strip()}")
     finally:
         shutil.rmtree(tmp)
     if check.failures:
