@@ -58,6 +58,72 @@ void an_quant_hist(const struct at_stats *s, int64_t channel, double step,
 	an_quant_hist_steps(s, channel, &step, 1, out);
 }
 
+/* The first bin whose value reaches half a step (bin_value rises), or
+ * AT_HIST_BINS when no bin rounds to 0 (step 0); without branches on the
+ * comparisons, which a channel's steps make unpredictable. */
+static int first_rounded_bin(double step)
+{
+	if (!(step > 0))
+		return AT_HIST_BINS;
+	double half = 0.5 * step;
+	int lo = 1, n = AT_HIST_BINS - 1; /* the answer is in [lo, lo + n] */
+	while (n > 0) {
+		int mid = lo + n / 2;
+		int below = bin_value[mid] < half;
+		lo = below ? mid + 1 : lo;
+		n = below ? n - n / 2 - 1 : n / 2;
+	}
+	return lo;
+}
+
+/* Steps a pass handles: the per-tensor and per-channel scales of 8 bit widths. */
+#define STEPS_A_PASS 16
+
+static void hist_steps_pass(const uint32_t *h, const double *steps, int nsteps,
+                            double values_below[], double square_below[])
+{
+	/* Only the prefix sums at the steps' first rounded bins are needed: one
+	 * pass to the last of them, adding in the same order as a prefix array
+	 * (so the sums are bit for bit the same), from the first nonempty bin
+	 * (before it the sums are exact zeros). */
+	int first[STEPS_A_PASS], last_cut = 1;
+	for (int k = 0; k < nsteps; k++) {
+		first[k] = first_rounded_bin(steps[k]);
+		last_cut = first[k] > last_cut ? first[k] : last_cut;
+	}
+	int start = 1;
+	while (start + 4 <= last_cut && (h[start] | h[start + 1] | h[start + 2] | h[start + 3]) == 0)
+		start += 4;
+	while (start < last_cut && h[start] == 0)
+		start++;
+	uint64_t values = 0, total = 0;
+	double square = 0;
+	/* [b]: the sums over the bins before b, for b from start + 1 to last_cut
+	 * (up to start, 0) */
+	double square_at[AT_HIST_BINS + 1];
+	uint64_t values_at[AT_HIST_BINS + 1];
+	for (int b = start; b < last_cut; b++) {
+		values += h[b];
+		square += h[b] * bin_value[b] * bin_value[b];
+		values_at[b + 1] = values;
+		square_at[b + 1] = square;
+	}
+	/* four sums (integers: in any order the same), for the vector unit */
+	uint64_t part[4] = {0, 0, 0, 0};
+	int b4 = 1;
+	for (; b4 + 4 <= AT_HIST_BINS; b4 += 4)
+		for (int j = 0; j < 4; j++)
+			part[j] += h[b4 + j];
+	for (; b4 < AT_HIST_BINS; b4++)
+		part[0] += h[b4];
+	total = part[0] + part[1] + part[2] + part[3];
+	for (int k = 0; k < nsteps; k++) {
+		int past = first[k] > start;
+		values_below[k] = (double)(total - (past ? values_at[first[k]] : 0));
+		square_below[k] = past ? square_at[first[k]] : 0.0;
+	}
+}
+
 void an_quant_hist_steps(const struct at_stats *s, int64_t channel, const double *steps,
                          int nsteps, struct an_quant_error *outs)
 {
@@ -65,30 +131,20 @@ void an_quant_hist_steps(const struct at_stats *s, int64_t channel, const double
 	const uint32_t *h = s->hist + channel * AT_HIST_BINS;
 	double n = (double)s->count[channel];
 	double signal = s->m2[channel] + n * s->mean[channel] * s->mean[channel];
-	/* below[b]: values and their x^2 in the bins before b (bin 0, exact
-	 * zeros, errs by nothing) */
-	double values_below[AT_HIST_BINS + 1], square_below[AT_HIST_BINS + 1];
-	values_below[1] = square_below[1] = 0;
-	for (int b = 1; b < AT_HIST_BINS; b++) {
-		values_below[b + 1] = values_below[b] + h[b];
-		square_below[b + 1] = square_below[b] + h[b] * bin_value[b] * bin_value[b];
-	}
-	for (int k = 0; k < nsteps; k++) {
-		double step = steps[k];
-		/* the first bin whose value reaches half a step (bin_value rises) */
-		int lo = 1, hi = AT_HIST_BINS;
-		while (step > 0 && lo < hi) {
-			int mid = (lo + hi) / 2;
-			if (bin_value[mid] >= 0.5 * step)
-				hi = mid;
-			else
-				lo = mid + 1;
+	for (int k0 = 0; k0 < nsteps; k0 += STEPS_A_PASS) {
+		int m = nsteps - k0 < STEPS_A_PASS ? nsteps - k0 : STEPS_A_PASS;
+		/* rounded[k]: values in the bins from step k's first rounded bin on;
+		 * square[k]: x^2 of the bins before it (bin 0, exact zeros, errs by
+		 * nothing), each at its bin's value */
+		double rounded[STEPS_A_PASS], square[STEPS_A_PASS];
+		hist_steps_pass(h, steps + k0, m, rounded, square);
+		for (int k = 0; k < m; k++) {
+			double step = steps[k0 + k];
+			struct an_quant_error *out = &outs[k0 + k];
+			out->values += s->count[channel];
+			out->signal += signal;
+			out->error += square[k] + rounded[k] * step * step / 12.0;
 		}
-		int first = step > 0 ? lo : AT_HIST_BINS;
-		double rounded = values_below[AT_HIST_BINS] - values_below[first];
-		outs[k].values += s->count[channel];
-		outs[k].signal += signal;
-		outs[k].error += square_below[first] + rounded * step * step / 12.0;
 	}
 }
 

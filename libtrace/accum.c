@@ -270,6 +270,37 @@ int at_stats_init(struct at_stats *s, int64_t channels, int with_hist, int32_t m
 	return AT_OK;
 }
 
+int stats_refit(struct at_stats *s, int64_t channels, int with_hist, int32_t max_extremes,
+                struct at_error *err)
+{
+	if (!s->count || s->channels != channels || max_extremes < 0) {
+		at_stats_free(s);
+		return at_stats_init(s, channels, with_hist, max_extremes, err);
+	}
+	if (!with_hist) {
+		free(s->hist);
+		s->hist = NULL;
+	} else if (!s->hist && !(s->hist = malloc((size_t)channels * AT_HIST_BINS * sizeof *s->hist))) {
+		at_stats_free(s);
+		return at_fail(err, AT_ENOMEM, "statistics: out of memory for %lld channels",
+		               (long long)channels);
+	}
+	if (s->max_extremes != max_extremes) {
+		free(s->extremes);
+		s->extremes = max_extremes > 0 ? calloc((size_t)max_extremes, sizeof *s->extremes) : NULL;
+		if (max_extremes > 0 && !s->extremes) {
+			at_stats_free(s);
+			return at_fail(err, AT_ENOMEM, "statistics: out of memory for %d extremes",
+			               (int)max_extremes);
+		}
+		s->max_extremes = max_extremes;
+	} else if (s->extremes) {
+		memset(s->extremes, 0, (size_t)max_extremes * sizeof *s->extremes);
+	}
+	s->n_extremes = 0;
+	return AT_OK;
+}
+
 /* ---------------------------------------------------------------- extremes */
 
 /* The ranking of extremes: larger |value| first, then the smaller token, the

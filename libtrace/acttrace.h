@@ -355,6 +355,16 @@ int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
  * the I/O. */
 int at_reader_load_moments(struct at_reader *r, int32_t point, struct at_stats *s,
                            struct at_error *err);
+/* The same two into accumulators s already holds, from an earlier load or
+ * at_stats_init (or an empty, zeroed s): when s has the point's channels
+ * its arrays are overwritten, not allocated and zeroed again, which spares
+ * a pass over a point's histogram (what a loop over a trace's points
+ * otherwise spends in page faults and memset); else s is reallocated.  The
+ * result is the same as the plain loads'; on failure s is left empty. */
+int at_reader_reload_stats(struct at_reader *r, int32_t point, struct at_stats *s,
+                           struct at_error *err);
+int at_reader_reload_moments(struct at_reader *r, int32_t point, struct at_stats *s,
+                             struct at_error *err);
 /* Sampled rows [first, first+n) of a point as float32 [n][channels], and the
  * /tokens row of each (tokens may be NULL).  Chunks are decompressed in
  * parallel; iterate in multiples of sample_chunk_rows for best speed. */

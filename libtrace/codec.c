@@ -10,6 +10,9 @@
 #include <string.h>
 
 #include <zstd.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -40,34 +43,34 @@ static inline void unshuffle_bytes(const unsigned char *src, unsigned char *dst,
  * byte b of a little-endian word, so each element is one shift-or of its
  * planes and one store, with a pointer a plane (2 MB of histogram: 0.29 ms
  * against 0.55 for the byte loop at -O2). */
-static void unshuffle_words2(const unsigned char *restrict src, unsigned char *restrict dst,
-                             size_t n)
+static void unshuffle_words2_from(const unsigned char *restrict src, unsigned char *restrict dst,
+                                  size_t n, size_t i0)
 {
 	const unsigned char *s0 = src, *s1 = src + n;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = i0; i < n; i++) {
 		uint16_t v = (uint16_t)(s0[i] | s1[i] << 8);
 		memcpy(dst + 2 * i, &v, sizeof v);
 	}
 }
 
-static void unshuffle_words4(const unsigned char *restrict src, unsigned char *restrict dst,
-                             size_t n)
+static void unshuffle_words4_from(const unsigned char *restrict src, unsigned char *restrict dst,
+                                  size_t n, size_t i0)
 {
 	const unsigned char *s0 = src, *s1 = src + n, *s2 = src + 2 * n, *s3 = src + 3 * n;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = i0; i < n; i++) {
 		uint32_t v = (uint32_t)s0[i] | (uint32_t)s1[i] << 8 | (uint32_t)s2[i] << 16 |
 		             (uint32_t)s3[i] << 24;
 		memcpy(dst + 4 * i, &v, sizeof v);
 	}
 }
 
-static void unshuffle_words8(const unsigned char *restrict src, unsigned char *restrict dst,
-                             size_t n)
+static void unshuffle_words8_from(const unsigned char *restrict src, unsigned char *restrict dst,
+                                  size_t n, size_t i0)
 {
 	const unsigned char *s[8];
 	for (int b = 0; b < 8; b++)
 		s[b] = src + (size_t)b * n;
-	for (size_t i = 0; i < n; i++) {
+	for (size_t i = i0; i < n; i++) {
 		uint64_t v = (uint64_t)s[0][i] | (uint64_t)s[1][i] << 8 | (uint64_t)s[2][i] << 16 |
 		             (uint64_t)s[3][i] << 24 | (uint64_t)s[4][i] << 32 |
 		             (uint64_t)s[5][i] << 40 | (uint64_t)s[6][i] << 48 | (uint64_t)s[7][i] << 56;
@@ -75,6 +78,77 @@ static void unshuffle_words8(const unsigned char *restrict src, unsigned char *r
 	}
 }
 #define AT_WORD_UNSHUFFLE 1
+
+#ifdef __SSE2__
+/* SSE2 (baseline on x86-64): 16 elements at a time, each byte plane's 16
+ * bytes interleaved with the others' by the unpack instructions (bytes,
+ * then pairs, then quads), the tail by the word loops above.  A 2 MB
+ * histogram unshuffles several times faster than a word at a time. */
+static void unshuffle_sse2_2(const unsigned char *restrict src, unsigned char *restrict dst,
+                             size_t n)
+{
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m128i p0 = _mm_loadu_si128((const __m128i *)(src + i));
+		__m128i p1 = _mm_loadu_si128((const __m128i *)(src + n + i));
+		_mm_storeu_si128((__m128i *)(dst + 2 * i), _mm_unpacklo_epi8(p0, p1));
+		_mm_storeu_si128((__m128i *)(dst + 2 * i + 16), _mm_unpackhi_epi8(p0, p1));
+	}
+	unshuffle_words2_from(src, dst, n, i);
+}
+
+static void unshuffle_sse2_4(const unsigned char *restrict src, unsigned char *restrict dst,
+                             size_t n)
+{
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m128i p0 = _mm_loadu_si128((const __m128i *)(src + i));
+		__m128i p1 = _mm_loadu_si128((const __m128i *)(src + n + i));
+		__m128i p2 = _mm_loadu_si128((const __m128i *)(src + 2 * n + i));
+		__m128i p3 = _mm_loadu_si128((const __m128i *)(src + 3 * n + i));
+		__m128i b01_lo = _mm_unpacklo_epi8(p0, p1), b01_hi = _mm_unpackhi_epi8(p0, p1);
+		__m128i b23_lo = _mm_unpacklo_epi8(p2, p3), b23_hi = _mm_unpackhi_epi8(p2, p3);
+		unsigned char *out = dst + 4 * i;
+		_mm_storeu_si128((__m128i *)out, _mm_unpacklo_epi16(b01_lo, b23_lo));
+		_mm_storeu_si128((__m128i *)(out + 16), _mm_unpackhi_epi16(b01_lo, b23_lo));
+		_mm_storeu_si128((__m128i *)(out + 32), _mm_unpacklo_epi16(b01_hi, b23_hi));
+		_mm_storeu_si128((__m128i *)(out + 48), _mm_unpackhi_epi16(b01_hi, b23_hi));
+	}
+	unshuffle_words4_from(src, dst, n, i);
+}
+
+static void unshuffle_sse2_8(const unsigned char *restrict src, unsigned char *restrict dst,
+                             size_t n)
+{
+	size_t i = 0;
+	for (; i + 16 <= n; i += 16) {
+		__m128i p[8], pairs[8], quads[8];
+		for (int b = 0; b < 8; b++)
+			p[b] = _mm_loadu_si128((const __m128i *)(src + (size_t)b * n + i));
+		/* pairs[2j]: bytes 2j, 2j+1 of elements 0-7; pairs[2j+1]: of 8-15 */
+		for (int j = 0; j < 4; j++) {
+			pairs[2 * j] = _mm_unpacklo_epi8(p[2 * j], p[2 * j + 1]);
+			pairs[2 * j + 1] = _mm_unpackhi_epi8(p[2 * j], p[2 * j + 1]);
+		}
+		/* quads[4h + q]: bytes 4h..4h+3 of elements 4q..4q+3 */
+		for (int h = 0; h < 2; h++) {
+			__m128i lo_a = pairs[4 * h], hi_a = pairs[4 * h + 1];
+			__m128i lo_b = pairs[4 * h + 2], hi_b = pairs[4 * h + 3];
+			quads[4 * h + 0] = _mm_unpacklo_epi16(lo_a, lo_b);
+			quads[4 * h + 1] = _mm_unpackhi_epi16(lo_a, lo_b);
+			quads[4 * h + 2] = _mm_unpacklo_epi16(hi_a, hi_b);
+			quads[4 * h + 3] = _mm_unpackhi_epi16(hi_a, hi_b);
+		}
+		unsigned char *out = dst + 8 * i;
+		for (int q = 0; q < 4; q++) {
+			_mm_storeu_si128((__m128i *)(out + 32 * q), _mm_unpacklo_epi32(quads[q], quads[4 + q]));
+			_mm_storeu_si128((__m128i *)(out + 32 * q + 16),
+			                 _mm_unpackhi_epi32(quads[q], quads[4 + q]));
+		}
+	}
+	unshuffle_words8_from(src, dst, n, i);
+}
+#endif
 #endif
 
 void at_shuffle(const void *src, void *dst, size_t n_elems, size_t elem_size)
@@ -89,11 +163,17 @@ void at_shuffle(const void *src, void *dst, size_t n_elems, size_t elem_size)
 
 void at_unshuffle(const void *src, void *dst, size_t n_elems, size_t elem_size)
 {
-#ifdef AT_WORD_UNSHUFFLE
+#if defined(AT_WORD_UNSHUFFLE) && defined(__SSE2__)
 	switch (elem_size) {
-	case 2: unshuffle_words2(src, dst, n_elems); return;
-	case 4: unshuffle_words4(src, dst, n_elems); return;
-	case 8: unshuffle_words8(src, dst, n_elems); return;
+	case 2: unshuffle_sse2_2(src, dst, n_elems); return;
+	case 4: unshuffle_sse2_4(src, dst, n_elems); return;
+	case 8: unshuffle_sse2_8(src, dst, n_elems); return;
+	}
+#elif defined(AT_WORD_UNSHUFFLE)
+	switch (elem_size) {
+	case 2: unshuffle_words2_from(src, dst, n_elems, 0); return;
+	case 4: unshuffle_words4_from(src, dst, n_elems, 0); return;
+	case 8: unshuffle_words8_from(src, dst, n_elems, 0); return;
 	}
 #endif
 	switch (elem_size) {

@@ -393,6 +393,18 @@ static int check_chunk_frames(hid_t dset, const char *name, const char *where,
 	return status;
 }
 
+int h5_read_open_checked(hid_t dset, const char *name, hid_t mem_type, void *buf, hid_t dxpl,
+                         const char *where, struct at_error *err)
+{
+	int checked = check_chunk_frames(dset, name, where, err);
+	if (checked)
+		return checked;
+	if (H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, dxpl, buf) < 0)
+		return at_fail(err, AT_EFORMAT, "%s: cannot read dataset '%s' (truncated or corrupt?)",
+		               where, name);
+	return AT_OK;
+}
+
 int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
                     const int64_t *want, void *buf, const char *where, struct at_error *err)
 {
@@ -400,17 +412,9 @@ int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
 	hid_t dset = h5_open_checked(loc, name, rank, want, H5Tget_class(mem_type), dims, where, err);
 	if (dset < 0)
 		return err ? err->code : AT_EFORMAT;
-	int checked = check_chunk_frames(dset, name, where, err);
-	if (checked) {
-		H5Dclose(dset);
-		return checked;
-	}
-	herr_t status = H5Dread(dset, mem_type, H5S_ALL, H5S_ALL, H5P_DEFAULT, buf);
+	int status = h5_read_open_checked(dset, name, mem_type, buf, H5P_DEFAULT, where, err);
 	H5Dclose(dset);
-	if (status < 0)
-		return at_fail(err, AT_EFORMAT, "%s: cannot read dataset '%s' (truncated or corrupt?)",
-		               where, name);
-	return AT_OK;
+	return status;
 }
 
 hid_t h5_extremes_mem_type(void)

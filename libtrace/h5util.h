@@ -62,5 +62,9 @@ hid_t h5_open_checked(hid_t loc, const char *name, int rank, const int64_t *want
 /* Read a whole dataset of the given rank/shape into buf as mem_type. */
 int h5_read_checked(hid_t loc, const char *name, hid_t mem_type, int rank,
                     const int64_t *want, void *buf, const char *where, struct at_error *err);
+/* The same for a dataset already open (and checked) as dset, with a
+ * transfer property list (H5P_DEFAULT). */
+int h5_read_open_checked(hid_t dset, const char *name, hid_t mem_type, void *buf, hid_t dxpl,
+                         const char *where, struct at_error *err);
 
 #endif /* AT_H5UTIL_H */

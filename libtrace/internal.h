@@ -176,6 +176,16 @@ int at_tensor_check(const struct at_tensor *t, struct at_error *err);
 int stats_place_slice(struct at_stats *dst, const struct at_stats *src, int64_t offset,
                       struct at_error *err);
 
+/* ---- accum.c: accumulators a reader overwrites ----
+ * s sized as at_stats_init would size it, for a caller that then writes
+ * every per-channel value and histogram row: s's arrays are kept when s
+ * already has that many channels (its values left as they were: no pass
+ * over every page of a histogram again), else s is freed and initialised.
+ * s must be empty (zeroed) or hold accumulators.  On failure s is left
+ * empty. */
+int stats_refit(struct at_stats *s, int64_t channels, int with_hist, int32_t max_extremes,
+                struct at_error *err);
+
 /* ---- codec.c: the byte shuffle + zstd pipeline of compressed datasets ----
  * A chunk is compressed exactly as HDF5's filter pipeline (shuffle, then
  * filter 32015) would, so H5Dwrite_chunk/H5Dread_chunk can bypass it. */

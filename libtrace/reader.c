@@ -613,11 +613,8 @@ static int check_extremes(const struct at_stats *s, const char *where, struct at
 
 /* True when the dataset's pipeline is exactly shuffle then zstd, the one our
  * codec reproduces; anything else is read through HDF5's own pipeline. */
-static int pipeline_is_ours(hid_t dset)
+static int pipeline_is_ours(hid_t dcpl)
 {
-	hid_t dcpl = H5Dget_create_plist(dset);
-	if (dcpl < 0)
-		return 0;
 	int ours = H5Pget_nfilters(dcpl) == 2;
 	for (unsigned i = 0; ours && i < 2; i++) {
 		unsigned flags, cd[8];
@@ -625,45 +622,35 @@ static int pipeline_is_ours(hid_t dset)
 		H5Z_filter_t id = H5Pget_filter2(dcpl, i, &flags, &ncd, cd, 0, NULL, NULL);
 		ours = id == (i == 0 ? H5Z_FILTER_SHUFFLE : AT_ZSTD_FILTER_ID);
 	}
-	H5Pclose(dcpl);
 	return ours;
 }
 
-/* A point's histogram as its chunks, read raw under the reader's lock and
- * decompressed after it (load_stats): through HDF5's filter pipeline the
- * decompression, and its byte unshuffle (a fifth of trace-quant's time),
- * would run under the lock, one point at a time, whatever the threads. */
-struct hist_raw {
-	struct at_chunk *chunks;
-	int64_t *first;     /* first channel of each chunk; -1: never written (zeros) */
-	void **spill;       /* where a chunk decompresses when it passes the channels */
-	int64_t n, rows;    /* chunks, channels a chunk */
-};
+/* ---- datasets read as their stored chunks ----
+ * Through HDF5's filter pipeline a dataset's chunks are decompressed and
+ * unshuffled under the reader's lock, one point at a time whatever the
+ * threads (the histogram alone was a fifth of trace-quant's time), and a
+ * dataset behind filter 32015 is read twice (h5_read_checked checks every
+ * frame first).  A dataset chunked along dimension 0 only, behind our
+ * pipeline, with the memory type as its stored type, is instead read raw
+ * under the lock and decompressed by our codec after it; the codec refuses
+ * a frame that does not decode to exactly a chunk's bytes (AT_ECODEC),
+ * which is the check h5_read_checked makes before HDF5 decodes. */
 
-static void hist_raw_free(struct hist_raw *h)
-{
-	for (int64_t i = 0; i < h->n; i++) {
-		free(h->chunks[i].packed);
-		free(h->spill[i]);
-	}
-	free(h->chunks);
-	free(h->first);
-	free(h->spill);
-	memset(h, 0, sizeof *h);
-}
-
-/* The chunk layout that raw reading handles: our shuffle + zstd pipeline,
- * little-endian uint32, chunks of whole channels.  Anything else (0) is read
- * through HDF5. */
-static int64_t hist_chunk_rows(hid_t d)
+/* The chunk height of such a dataset of dims[0..rank), or 0: any other
+ * layout, read through HDF5. */
+static int64_t raw_chunk_rows(hid_t d, hid_t mem_type, int rank, const hsize_t *dims)
 {
 	hid_t type = H5Dget_type(d), dcpl = H5Dget_create_plist(d);
-	hsize_t cdims[2] = {0, 0};
+	hsize_t cdims[8] = {0};
 	int64_t rows = 0;
-	if (type >= 0 && dcpl >= 0 && H5Tequal(type, H5T_STD_U32LE) > 0 &&
-	    H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, 2, cdims) == 2 &&
-	    cdims[1] == AT_HIST_BINS && cdims[0] >= 1 && pipeline_is_ours(d))
+	if (type >= 0 && dcpl >= 0 && rank <= 8 && H5Tequal(type, mem_type) > 0 &&
+	    H5Pget_layout(dcpl) == H5D_CHUNKED && H5Pget_chunk(dcpl, rank, cdims) == rank &&
+	    cdims[0] >= 1 && pipeline_is_ours(dcpl)) {
 		rows = (int64_t)cdims[0];
+		for (int i = 1; i < rank; i++)
+			if (cdims[i] != dims[i])
+				rows = 0;
+	}
 	if (type >= 0)
 		H5Tclose(type);
 	if (dcpl >= 0)
@@ -671,114 +658,299 @@ static int64_t hist_chunk_rows(hid_t d)
 	return rows;
 }
 
-/* Read chunk i of the histogram raw; its bytes go straight into s->hist
- * when the chunk lies within the channels. */
-static int hist_read_chunk(hid_t d, struct hist_raw *h, int64_t i, struct at_stats *s,
-                           const char *where, struct at_error *err)
+/* The stored chunk at row0 into ch->packed (grown as needed), for a chunk
+ * of raw_bytes: 1 when read, 0 when never written, else an error.  Its
+ * stored size is capped by what the writer can store for it. */
+static int raw_read_chunk(hid_t d, int64_t row0, size_t raw_bytes, struct at_chunk *ch,
+                          const char *what, const char *where, struct at_error *err)
 {
-	int64_t first = i * h->rows, have = s->channels - first < h->rows ? s->channels - first : h->rows;
-	size_t raw_bytes = (size_t)h->rows * AT_HIST_BINS * sizeof(uint32_t);
-	hsize_t offset[2] = {(hsize_t)first, 0}, size = 0;
-	uint32_t mask = 0;
-	struct at_chunk *ch = &h->chunks[i];
-	h->first[i] = -1;
-	if (H5Dget_chunk_storage_size(d, offset, &size) < 0 || size == 0)
-		return AT_OK; /* never written: the fill value, 0 */
+	hsize_t offset[8] = {(hsize_t)row0}, size = 0;
+	haddr_t addr = HADDR_UNDEF;
+	unsigned mask = 0;
+	/* not H5Dget_chunk_storage_size, which fails alike for a chunk never
+	 * written and for a damaged chunk index */
+	if (H5Dget_chunk_info_by_coord(d, offset, &mask, &addr, &size) < 0)
+		return at_fail(err, AT_EFORMAT, "%s: dataset '%s': unreadable chunk index", where, what);
+	if (addr == HADDR_UNDEF || size == 0)
+		return 0;
 	if (size > at_codec_stored_bound(raw_bytes))
-		return at_fail(err, AT_EFORMAT, "%s: histogram chunk %lld claims %llu bytes", where,
-		               (long long)i, (unsigned long long)size);
-	if (!(ch->packed = malloc((size_t)size)))
-		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
-	ch->packed_bytes = ch->packed_capacity = (size_t)size;
-	if (H5Dread_chunk(d, H5P_DEFAULT, offset, &mask, ch->packed) < 0 || mask != 0)
-		return at_fail(err, AT_EFORMAT, "%s: cannot read histogram chunk %lld", where,
-		               (long long)i);
+		return at_fail(err, AT_EFORMAT, "%s: dataset '%s': chunk at row %lld claims %llu bytes",
+		               where, what, (long long)row0, (unsigned long long)size);
+	if (ch->packed_capacity < size || !ch->packed) {
+		void *grown = realloc(ch->packed, (size_t)size);
+		if (!grown)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+		ch->packed = grown;
+		ch->packed_capacity = (size_t)size;
+	}
+	ch->packed_bytes = (size_t)size;
 	ch->raw_bytes = raw_bytes;
-	if (have == h->rows) {
-		ch->raw = s->hist + (size_t)first * AT_HIST_BINS;
+	uint32_t read_mask = 0;
+	if (H5Dread_chunk(d, H5P_DEFAULT, offset, &read_mask, ch->packed) < 0 || read_mask != 0)
+		return at_fail(err, AT_EFORMAT, "%s: dataset '%s': cannot read the chunk at row %lld",
+		               where, what, (long long)row0);
+	return 1;
+}
+
+/* Chunks decompressed by the codec, in this thread (the callers run in the
+ * prefetcher's threads or a caller's parallel region), its message prefixed
+ * with where and what. */
+static int raw_decompress(struct at_chunk *chunks, size_t n, size_t elem_size, int threads,
+                          const char *what, const char *where, struct at_error *err)
+{
+	int status = at_codec_decompress(chunks, n, elem_size, threads, err);
+	if (status == AT_ECODEC && err) {
+		char reason[sizeof err->message];
+		snprintf(reason, sizeof reason, "%s", err->message);
+		return at_fail(err, AT_ECODEC,
+		               "%s: cannot read dataset '%s' (truncated or corrupt?): %s", where, what,
+		               reason);
+	}
+	return status;
+}
+
+/* A whole dataset read raw into out (rows of row_bytes). */
+struct raw_dataset {
+	const char *name;
+	struct at_chunk *chunks;
+	void **spill;        /* where a chunk that passes the last row decompresses */
+	int64_t n, chunk_rows, rows;
+	size_t row_bytes, elem_size;
+	unsigned char *out;
+	unsigned char fill[16]; /* the fill value, for chunks never written */
+	int missing;         /* chunks never written */
+};
+
+static void raw_dataset_free(struct raw_dataset *h)
+{
+	for (int64_t i = 0; h->chunks && h->spill && i < h->n; i++) {
+		free(h->chunks[i].packed);
+		free(h->spill[i]);
+	}
+	free(h->chunks);
+	free(h->spill);
+	h->chunks = NULL;
+	h->spill = NULL;
+	h->n = 0;
+}
+
+static int raw_dataset_chunk(hid_t d, struct raw_dataset *h, int64_t i, const char *where,
+                             struct at_error *err)
+{
+	int64_t first = i * h->chunk_rows;
+	int64_t have = h->rows - first < h->chunk_rows ? h->rows - first : h->chunk_rows;
+	size_t raw_bytes = (size_t)h->chunk_rows * h->row_bytes;
+	struct at_chunk *ch = &h->chunks[i];
+	int got = raw_read_chunk(d, first, raw_bytes, ch, h->name, where, err);
+	if (got != 1) {
+		h->missing += got == 0;
+		return got == 0 ? AT_OK : got;
+	}
+	if (have == h->chunk_rows) {
+		ch->raw = h->out + (size_t)first * h->row_bytes;
 	} else {
 		if (!(h->spill[i] = malloc(raw_bytes)))
 			return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
 		ch->raw = h->spill[i];
 	}
-	h->first[i] = first;
 	return AT_OK;
 }
 
-/* 1: the histogram is in h, raw, for hist_decompress; 0: read it through
- * HDF5 instead (another layout); else an error. */
-static int hist_read_raw(hid_t g, struct at_stats *s, struct hist_raw *h, const char *where,
-                         struct at_error *err)
+/* The fill value HDF5 would read for a chunk never written (zeros where it
+ * has none). */
+static void raw_dataset_fill(hid_t d, hid_t mem_type, struct raw_dataset *h)
 {
-	int64_t want[2] = {s->channels, AT_HIST_BINS};
-	hsize_t dims[2];
-	hid_t d = h5_open_checked(g, "hist", 2, want, H5T_INTEGER, dims, where, err);
-	if (d < 0)
-		return AT_EFORMAT;
-	int status = 0;
-	h->rows = hist_chunk_rows(d);
-	if (h->rows > 0) {
-		h->n = (s->channels + h->rows - 1) / h->rows;
-		h->chunks = calloc((size_t)h->n, sizeof *h->chunks);
-		h->first = calloc((size_t)h->n, sizeof *h->first);
-		h->spill = calloc((size_t)h->n, sizeof *h->spill);
-		status = h->chunks && h->first && h->spill
-		             ? 1
-		             : at_fail(err, AT_ENOMEM, "%s: out of memory", where);
-		for (int64_t i = 0; status == 1 && i < h->n; i++) {
-			int rc = hist_read_chunk(d, h, i, s, where, err);
-			status = rc ? rc : 1;
+	memset(h->fill, 0, sizeof h->fill);
+	hid_t dcpl = H5Dget_create_plist(d);
+	if (dcpl >= 0 && h->elem_size <= sizeof h->fill &&
+	    H5Pget_fill_value(dcpl, mem_type, h->fill) < 0)
+		memset(h->fill, 0, sizeof h->fill);
+	if (dcpl >= 0)
+		H5Pclose(dcpl);
+}
+
+/* 1: the dataset (open as d, of dims[0..rank)) is in h, raw, for
+ * raw_datasets_finish; 0: read it through HDF5 instead (another layout);
+ * else an error. */
+static int raw_dataset_read(hid_t d, const char *name, hid_t mem_type, int rank,
+                            const hsize_t *dims, void *out, struct raw_dataset *h,
+                            const char *where, struct at_error *err)
+{
+	memset(h, 0, sizeof *h);
+	h->chunk_rows = raw_chunk_rows(d, mem_type, rank, dims);
+	/* chunks taller than the dataset only in a damaged file (HDF5 refuses
+	 * them for fixed sizes): not sized by the file, left to HDF5's checks */
+	if (h->chunk_rows == 0 || dims[0] == 0 || (hsize_t)h->chunk_rows > dims[0])
+		return 0;
+	h->name = name;
+	h->out = out;
+	h->rows = (int64_t)dims[0];
+	h->elem_size = H5Tget_size(mem_type);
+	h->row_bytes = h->elem_size;
+	for (int i = 1; i < rank; i++)
+		h->row_bytes *= (size_t)dims[i];
+	h->n = (h->rows + h->chunk_rows - 1) / h->chunk_rows;
+	h->chunks = calloc((size_t)h->n, sizeof *h->chunks);
+	h->spill = calloc((size_t)h->n, sizeof *h->spill);
+	int status = h->chunks && h->spill ? AT_OK
+	                                   : at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+	for (int64_t i = 0; !status && i < h->n; i++)
+		status = raw_dataset_chunk(d, h, i, where, err);
+	if (!status && h->missing)
+		raw_dataset_fill(d, mem_type, h);
+	if (status) {
+		raw_dataset_free(h);
+		return status;
+	}
+	return 1;
+}
+
+/* The present chunks of sets [k0, k1) into one array, for one codec call. */
+static size_t raw_present(const struct raw_dataset *sets, int k0, int k1, struct at_chunk *out)
+{
+	size_t n = 0;
+	for (int k = k0; k < k1; k++)
+		for (int64_t i = 0; i < sets[k].n; i++)
+			if (sets[k].chunks[i].raw)
+				out[n++] = sets[k].chunks[i];
+	return n;
+}
+
+/* Decompress the raw chunks of datasets of one element size into their
+ * buffers (outside the reader's lock), in one codec call; on a failure, a
+ * dataset at a time, so that the message names the dataset. */
+static int raw_decompress_sets(struct raw_dataset *sets, int nsets, const char *where,
+                               struct at_error *err)
+{
+	size_t total = 0, elem_size = 0;
+	for (int k = 0; k < nsets; k++) {
+		total += (size_t)sets[k].n;
+		if (sets[k].n)
+			elem_size = sets[k].elem_size;
+	}
+	if (total == 0)
+		return AT_OK;
+	struct at_chunk *present = malloc(total * sizeof *present);
+	if (!present)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
+	size_t n = raw_present(sets, 0, nsets, present);
+	int status = at_codec_decompress(present, n, elem_size, 1, err);
+	if (status == AT_ECODEC) {
+		for (int k = 0; k < nsets; k++) {
+			n = raw_present(sets, k, k + 1, present);
+			int one = raw_decompress(present, n, elem_size, 1, sets[k].name, where, err);
+			if (one) {
+				status = one;
+				break;
+			}
 		}
 	}
-	H5Dclose(d);
-	if (status != 1)
-		hist_raw_free(h);
+	free(present);
 	return status;
 }
 
-/* The raw chunks into s->hist (outside the reader's lock). */
-static int hist_decompress(struct hist_raw *h, struct at_stats *s, const char *where,
-                           struct at_error *err)
+/* The raw datasets sets[0..nsets) (one element size) into their buffers,
+ * then the rows of chunks that passed the end or were never written. */
+static int raw_datasets_finish(struct raw_dataset *sets, int nsets, const char *where,
+                               struct at_error *err)
 {
-	struct at_chunk *present = malloc((size_t)h->n * sizeof *present);
-	if (!present)
-		return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
-	size_t n = 0;
-	for (int64_t i = 0; i < h->n; i++)
-		if (h->first[i] >= 0)
-			present[n++] = h->chunks[i];
-	int status = at_codec_decompress(present, n, sizeof(uint32_t), 1, err);
-	free(present);
-	if (status == AT_ECODEC && err) {
-		char reason[sizeof err->message];
-		snprintf(reason, sizeof reason, "%s", err->message);
-		return at_fail(err, AT_ECODEC, "%s: histogram: %s", where, reason);
+	int status = raw_decompress_sets(sets, nsets, where, err);
+	for (int k = 0; k < nsets && !status; k++) {
+		struct raw_dataset *h = &sets[k];
+		for (int64_t i = 0; i < h->n; i++) {
+			int64_t first = i * h->chunk_rows;
+			int64_t have = h->rows - first < h->chunk_rows ? h->rows - first : h->chunk_rows;
+			unsigned char *to = h->out + (size_t)first * h->row_bytes;
+			size_t bytes = (size_t)have * h->row_bytes;
+			if (!h->chunks[i].raw) {
+				for (size_t b = 0; b < bytes; b += h->elem_size)
+					memcpy(to + b, h->fill, h->elem_size);
+			} else if (h->spill[i]) {
+				memcpy(to, h->spill[i], bytes);
+			}
+		}
 	}
-	if (status)
-		return status;
-	size_t row_bytes = AT_HIST_BINS * sizeof(uint32_t);
-	for (int64_t i = 0; i < h->n; i++) {
-		int64_t first = i * h->rows;
-		int64_t have = s->channels - first < h->rows ? s->channels - first : h->rows;
-		uint32_t *to = s->hist + (size_t)first * AT_HIST_BINS;
-		if (h->first[i] < 0)
-			memset(to, 0, (size_t)have * row_bytes);
-		else if (h->spill[i])
-			memcpy(to, h->spill[i], (size_t)have * row_bytes);
+	return status;
+}
+
+/* A point's datasets: the ten vectors and the histogram read raw under the
+ * lock (load_datasets), decompressed after it (load_stats). */
+#define POINT_VECTORS 10
+
+struct point_raw {
+	struct raw_dataset vectors[POINT_VECTORS];
+	struct raw_dataset hist;
+};
+
+static void point_raw_free(struct point_raw *raw)
+{
+	for (int i = 0; i < POINT_VECTORS; i++)
+		raw_dataset_free(&raw->vectors[i]);
+	raw_dataset_free(&raw->hist);
+}
+
+/* One dataset of a point, of the given rank and shape, raw when it can be
+ * (into *h), else through HDF5 (h5_read_open_checked). */
+static int load_dataset(hid_t g, const char *name, hid_t mem_type, int rank,
+                        const int64_t *want, void *buf, struct raw_dataset *h,
+                        const char *where, struct at_error *err)
+{
+	hsize_t dims[8];
+	hid_t d = h5_open_checked(g, name, rank, want, H5Tget_class(mem_type), dims, where, err);
+	if (d < 0)
+		return err ? err->code : AT_EFORMAT;
+	int status = raw_dataset_read(d, name, mem_type, rank, dims, buf, h, where, err);
+	if (status == 0)
+		status = h5_read_open_checked(d, name, mem_type, buf, H5P_DEFAULT, where, err);
+	else if (status == 1)
+		status = AT_OK;
+	H5Dclose(d);
+	return status;
+}
+
+/* The extremes (a compound type: HDF5 converts them, through a buffer of 1 MB
+ * it allocates and zeroes a read unless told the few bytes they need). */
+static int load_extremes(hid_t g, int32_t n, struct at_stats *s, const char *where,
+                         struct at_error *err)
+{
+	int64_t want[1] = {n};
+	hsize_t dims[1];
+	hid_t type = h5_extremes_mem_type();
+	if (type < 0)
+		return at_fail(err, AT_EIO, "%s: HDF5 type failure", where);
+	hid_t d = h5_open_checked(g, "extremes", 1, want, H5T_COMPOUND, dims, where, err);
+	int status = d < 0 ? (err ? err->code : AT_EFORMAT) : AT_OK;
+	hid_t file_type = d >= 0 ? H5Dget_type(d) : -1;
+	hid_t dxpl = H5Pcreate(H5P_DATASET_XFER);
+	if (!status) {
+		size_t elem = file_type >= 0 && H5Tget_size(file_type) > sizeof *s->extremes
+		                  ? H5Tget_size(file_type) : sizeof *s->extremes;
+		if (dxpl < 0 || H5Pset_buffer(dxpl, (size_t)n * elem, NULL, NULL) < 0)
+			status = at_fail(err, AT_EIO, "%s: HDF5 property failure", where);
 	}
-	return AT_OK;
+	if (!status)
+		status = h5_read_open_checked(d, "extremes", type, s->extremes, dxpl, where, err);
+	if (dxpl >= 0)
+		H5Pclose(dxpl);
+	if (file_type >= 0)
+		H5Tclose(file_type);
+	if (d >= 0)
+		H5Dclose(d);
+	H5Tclose(type);
+	s->n_extremes = status ? 0 : n;
+	return status;
 }
 
 static int load_datasets(hid_t g, const struct at_point_info *p, int whole, struct at_stats *s,
-                         struct hist_raw *raw, const char *where, struct at_error *err)
+                         struct point_raw *raw, const char *where, struct at_error *err)
 {
 	int64_t c = p->channels;
-	int64_t vec[1] = {c}, hist[2] = {c, AT_HIST_BINS}, ext[1] = {p->n_extremes};
+	int64_t vec[1] = {c}, hist[2] = {c, AT_HIST_BINS};
 	const struct {
 		const char *name;
 		hid_t type;
 		void *buf;
-	} vectors[] = {
+	} vectors[POINT_VECTORS] = {
 		{"count", H5T_NATIVE_UINT64, s->count}, {"nonfinite", H5T_NATIVE_UINT64, s->nonfinite},
 		{"mean", H5T_NATIVE_DOUBLE, s->mean},   {"m2", H5T_NATIVE_DOUBLE, s->m2},
 		{"m3", H5T_NATIVE_DOUBLE, s->m3},       {"m4", H5T_NATIVE_DOUBLE, s->m4},
@@ -786,36 +958,31 @@ static int load_datasets(hid_t g, const struct at_point_info *p, int whole, stru
 		{"absmax", H5T_NATIVE_DOUBLE, s->absmax}, {"abssum", H5T_NATIVE_DOUBLE, s->abssum},
 	};
 	int status = AT_OK;
-	for (size_t i = 0; i < sizeof vectors / sizeof vectors[0] && !status; i++)
-		status = h5_read_checked(g, vectors[i].name, vectors[i].type, 1, vec, vectors[i].buf,
-		                         where, err);
+	for (size_t i = 0; i < POINT_VECTORS && !status; i++)
+		status = load_dataset(g, vectors[i].name, vectors[i].type, 1, vec, vectors[i].buf,
+		                      &raw->vectors[i], where, err);
 	if (!whole)
 		return status;
-	if (!status && p->has_hist) {
-		status = hist_read_raw(g, s, raw, where, err);
-		if (status == 0)
-			status = h5_read_checked(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, where, err);
-		else if (status == 1)
-			status = AT_OK; /* decompressed by load_stats, after the lock */
-	}
-	if (!status && p->n_extremes > 0) {
-		hid_t type = h5_extremes_mem_type();
-		status = type < 0 ? at_fail(err, AT_EIO, "%s: HDF5 type failure", where)
-		                  : h5_read_checked(g, "extremes", type, 1, ext, s->extremes, where, err);
-		if (type >= 0)
-			H5Tclose(type);
-		s->n_extremes = status ? 0 : p->n_extremes;
-	}
+	if (!status && p->has_hist)
+		status = load_dataset(g, "hist", H5T_NATIVE_UINT32, 2, hist, s->hist, &raw->hist, where,
+		                      err);
+	if (!status && p->n_extremes > 0)
+		status = load_extremes(g, p->n_extremes, s, where, err);
 	return status ? status : check_extremes(s, where, err);
 }
 
-static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_stats *s,
-                      struct at_error *err)
+/* reuse: s holds accumulators (or is empty) whose arrays the load may
+ * overwrite (stats_refit) */
+static int load_stats(struct at_reader *r, int32_t point, int whole, int reuse,
+                      struct at_stats *s, struct at_error *err)
 {
-	memset(s, 0, sizeof *s);
+	if (!reuse)
+		memset(s, 0, sizeof *s);
 	const struct at_point_info *p = at_reader_point(r, point);
-	if (!p)
+	if (!p) {
+		at_stats_free(s);
 		return at_fail(err, AT_ENOTFOUND, "%s: no point with index %d", r->path, (int)point);
+	}
 	int64_t k = 0;
 	/* under the lock: several threads may load points of one reader (merge.c) */
 	struct h5_quiet q;
@@ -823,12 +990,14 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	h5_attr_get_int(r->file, "extremes_k", &k); /* 0 to 2^20: checked at open */
 	h5_quiet_end(&q);
 	int32_t capacity = p->n_extremes > k ? p->n_extremes : (int32_t)k;
-	int status = at_stats_init(s, p->channels, whole && p->has_hist, whole ? capacity : 0, err);
+	int with_hist = whole && p->has_hist;
+	int status = reuse ? stats_refit(s, p->channels, with_hist, whole ? capacity : 0, err)
+	                   : at_stats_init(s, p->channels, with_hist, whole ? capacity : 0, err);
 	if (status)
 		return status;
 	char where[512];
 	snprintf(where, sizeof where, "%s: point '%s'", r->path, p->name);
-	struct hist_raw raw;
+	struct point_raw raw;
 	memset(&raw, 0, sizeof raw);
 	h5_quiet_begin(&q);
 	hid_t g = open_stats_group(r, p->name);
@@ -839,9 +1008,12 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 	if (g >= 0)
 		H5Gclose(g);
 	h5_quiet_end(&q);
-	if (!status && raw.n)
-		status = hist_decompress(&raw, s, where, err);
-	hist_raw_free(&raw);
+	/* the vectors share an element size (8 bytes): one pass over their chunks */
+	if (!status)
+		status = raw_datasets_finish(raw.vectors, POINT_VECTORS, where, err);
+	if (!status)
+		status = raw_datasets_finish(&raw.hist, 1, where, err);
+	point_raw_free(&raw);
 	if (status)
 		at_stats_free(s);
 	return status;
@@ -850,13 +1022,25 @@ static int load_stats(struct at_reader *r, int32_t point, int whole, struct at_s
 int at_reader_load_stats(struct at_reader *r, int32_t point, struct at_stats *s,
                          struct at_error *err)
 {
-	return load_stats(r, point, 1, s, err);
+	return load_stats(r, point, 1, 0, s, err);
 }
 
 int at_reader_load_moments(struct at_reader *r, int32_t point, struct at_stats *s,
                            struct at_error *err)
 {
-	return load_stats(r, point, 0, s, err);
+	return load_stats(r, point, 0, 0, s, err);
+}
+
+int at_reader_reload_stats(struct at_reader *r, int32_t point, struct at_stats *s,
+                           struct at_error *err)
+{
+	return load_stats(r, point, 1, 1, s, err);
+}
+
+int at_reader_reload_moments(struct at_reader *r, int32_t point, struct at_stats *s,
+                             struct at_error *err)
+{
+	return load_stats(r, point, 0, 1, s, err);
 }
 
 /* ---------------------------------------------------------------- samples */
@@ -887,38 +1071,18 @@ static int read_chunk_batch(hid_t dset, const struct at_point_info *p, int64_t k
 	int64_t rows = p->sample_chunk_rows, c = p->channels;
 	size_t elem = at_dtype_size(p->sample_dtype);
 	size_t raw_bytes = (size_t)(rows * c) * elem;
-	int status = AT_OK;
-	for (int64_t i = 0; i < nk && !status; i++) {
-		hsize_t offset[2] = {(hsize_t)((k0 + i) * rows), 0}, size;
-		uint32_t mask = 0;
+	for (int64_t i = 0; i < nk; i++) {
 		struct at_chunk *ch = &chunks[i];
-		if (H5Dget_chunk_storage_size(dset, offset, &size) < 0 || size == 0) {
-			status = at_fail(err, AT_EFORMAT, "%s: sample chunk %lld missing", where,
-			                 (long long)(k0 + i));
-			break;
-		}
-		if (ch->packed_capacity < size) {
-			void *grown = realloc(ch->packed, size);
-			if (!grown)
-				return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
-			ch->packed = grown;
-			ch->packed_capacity = size;
-		}
+		int got = raw_read_chunk(dset, (k0 + i) * rows, raw_bytes, ch, "samples", where, err);
+		if (got == 0)
+			return at_fail(err, AT_EFORMAT, "%s: sample chunk %lld missing", where,
+			               (long long)(k0 + i));
+		if (got != 1)
+			return got;
 		if (!ch->raw && !(ch->raw = malloc(raw_bytes)))
 			return at_fail(err, AT_ENOMEM, "%s: out of memory", where);
-		ch->raw_bytes = raw_bytes;
-		ch->packed_bytes = size;
-		if (H5Dread_chunk(dset, H5P_DEFAULT, offset, &mask, ch->packed) < 0 || mask != 0)
-			status = at_fail(err, AT_EFORMAT, "%s: cannot read sample chunk %lld", where,
-			                 (long long)(k0 + i));
 	}
-	if (!status)
-		status = at_codec_decompress(chunks, (size_t)nk, elem, 0, err);
-	if (status == AT_ECODEC && err) {
-		char reason[sizeof err->message];
-		snprintf(reason, sizeof reason, "%s", err->message);
-		return at_fail(err, AT_ECODEC, "%s: %s", where, reason);
-	}
+	int status = raw_decompress(chunks, (size_t)nk, elem, 0, "samples", where, err);
 	if (status)
 		return status;
 	for (int64_t i = 0; i < nk; i++) {
@@ -929,6 +1093,20 @@ static int read_chunk_batch(hid_t dset, const struct at_point_info *p, int64_t k
 		            out + (lo - first) * c);
 	}
 	return AT_OK;
+}
+
+/* True when the samples' chunks can be read raw: chunks of whole rows
+ * (p->sample_chunk_rows of them) behind our pipeline, stored little-endian
+ * (at_load_run's byte order). */
+static int samples_are_raw(hid_t d, const struct at_point_info *p)
+{
+	hid_t type = H5Dget_type(d);
+	hsize_t dims[2] = {(hsize_t)p->samples, (hsize_t)p->channels};
+	int raw = type >= 0 && H5Tget_order(type) == H5T_ORDER_LE &&
+	          raw_chunk_rows(d, type, 2, dims) == p->sample_chunk_rows;
+	if (type >= 0)
+		H5Tclose(type);
+	return raw;
 }
 
 static int read_samples_parallel(hid_t dset, const struct at_point_info *p, int64_t first,
@@ -958,7 +1136,7 @@ static int read_samples(hid_t g, const struct at_point_info *p, int64_t first, i
 		hid_t d = H5Dopen2(g, "samples", H5P_DEFAULT);
 		if (d < 0)
 			return at_fail(err, AT_EFORMAT, "%s: cannot open 'samples'", where);
-		if (pipeline_is_ours(d))
+		if (samples_are_raw(d, p))
 			status = read_samples_parallel(d, p, first, n, rows, where, err);
 		else if (read_rows_hdf5(d, H5T_NATIVE_FLOAT, 2, first, n, p->channels, rows) < 0)
 			status = at_fail(err, AT_EFORMAT, "%s: cannot read 'samples'", where);

@@ -84,7 +84,8 @@ short=$top_srcdir/tests/fuzz/corpus/crash-v2-chunk-index-to-shorter-frame.h5
 expect_one_error trace-outliers "$short"
 expect_one_error trace-stats -p final_norm.in "$short"
 expect_exit 1 trace-stats "$short"
-expect_stderr "dataset 'absmax': chunk 0 does not decode to the chunk's 512 bytes"
+# (read raw since the reader reads chunks itself, H5Dread_chunk already fails)
+expect_stderr "dataset 'absmax': (chunk 0 does not decode to the chunk's 512 bytes|cannot read the chunk at row 0)"
 
 hdf5_crash_cases
 echo "ok - $checked bad-input cases"
@@ -129,7 +130,8 @@ short=$top_srcdir/tests/fuzz/corpus/crash-v2-chunk-index-to-shorter-frame.h5
 expect_one_error trace-outliers "$short"
 expect_one_error trace-stats -p final_norm.in "$short"
 expect_exit 1 trace-stats "$short"
-expect_stderr "dataset 'absmax': chunk 0 does not decode to the chunk's 512 bytes"
+# (read raw since the reader reads chunks itself, H5Dread_chunk already fails)
+expect_stderr "dataset 'absmax': (chunk 0 does not decode to the chunk's 512 bytes|cannot read the chunk at row 0)"
 
 hdf5_crash_cases
 echo "ok - $checked bad-input cases"

@@ -111,6 +111,41 @@ static void test_shuffle_round_trips(void)
 	TAP_OK(all_ok, "shuffle/unshuffle round trips, element sizes 1..16, lengths 0..4097");
 }
 
+/* at_unshuffle's vector and word loops (16 elements at a time, then a tail)
+ * against the byte loop: every length around the vector width, unaligned
+ * buffers. */
+static void test_unshuffle_against_bytes(void)
+{
+	static const size_t elem_sizes[] = { 2, 4, 8 };
+	int all_ok = 1;
+	for (size_t e = 0; e < sizeof elem_sizes / sizeof elem_sizes[0]; e++) {
+		size_t es = elem_sizes[e];
+		for (size_t n = 0; n <= 70 || n == 4099; n = n == 70 ? 4099 : n + 1) {
+			for (size_t misalign = 0; misalign < 3; misalign++) {
+				size_t bytes = es * n;
+				unsigned char *shuffled = malloc(bytes + 4), *ref = malloc(bytes + 4),
+				              *got = malloc(bytes + 4);
+				for (size_t i = 0; i < bytes + 4; i++)
+					shuffled[i] = (unsigned char)rng_next();
+				memset(got, 0xa5, bytes + 4);
+				reference_unshuffle(shuffled + misalign, ref, bytes, es);
+				at_unshuffle(shuffled + misalign, got + misalign, n, es);
+				if (memcmp(ref, got + misalign, bytes) != 0 || got[misalign + bytes] != 0xa5 ||
+				    (misalign && got[misalign - 1] != 0xa5)) {
+					all_ok = 0;
+					printf("# unshuffle differs from the byte loop: %zu elements of %zu bytes, "
+					       "offset %zu\n", n, es, misalign);
+				}
+				free(shuffled);
+				free(ref);
+				free(got);
+			}
+		}
+	}
+	TAP_OK(all_ok, "unshuffle of 2-, 4- and 8-byte elements equals the byte loop, lengths 0..70 "
+	               "and 4099, unaligned");
+}
+
 enum fill { FILL_RANDOM, FILL_ZEROS, FILL_CONSTANT, FILL_NOISE, FILL_KINDS };
 static const char *const fill_names[] = { "random", "zeros", "constant", "incompressible" };
 
@@ -420,6 +455,7 @@ int main(void)
 {
 	test_shuffle_layout();
 	test_shuffle_round_trips();
+	test_unshuffle_against_bytes();
 	test_round_trips();
 	test_standard_frame();
 	test_errors();

@@ -592,12 +592,21 @@ struct prefetch_slot {
 	int status, ready;
 };
 
+/* Statistics handed back by cli_prefetch_recycle, whose arrays later loads
+ * overwrite (at_reader_reload_stats): a point's histogram is megabytes, and
+ * allocating it afresh a point costs page faults and zeroing, in threads
+ * whose freed heaps glibc gives back to the kernel.  Enough for the points
+ * in flight and those the tool holds, with room for two channel counts. */
+#define PREFETCH_SPARES (2 * (PREFETCH_MAX_THREADS + 2))
+
 struct cli_prefetch {
 	struct at_reader *r;
 	int32_t *points, n;
 	int whole;
 	const char *hist_for;
 	struct prefetch_slot *slots;
+	struct at_stats spares[PREFETCH_SPARES];
+	int n_spares;
 	int depth, nthreads;
 	pthread_t threads[PREFETCH_MAX_THREADS];
 	pthread_mutex_t lock;
@@ -605,6 +614,35 @@ struct cli_prefetch {
 	int32_t next_load, next_take;
 	int stopping;
 };
+
+/* A spare of that many channels into s (under pf->lock), or an empty s when
+ * there is none: the newest first, whose pages are the likeliest cached. */
+static void take_spare(struct cli_prefetch *pf, int64_t channels, struct at_stats *s)
+{
+	memset(s, 0, sizeof *s);
+	for (int i = pf->n_spares - 1; i >= 0; i--) {
+		if (pf->spares[i].channels != channels)
+			continue;
+		*s = pf->spares[i];
+		memmove(&pf->spares[i], &pf->spares[i + 1],
+		        (size_t)(pf->n_spares - i - 1) * sizeof *pf->spares);
+		pf->n_spares--;
+		return;
+	}
+}
+
+void cli_prefetch_recycle(struct cli_prefetch *pf, struct at_stats *s)
+{
+	pthread_mutex_lock(&pf->lock);
+	if (pf->n_spares == PREFETCH_SPARES) { /* the oldest goes */
+		at_stats_free(&pf->spares[0]);
+		memmove(&pf->spares[0], &pf->spares[1], (PREFETCH_SPARES - 1) * sizeof *pf->spares);
+		pf->n_spares--;
+	}
+	pf->spares[pf->n_spares++] = *s;
+	pthread_mutex_unlock(&pf->lock);
+	memset(s, 0, sizeof *s);
+}
 
 static void *prefetch_loader(void *arg)
 {
@@ -618,10 +656,11 @@ static void *prefetch_loader(void *arg)
 			break;
 		int32_t at = pf->next_load++;
 		struct prefetch_slot *slot = &pf->slots[at % pf->depth];
-		pthread_mutex_unlock(&pf->lock);
 		int32_t index = pf->points[at];
-		slot->status = pf->whole ? at_reader_load_stats(pf->r, index, &slot->s, &slot->err)
-		                         : at_reader_load_moments(pf->r, index, &slot->s, &slot->err);
+		take_spare(pf, at_reader_point(pf->r, index)->channels, &slot->s);
+		pthread_mutex_unlock(&pf->lock);
+		slot->status = pf->whole ? at_reader_reload_stats(pf->r, index, &slot->s, &slot->err)
+		                         : at_reader_reload_moments(pf->r, index, &slot->s, &slot->err);
 		pthread_mutex_lock(&pf->lock);
 		slot->ready = 1;
 		pthread_cond_broadcast(&pf->changed);
@@ -714,6 +753,8 @@ void cli_prefetch_stop(struct cli_prefetch *pf)
 	for (int i = 0; i < pf->depth; i++)
 		if (pf->slots[i].ready && !pf->slots[i].status)
 			at_stats_free(&pf->slots[i].s);
+	for (int i = 0; i < pf->n_spares; i++)
+		at_stats_free(&pf->spares[i]);
 	pthread_mutex_destroy(&pf->lock);
 	pthread_cond_destroy(&pf->changed);
 	free(pf->slots);

@@ -59,6 +59,9 @@ struct cli_prefetch;
 struct cli_prefetch *cli_prefetch_start(struct at_reader *r, const int32_t *points, int32_t n,
                                         int whole, const char *hist_for);
 void cli_prefetch_take(struct cli_prefetch *pf, int32_t index, struct at_stats *s);
+/* Instead of at_stats_free: hand a taken point's statistics back, for a
+ * later load to overwrite (s is left empty). */
+void cli_prefetch_recycle(struct cli_prefetch *pf, struct at_stats *s);
 void cli_prefetch_stop(struct cli_prefetch *pf);
 /* All sampled rows of a point ([samples][channels]), and their tokens when
  * tokens is not NULL; NULL (and no tokens) when it has none; exit 1 on

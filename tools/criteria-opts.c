@@ -248,7 +248,7 @@ int copts_run(struct at_reader *r, const struct an_params *p, const struct an_po
 		struct at_stats s;
 		cli_prefetch_take(pf, i, &s);
 		int rc = an_channel_outliers(&s, p, &per_point[i], err);
-		at_stats_free(&s);
+		cli_prefetch_recycle(pf, &s);
 		if (rc) {
 			cli_prefetch_stop(pf);
 			name_point(r, i, err);

@@ -285,7 +285,7 @@ static void clip_point(struct at_reader *r, int32_t index, const struct options 
 		rt->total_channels += clamped;
 	}
 	free(samples);
-	at_stats_free(&s);
+	cli_prefetch_recycle(pf, &s);
 }
 
 /* ---------------------------------------------------------------- the sweep */
@@ -400,7 +400,7 @@ static void sweep_point(struct sweep *sw, struct at_reader *r, int32_t index,
 		an_outliers_free(&out);
 	}
 	free(samples);
-	at_stats_free(&s);
+	cli_prefetch_recycle(pf, &s);
 }
 
 static void sweep_row(struct cli_table *t, double ko, double kc, const char *component,

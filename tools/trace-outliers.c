@@ -291,7 +291,7 @@ static struct point_result *evaluate(struct at_reader *r, const struct options *
 			elements_of_point(elements_out, r, chosen[i], &s, params);
 		else
 			run_criterion(r, &s, chosen[i], params, &results[i].outliers);
-		at_stats_free(&s);
+		cli_prefetch_recycle(pf, &s);
 		cli_progress("points", i + 1, n);
 	}
 	cli_progress_done();

@@ -221,7 +221,7 @@ static void quant_point(struct cli_table *t, struct at_reader *r, int32_t index,
 		          flags->n, bits_lost);
 	}
 	free(samples);
-	at_stats_free(&s);
+	cli_prefetch_recycle(pf, &s);
 }
 
 /* ---------------------------------------------------------------- SmoothQuant */
