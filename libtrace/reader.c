@@ -734,11 +734,17 @@ static void raw_dataset_free(struct raw_dataset *h)
 	h->n = 0;
 }
 
+/* Rows of the dataset in chunk i (the last chunk may pass its end). */
+static int64_t raw_chunk_have(const struct raw_dataset *h, int64_t i)
+{
+	int64_t first = i * h->chunk_rows;
+	return h->rows - first < h->chunk_rows ? h->rows - first : h->chunk_rows;
+}
+
 static int raw_dataset_chunk(hid_t d, struct raw_dataset *h, int64_t i, const char *where,
                              struct at_error *err)
 {
 	int64_t first = i * h->chunk_rows;
-	int64_t have = h->rows - first < h->chunk_rows ? h->rows - first : h->chunk_rows;
 	size_t raw_bytes = (size_t)h->chunk_rows * h->row_bytes;
 	struct at_chunk *ch = &h->chunks[i];
 	int got = raw_read_chunk(d, first, raw_bytes, ch, h->name, where, err);
@@ -746,7 +752,7 @@ static int raw_dataset_chunk(hid_t d, struct raw_dataset *h, int64_t i, const ch
 		h->missing += got == 0;
 		return got == 0 ? AT_OK : got;
 	}
-	if (have == h->chunk_rows) {
+	if (raw_chunk_have(h, i) == h->chunk_rows) {
 		ch->raw = h->out + (size_t)first * h->row_bytes;
 	} else {
 		if (!(h->spill[i] = malloc(raw_bytes)))
@@ -858,10 +864,8 @@ static int raw_datasets_finish(struct raw_dataset *sets, int nsets, const char *
 	for (int k = 0; k < nsets && !status; k++) {
 		struct raw_dataset *h = &sets[k];
 		for (int64_t i = 0; i < h->n; i++) {
-			int64_t first = i * h->chunk_rows;
-			int64_t have = h->rows - first < h->chunk_rows ? h->rows - first : h->chunk_rows;
-			unsigned char *to = h->out + (size_t)first * h->row_bytes;
-			size_t bytes = (size_t)have * h->row_bytes;
+			unsigned char *to = h->out + (size_t)(i * h->chunk_rows) * h->row_bytes;
+			size_t bytes = (size_t)raw_chunk_have(h, i) * h->row_bytes;
 			if (!h->chunks[i].raw) {
 				for (size_t b = 0; b < bytes; b += h->elem_size)
 					memcpy(to + b, h->fill, h->elem_size);

@@ -209,8 +209,8 @@ constexpr size_t WARP_STAGE_BYTES = STAGE * sizeof(dev_extreme);
 constexpr size_t POINT_STATE_BYTES = TILE * 80; /* the tile's point_state, read early */
 
 /* The area after the header holds the item's histogram (HIST_SHARED); the
- * warps' rings come after the heaps, and hold the warps' partials once the
- * rows are read, so that the histogram is emptied as it is flushed and needs
+ * warps' rings come after the heaps, and hold the warps' power sums (and
+ * then the splits' partials) once the rows are read, so that the histogram is emptied as it is flushed and needs
  * no second pass. */
 __host__ __device__ inline size_t area_bytes(bool hist_shared)
 {
@@ -230,7 +230,8 @@ __host__ __device__ inline size_t ring_bytes(int esize)
 	return (size_t)RING_STEPS * STEP * TILE * (size_t)esize;
 }
 
-/* A warp's share of the last area: its ring, or its partials of the item. */
+/* A warp's share of the last area: its ring, then its power sums of the item
+ * (WARP_SUMS_BYTES), then a share of the splits' partials. */
 __host__ __device__ inline size_t warp_work_bytes(size_t ring)
 {
 	size_t parts = (size_t)TILE * sizeof(partial);
@@ -1311,15 +1312,15 @@ __device__ partial combine_warp_sums(const warp_sums &ws, int slot, int nwarps)
 	return sums_partial(t, (int64_t)n + (int64_t)t.nonfinite);
 }
 
-/* The splits' partials of each slot combined in a tree (parts[w * TILE + slot]
- * ends in w = 0): log2(nwarps) combines deep rather than nwarps - 1. */
-__device__ void combine_warps(partial *parts, int nwarps)
+/* The shares' partials of each slot combined in a tree (parts[w * TILE + slot]
+ * ends in w = 0): log2(shares) combines deep rather than shares - 1. */
+__device__ void combine_shares(partial *parts, int shares)
 {
-	for (int gap = 1; gap < nwarps; gap *= 2) {
-		const int pairs = (nwarps + 2 * gap - 1) / (2 * gap);
+	for (int gap = 1; gap < shares; gap *= 2) {
+		const int pairs = (shares + 2 * gap - 1) / (2 * gap);
 		for (int t = (int)threadIdx.x; t < pairs * TILE; t += (int)blockDim.x) {
 			const int slot = t % TILE, w = (t / TILE) * 2 * gap;
-			if (w + gap < nwarps)
+			if (w + gap < shares)
 				parts[w * TILE + slot] =
 				    combine(parts[w * TILE + slot], parts[(w + gap) * TILE + slot]);
 		}
@@ -1347,7 +1348,7 @@ __device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0
 		parts[share * TILE + slot] = acc;
 	}
 	__syncthreads();
-	combine_warps(parts, shares);
+	combine_shares(parts, shares);
 }
 
 template <int D, bool VEC, int H>
