@@ -4,6 +4,7 @@
  * writer.  Always built: without CUDA every entry point says so (AT_ENOSYS). */
 #include "config.h"
 
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -166,6 +167,7 @@ struct sample_buffer {
 /* Rows of one observe call on their way to the host. */
 struct sample_batch {
 	int32_t point;
+	struct device_point *dp; /* the point's state, which the retire thread must not look up */
 	int64_t n, n_dropped;
 	enum at_dtype dtype;
 	int64_t *tokens;
@@ -173,9 +175,25 @@ struct sample_batch {
 	void *landed; /* event: host_rows hold the rows */
 };
 
+/* Sampled rows go from the hooks to the writer in two steps: the hook's
+ * thread gathers them on the device and queues their copy to pinned memory
+ * (a batch); the retire thread waits for each batch's copy and hands its rows
+ * to the writer (copies into its chunks, a reservoir's bookkeeping), so that
+ * the hooks pay neither.  The hooks wait only when the batches in flight
+ * would pass the in-flight bound. */
 struct device_writer {
-	uint64_t states_made; /* fresh states so far (see STATE_EMPTY) */
-	struct sample_batch *batches; /* oldest first */
+	uint64_t states_made; /* fresh states so far (see STATE_EMPTY); the hooks' thread only */
+	int device;           /* the hooks' CUDA device, made the retire thread's */
+	pthread_t retire_thread;
+	int retire_started;
+	/* everything below is guarded by mu */
+	pthread_mutex_t mu;
+	pthread_cond_t wake; /* a batch queued, or stop */
+	pthread_cond_t room; /* a batch retired */
+	int stop;            /* the retire thread leaves, discarding what is queued */
+	int retire_status;   /* the retire thread's first failure, reported by every later call */
+	struct at_error retire_err;
+	struct sample_batch *batches; /* oldest first; batches[0] may be being retired */
 	size_t n_batches, batches_capacity;
 	struct sample_buffer *spare;
 	size_t n_spare, spare_capacity;
@@ -296,10 +314,13 @@ static int buffer_take(struct device_writer *dw, size_t rows_bytes, int64_t n,
 	return AT_OK;
 }
 
-/* Keep a buffer for reuse while the pool stays under the in-flight bound. */
-static void buffer_give_back(struct device_writer *dw, struct sample_buffer *b)
+/* Keep a buffer for reuse while the pool stays under the in-flight bound
+ * (`limit`, the writer's: a pool held under a smaller one would free
+ * buffers during capture, and freeing device or pinned memory waits for the
+ * whole device). */
+static void buffer_give_back(struct device_writer *dw, size_t limit, struct sample_buffer *b)
 {
-	if (dw->bytes_allocated <= SAMPLE_BYTES_IN_FLIGHT && dw->n_spare == dw->spare_capacity) {
+	if (dw->bytes_allocated <= limit && dw->n_spare == dw->spare_capacity) {
 		size_t cap = dw->spare_capacity ? 2 * dw->spare_capacity : 16;
 		struct sample_buffer *grown = realloc(dw->spare, cap * sizeof *grown);
 		if (grown) {
@@ -307,7 +328,7 @@ static void buffer_give_back(struct device_writer *dw, struct sample_buffer *b)
 			dw->spare_capacity = cap;
 		}
 	}
-	if (dw->bytes_allocated > SAMPLE_BYTES_IN_FLIGHT || dw->n_spare == dw->spare_capacity) {
+	if (dw->bytes_allocated > limit || dw->n_spare == dw->spare_capacity) {
 		dw->bytes_allocated -= b->bytes;
 		buffer_free(b);
 		return;
@@ -322,47 +343,116 @@ static int device_writer_get(struct at_writer *w, struct device_writer **out,
 	if (status)
 		return status;
 	void **slot = writer_extension_state(w);
-	if (!*slot && !(*slot = calloc(1, sizeof(struct device_writer))))
-		return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	if (!*slot) {
+		struct device_writer *dw = calloc(1, sizeof *dw);
+		if (!dw)
+			return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+		pthread_mutex_init(&dw->mu, NULL);
+		pthread_cond_init(&dw->wake, NULL);
+		pthread_cond_init(&dw->room, NULL);
+		*slot = dw;
+	}
 	*out = *slot;
 	return AT_OK;
 }
 
-/* Hand the oldest batch's rows to the writer, waiting for them if `wait`;
- * *moved is 0 when they have not landed yet. */
-static int batch_retire(struct at_writer *w, struct device_writer *dw, int wait, int *moved,
-                        struct at_error *err)
+/* The retire thread's failure, for the hooks' calls and the checkpoint.
+ * Called with mu held. */
+static int retire_error(const struct device_writer *dw, struct at_error *err)
 {
-	struct sample_batch *b = &dw->batches[0];
-	int status = AT_OK;
-	*moved = 0;
-	if (wait)
-		status = atc_event_wait(b->landed, err);
-	else if ((status = atc_event_done(b->landed, err)) == 0)
-		return AT_OK;
-	if (status < 0)
-		return status;
-	status = writer_add_sampled_rows(w, b->point, b->buffer.host_rows, b->dtype, b->tokens,
-	                                 b->n, b->n_dropped, err);
-	struct device_point *dp = *writer_point_state(w, b->point);
-	dp->samples_in_flight -= b->n;
-	dw->bytes_in_flight -= b->buffer.bytes;
-	atc_event_free(b->landed);
-	free(b->tokens);
-	buffer_give_back(dw, &b->buffer);
-	memmove(dw->batches, dw->batches + 1, (dw->n_batches - 1) * sizeof *dw->batches);
-	dw->n_batches--;
-	*moved = 1;
-	return status;
+	if (dw->retire_status && err)
+		*err = dw->retire_err;
+	return dw->retire_status;
 }
 
-/* Retire every batch that has landed (wait: every batch). */
-static int batches_retire(struct at_writer *w, struct device_writer *dw, int wait,
-                          struct at_error *err)
+/* The oldest batch's rows to the writer, once they have landed.  Called with
+ * mu held; releases it while it waits and while the writer copies. */
+static void retire_oldest(struct at_writer *w, struct device_writer *dw)
 {
-	int moved = 1, status = AT_OK;
-	while (status == AT_OK && moved && dw->n_batches > 0)
-		status = batch_retire(w, dw, wait, &moved, err);
+	struct sample_batch b = dw->batches[0];
+	struct device_point *dp = b.dp;
+	/* no longer in flight before the writer counts them as taken: the hooks'
+	 * room (max_samples - taken - in flight) may be too large for a moment,
+	 * never too small (rows beyond the cap are dropped by the writer, and
+	 * counted, as the hooks would have) */
+	dp->samples_in_flight -= b.n;
+	int failed = dw->retire_status;
+	pthread_mutex_unlock(&dw->mu);
+	struct at_error err;
+	int status = atc_event_wait(b.landed, &err);
+	if (status == AT_OK && !failed)
+		status = writer_add_sampled_rows(w, b.point, b.buffer.host_rows, b.dtype, b.tokens, b.n,
+		                                 b.n_dropped, &err);
+	atc_event_free(b.landed);
+	free(b.tokens);
+	pthread_mutex_lock(&dw->mu);
+	memmove(dw->batches, dw->batches + 1, (dw->n_batches - 1) * sizeof *dw->batches);
+	dw->n_batches--;
+	dw->bytes_in_flight -= b.buffer.bytes;
+	buffer_give_back(dw, device_bytes_in_flight(w), &b.buffer);
+	if (status && !dw->retire_status) {
+		dw->retire_status = status;
+		dw->retire_err = err;
+	}
+	pthread_cond_broadcast(&dw->room);
+}
+
+struct retire_start {
+	struct at_writer *w;
+	struct device_writer *dw;
+};
+
+static void *retire_main(void *arg)
+{
+	struct retire_start start = *(struct retire_start *)arg;
+	free(arg);
+	struct device_writer *dw = start.dw;
+	struct at_error err;
+	int status = atc_set_device(dw->device, &err);
+	pthread_mutex_lock(&dw->mu);
+	if (status) {
+		dw->retire_status = status;
+		dw->retire_err = err;
+	}
+	for (;;) {
+		while (dw->n_batches == 0 && !dw->stop)
+			pthread_cond_wait(&dw->wake, &dw->mu);
+		if (dw->stop)
+			break;
+		retire_oldest(start.w, dw);
+	}
+	pthread_mutex_unlock(&dw->mu);
+	return NULL;
+}
+
+static int retire_thread_start(struct at_writer *w, struct device_writer *dw,
+                               struct at_error *err)
+{
+	if (dw->retire_started)
+		return AT_OK;
+	int status = atc_current_device(&dw->device, err);
+	if (status)
+		return status;
+	struct retire_start *start = malloc(sizeof *start);
+	if (!start)
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	*start = (struct retire_start){w, dw};
+	if (pthread_create(&dw->retire_thread, NULL, retire_main, start)) {
+		free(start);
+		return at_fail(err, AT_ENOMEM, "%s: cannot start the sample thread", writer_path(w));
+	}
+	dw->retire_started = 1;
+	return AT_OK;
+}
+
+/* Wait until every queued batch is with the writer. */
+static int retire_all(struct device_writer *dw, struct at_error *err)
+{
+	pthread_mutex_lock(&dw->mu);
+	while (dw->n_batches > 0)
+		pthread_cond_wait(&dw->room, &dw->mu);
+	int status = retire_error(dw, err);
+	pthread_mutex_unlock(&dw->mu);
 	return status;
 }
 
@@ -403,16 +493,15 @@ static int select_rows(struct at_writer *w, int32_t point, const struct at_tenso
 	return AT_OK;
 }
 
-/* Wait for old batches until `bytes` more fit in the in-flight bound. */
+/* Wait for old batches until `bytes` more fit in the in-flight bound, and
+ * make a place in the queue for one more.  Called with mu held. */
 static int make_room(struct at_writer *w, struct device_writer *dw, size_t bytes,
                      struct at_error *err)
 {
-	int status = batches_retire(w, dw, 0, err);
-	while (status == AT_OK && dw->n_batches > 0 &&
-	       dw->bytes_in_flight + bytes > device_bytes_in_flight(w)) {
-		int moved;
-		status = batch_retire(w, dw, 1, &moved, err);
-	}
+	size_t limit = device_bytes_in_flight(w);
+	while (dw->n_batches > 0 && dw->bytes_in_flight + bytes > limit && !dw->retire_status)
+		pthread_cond_wait(&dw->room, &dw->mu);
+	int status = retire_error(dw, err);
 	if (status == AT_OK && dw->n_batches == dw->batches_capacity) {
 		size_t cap = dw->batches_capacity ? 2 * dw->batches_capacity : 64;
 		struct sample_batch *grown = realloc(dw->batches, cap * sizeof *grown);
@@ -424,74 +513,112 @@ static int make_room(struct at_writer *w, struct device_writer *dw, size_t bytes
 	return status;
 }
 
+/* The rows of t the policy takes (their global row indices and tokens), at
+ * most the point's room: under the writer's sample lock, since the retire
+ * thread changes what writer_sample_room and writer_sample_wanted read. */
+static int choose_rows(struct at_writer *w, struct device_writer *dw, int32_t point,
+                       struct device_point *dp, const struct at_tensor *t, int64_t token_base,
+                       int64_t **rows, int64_t **tokens, int64_t *n, int64_t *dropped,
+                       struct at_error *err)
+{
+	int64_t total = t->batches * t->rows;
+	writer_samples_lock(w);
+	/* taken first, then in flight (see retire_oldest) */
+	int64_t room = writer_sample_room(w, point);
+	pthread_mutex_lock(&dw->mu);
+	room -= dp->samples_in_flight;
+	pthread_mutex_unlock(&dw->mu);
+	if (room < 0)
+		room = 0;
+	int64_t capacity = total < room ? total : room;
+	*rows = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof **rows);
+	*tokens = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof **tokens);
+	int status = AT_OK;
+	if (!*rows || !*tokens)
+		status = at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	else
+		status = select_rows(w, point, t, token_base, *rows, *tokens, capacity, n, dropped, err);
+	writer_samples_unlock(w);
+	return status;
+}
+
+/* Gather the n chosen rows of t on the stream into a buffer, and queue their
+ * copy to its pinned half: b's buffer and event. */
+static int queue_copy(struct at_writer *w, struct device_writer *dw, const struct at_tensor *t,
+                      const int64_t *rows, int64_t n, void *stream, struct sample_batch *b,
+                      struct at_error *err)
+{
+	size_t bytes = (size_t)n * (size_t)t->channels * at_dtype_size(t->dtype);
+	pthread_mutex_lock(&dw->mu);
+	int status = make_room(w, dw, buffer_size(bytes), err);
+	if (!status)
+		status = buffer_take(dw, bytes, n, &b->buffer, err);
+	pthread_mutex_unlock(&dw->mu);
+	if (status)
+		return status;
+	memcpy(b->buffer.host_index, rows, (size_t)n * sizeof *rows);
+	status = atc_copy_to_device(b->buffer.device_index, b->buffer.host_index,
+	                            (size_t)n * sizeof *rows, stream, err);
+	if (!status)
+		status = atc_gather_rows(t, b->buffer.device_index, n, b->buffer.device_rows, stream, err);
+	if (!status)
+		status = atc_copy_to_host_after(b->buffer.host_rows, b->buffer.device_rows, bytes, stream,
+		                                &b->landed, err);
+	if (status) {
+		/* the buffer may still be in use by the stream: not for reuse */
+		atc_event_free(b->landed);
+		pthread_mutex_lock(&dw->mu);
+		dw->bytes_allocated -= b->buffer.bytes;
+		pthread_mutex_unlock(&dw->mu);
+		buffer_free(&b->buffer);
+	}
+	return status;
+}
+
 static int sample_device(struct at_writer *w, int32_t point, struct device_point *dp,
                          const struct at_tensor *t, int64_t token_base, void *stream,
                          struct at_error *err)
 {
 	struct device_writer *dw = NULL;
 	int status = device_writer_get(w, &dw, err);
-	if (status)
-		return status;
-	int64_t total = t->batches * t->rows;
-	int64_t room = writer_sample_room(w, point) - dp->samples_in_flight;
-	if (room < 0)
-		room = 0;
-	int64_t capacity = total < room ? total : room;
-	int64_t *rows = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof *rows);
-	int64_t *tokens = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof *tokens);
-	int64_t n = 0, dropped = 0;
-	if (!rows || !tokens)
-		status = at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
-	if (!status)
-		status = select_rows(w, point, t, token_base, rows, tokens, capacity, &n, &dropped, err);
-	if (status || n + dropped == 0) {
+	if (status == AT_OK) {
+		pthread_mutex_lock(&dw->mu);
+		status = retire_error(dw, err);
+		pthread_mutex_unlock(&dw->mu);
+	}
+	int64_t *rows = NULL, *tokens = NULL, n = 0, dropped = 0;
+	if (status == AT_OK)
+		status = choose_rows(w, dw, point, dp, t, token_base, &rows, &tokens, &n, &dropped, err);
+	if (status || n == 0) {
 		free(rows);
 		free(tokens);
-		if (!status)
-			status = batches_retire(w, dw, 0, err);
+		/* everything beyond max_samples: count it, nothing to copy */
+		if (status == AT_OK && dropped > 0)
+			status = writer_add_sampled_rows(w, point, NULL, t->dtype, NULL, 0, dropped, err);
 		return status;
 	}
-	size_t bytes = (size_t)n * (size_t)t->channels * at_dtype_size(t->dtype);
-	status = make_room(w, dw, buffer_size(bytes), err);
 	struct sample_batch b;
 	memset(&b, 0, sizeof b);
 	b.point = point;
+	b.dp = dp;
 	b.n = n;
 	b.n_dropped = dropped;
 	b.dtype = t->dtype;
 	b.tokens = tokens;
-	if (!status && n > 0) {
-		status = buffer_take(dw, bytes, n, &b.buffer, err);
-		if (!status) {
-			memcpy(b.buffer.host_index, rows, (size_t)n * sizeof *rows);
-			status = atc_copy_to_device(b.buffer.device_index, b.buffer.host_index,
-			                            (size_t)n * sizeof *rows, stream, err);
-			if (!status)
-				status = atc_gather_rows(t, b.buffer.device_index, n, b.buffer.device_rows,
-				                         stream, err);
-			if (!status)
-				status = atc_copy_to_host_after(b.buffer.host_rows, b.buffer.device_rows, bytes,
-				                                stream, &b.landed, err);
-			if (status) {
-				/* the buffer may still be in use by the stream: wait before reuse */
-				atc_event_free(b.landed);
-				dw->bytes_allocated -= b.buffer.bytes;
-				buffer_free(&b.buffer);
-			}
-		}
-	}
+	status = retire_thread_start(w, dw, err);
+	if (status == AT_OK)
+		status = queue_copy(w, dw, t, rows, n, stream, &b, err);
 	free(rows);
 	if (status) {
 		free(tokens);
 		return status;
 	}
-	if (n == 0) { /* everything beyond max_samples: count it, nothing to copy */
-		free(tokens);
-		return writer_add_sampled_rows(w, point, NULL, t->dtype, NULL, 0, dropped, err);
-	}
-	dw->batches[dw->n_batches++] = b;
+	pthread_mutex_lock(&dw->mu);
+	dw->batches[dw->n_batches++] = b; /* make_room left a place */
 	dw->bytes_in_flight += b.buffer.bytes;
 	dp->samples_in_flight += n;
+	pthread_cond_signal(&dw->wake);
+	pthread_mutex_unlock(&dw->mu);
 	return AT_OK;
 }
 
@@ -619,7 +746,7 @@ int at_writer_observe_device_same(struct at_writer *w, int32_t point, int32_t so
 static int device_checkpoint(struct at_writer *w, struct at_error *err)
 {
 	void **dw = writer_extension_state(w);
-	int status = *dw ? batches_retire(w, *dw, 1, err) : AT_OK;
+	int status = *dw ? retire_all(*dw, err) : AT_OK;
 	for (int32_t i = 0; i < writer_point_count(w) && !status; i++) {
 		struct device_point *dp = *writer_point_state(w, i);
 		if (!dp)
@@ -652,7 +779,14 @@ static void device_writer_free(void *device)
 	struct device_writer *dw = device;
 	if (!dw)
 		return;
-	for (size_t i = 0; i < dw->n_batches; i++) {
+	if (dw->retire_started) {
+		pthread_mutex_lock(&dw->mu);
+		dw->stop = 1;
+		pthread_cond_signal(&dw->wake);
+		pthread_mutex_unlock(&dw->mu);
+		pthread_join(dw->retire_thread, NULL);
+	}
+	for (size_t i = 0; i < dw->n_batches; i++) { /* left by a writer freed without a checkpoint */
 		struct sample_batch *b = &dw->batches[i];
 		atc_event_wait(b->landed, NULL); /* the copy may still write into host_rows */
 		atc_event_free(b->landed);
@@ -663,6 +797,9 @@ static void device_writer_free(void *device)
 		buffer_free(&dw->spare[i]);
 	free(dw->batches);
 	free(dw->spare);
+	pthread_mutex_destroy(&dw->mu);
+	pthread_cond_destroy(&dw->wake);
+	pthread_cond_destroy(&dw->room);
 	free(dw);
 }
 

@@ -3,8 +3,9 @@
  * a GPU) is such an extension: it keeps state of its own beside the writer
  * and each point, reads what the writer knows through the accessors below,
  * and hands its results in as merged statistics and sampled rows.  The
- * writer calls it back before every checkpoint and when it frees, and knows
- * nothing else of it: the arrows run device.c -> writer.c only. */
+ * writer calls it back before every checkpoint and when it frees (first, while
+ * its own writer thread still runs), and knows nothing else of it: the arrows
+ * run device.c -> writer.c only. */
 #ifndef AT_EXTENSION_H
 #define AT_EXTENSION_H
 
@@ -17,8 +18,8 @@ struct writer_extension {
 	 * (writer_point_stats) and samples (writer_add_sampled_rows), waiting
 	 * for it if need be; called first by every checkpoint. */
 	int (*flush)(struct at_writer *w, struct at_error *err);
-	/* Release a point's state (writer_point_state), then the writer's
-	 * (writer_extension_state); each may be NULL. */
+	/* Release the writer's state (writer_extension_state: its threads stop
+	 * first), then each point's (writer_point_state); each may be NULL. */
 	void (*free_point)(void *state);
 	void (*free_writer)(void *state);
 };
@@ -43,6 +44,11 @@ struct at_stats *writer_point_stats(struct at_writer *w, int32_t point);
 int64_t writer_tokens(const struct at_writer *w);
 int writer_token_selected(const struct at_writer *w, int64_t token, int *selected,
                           struct at_error *err);
+/* The points' sample state may change under the extension's own threads
+ * (writer_add_sampled_rows); hold this lock around the two calls below, which
+ * read it.  writer_add_sampled_rows takes it itself. */
+void writer_samples_lock(struct at_writer *w);
+void writer_samples_unlock(struct at_writer *w);
 /* Rows the point may still sample before max_samples. */
 int64_t writer_sample_room(const struct at_writer *w, int32_t point);
 /* 0 when the sample policy would not keep this token's row at this point now
@@ -50,7 +56,7 @@ int64_t writer_sample_room(const struct at_writer *w, int32_t point);
 int writer_sample_wanted(const struct at_writer *w, int32_t point, int64_t token);
 /* n rows [n][channels] in dtype, already chosen by the policy, and their
  * tokens, appended to the point's samples; n_dropped more were chosen but
- * not kept. */
+ * not kept.  Safe from any one thread besides the writer's caller. */
 int writer_add_sampled_rows(struct at_writer *w, int32_t point, const void *rows,
                             enum at_dtype dtype, const int64_t *tokens, int64_t n,
                             int64_t n_dropped, struct at_error *err);

@@ -120,6 +120,9 @@ struct at_writer {
 	int bg_busy, bg_stop;
 	int bg_status;            /* the first error of the writer thread */
 	struct at_error bg_err;
+	/* the points' sample state (pending rows, reservoirs, counts), shared with
+	 * the extension's thread that hands in sampled rows */
+	pthread_mutex_t sample_mu;
 	const struct writer_extension *ext; /* accumulates elsewhere (the GPU), or NULL */
 	void *ext_state;          /* its state, or NULL */
 };
@@ -449,11 +452,13 @@ static void settle_part(struct at_writer *w)
 
 static void writer_free(struct at_writer *w)
 {
-	stop_background(w, 0);
-	for (int32_t i = 0; w->ext && i < w->npoints; i++)
-		w->ext->free_point(w->points[i].ext_state);
+	/* the extension's state first: its thread may still hand in rows, to a
+	 * writer thread that must be running to take them */
 	if (w->ext)
 		w->ext->free_writer(w->ext_state);
+	for (int32_t i = 0; w->ext && i < w->npoints; i++)
+		w->ext->free_point(w->points[i].ext_state);
+	stop_background(w, 0);
 	close_handles(w);
 	close_file(w);
 	settle_part(w);
@@ -473,6 +478,7 @@ static void writer_free(struct at_writer *w)
 	free_chunks(w->queue, w->queue_len);
 	free(w->queue);
 	pthread_mutex_destroy(&w->mu);
+	pthread_mutex_destroy(&w->sample_mu);
 	pthread_cond_destroy(&w->work);
 	pthread_cond_destroy(&w->idle);
 	free(w->points);
@@ -575,6 +581,7 @@ int at_writer_create(struct at_writer **out, const char *path,
 	w->file = w->tokens_group = -1;
 	w->opts = *opts;
 	pthread_mutex_init(&w->mu, NULL);
+	pthread_mutex_init(&w->sample_mu, NULL);
 	pthread_cond_init(&w->work, NULL);
 	pthread_cond_init(&w->idle, NULL);
 	char producer[64];
@@ -764,8 +771,23 @@ static enum at_dtype settle_sample_dtype(struct point *p, enum at_dtype first_ro
 
 static int create_point_stats(struct at_writer *w, struct point *p, hid_t group);
 
+static int add_point(struct at_writer *w, const struct at_point_desc *desc, int32_t *point_id,
+                     struct at_error *err);
+
+/* Under the sample lock: an extension's thread (the device path's) reads
+ * w->points when it hands in rows, and may queue chunks for the writer
+ * thread, which must stay idle while the array moves. */
 int at_writer_add_point(struct at_writer *w, const struct at_point_desc *desc,
                         int32_t *point_id, struct at_error *err)
+{
+	pthread_mutex_lock(&w->sample_mu);
+	int status = add_point(w, desc, point_id, err);
+	pthread_mutex_unlock(&w->sample_mu);
+	return status;
+}
+
+static int add_point(struct at_writer *w, const struct at_point_desc *desc, int32_t *point_id,
+                     struct at_error *err)
 {
 	int status = check_point_desc(w, desc, err);
 	if (status)
@@ -1407,8 +1429,11 @@ int at_writer_observe(struct at_writer *w, int32_t point, const struct at_tensor
 		               (long long)(token_base + t->batches * t->rows));
 	w->observed = 1;
 	status = at_stats_add(&p->stats, t, token_base, err);
-	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE)
+	if (status == AT_OK && w->opts.sample_policy != AT_SAMPLE_NONE) {
+		pthread_mutex_lock(&w->sample_mu); /* the device path's thread may hand in rows */
 		status = sample_rows(w, point, t, token_base, err); /* no HDF5: the writer thread's */
+		pthread_mutex_unlock(&w->sample_mu);
+	}
 	return status;
 }
 
@@ -2199,7 +2224,7 @@ int64_t writer_sample_room(const struct at_writer *w, int32_t point)
 	return room > 0 ? room : 0;
 }
 
-int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *rows,
+static int add_sampled_rows(struct at_writer *w, int32_t point_id, const void *rows,
                             enum at_dtype dtype, const int64_t *tokens, int64_t n,
                             int64_t n_dropped, struct at_error *err)
 {
@@ -2226,4 +2251,24 @@ int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *r
 			status = queue_push(w, point_id, err);
 	}
 	return status;
+}
+
+int writer_add_sampled_rows(struct at_writer *w, int32_t point_id, const void *rows,
+                            enum at_dtype dtype, const int64_t *tokens, int64_t n,
+                            int64_t n_dropped, struct at_error *err)
+{
+	pthread_mutex_lock(&w->sample_mu);
+	int status = add_sampled_rows(w, point_id, rows, dtype, tokens, n, n_dropped, err);
+	pthread_mutex_unlock(&w->sample_mu);
+	return status;
+}
+
+void writer_samples_lock(struct at_writer *w)
+{
+	pthread_mutex_lock(&w->sample_mu);
+}
+
+void writer_samples_unlock(struct at_writer *w)
+{
+	pthread_mutex_unlock(&w->sample_mu);
 }

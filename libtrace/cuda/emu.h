@@ -235,6 +235,10 @@ inline cudaError_t cudaGetDevice(int *d)
 	*d = 0;
 	return cudaSuccess;
 }
+inline cudaError_t cudaSetDevice(int d)
+{
+	return d == 0 ? cudaSuccess : cudaErrorInvalidValue;
+}
 /* Few "multiprocessors", so that the tests split rows across blocks. */
 inline cudaError_t cudaDeviceGetAttribute(int *v, cudaDeviceAttr, int)
 {

@@ -2200,6 +2200,18 @@ int atc_copy_to_device(void *dst_device, const void *src_host, size_t bytes, voi
 	return AT_OK;
 }
 
+int atc_current_device(int *device, struct at_error *err)
+{
+	CUDA_TRY(cudaGetDevice(device), "find the current device");
+	return AT_OK;
+}
+
+int atc_set_device(int device, struct at_error *err)
+{
+	CUDA_TRY(cudaSetDevice(device), "select the device");
+	return AT_OK;
+}
+
 int atc_event_done(void *event, struct at_error *err)
 {
 	cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));

@@ -59,6 +59,10 @@ int atc_copy_to_host_after(void *dst_host, const void *src_device, size_t bytes,
                            void **done, struct at_error *err);
 int atc_copy_to_device(void *dst_device, const void *src_host, size_t bytes, void *stream,
                        struct at_error *err);
+/* The calling thread's current device, and another thread's made the same
+ * (the library's own threads work on the device their caller used). */
+int atc_current_device(int *device, struct at_error *err);
+int atc_set_device(int device, struct at_error *err);
 /* 1 when the event has completed, 0 when not yet, <0 on error. */
 int atc_event_done(void *event, struct at_error *err);
 int atc_event_wait(void *event, struct at_error *err);

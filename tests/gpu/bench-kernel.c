@@ -9,7 +9,9 @@
  * and the same for cudaMemcpyAsync device to device of the same bytes.  The
  * copy's bandwidth is given both ways: bytes copied per second, and bytes
  * read plus written per second (what the memory system moved).
- * Output: one TSV row per shape and variant on stdout; --json FILE as well.
+ * Output: one TSV row per shape and variant on stdout; --json FILE as well;
+ * --quick: only the bf16 shapes of 8192 rows or more, histogram and extremes
+ * kept (what tests/gpu/run.sh's `variants` step compares).
  * Needs a GPU; exit 77 without one. */
 #include <math.h>
 #include <stdint.h>
@@ -167,7 +169,18 @@ static const char *dtype_name(enum at_dtype t)
 
 int main(int argc, char **argv)
 {
-	const char *json_path = argc > 2 && !strcmp(argv[1], "--json") ? argv[2] : NULL;
+	const char *json_path = NULL;
+	int quick = 0; /* only the shapes of the acceptance and Llama's hidden width */
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--json") && i + 1 < argc)
+			json_path = argv[++i];
+		else if (!strcmp(argv[i], "--quick"))
+			quick = 1;
+		else {
+			fprintf(stderr, "usage: bench-kernel [--quick] [--json FILE]\n");
+			return 2;
+		}
+	}
 	int n = 0;
 	if (cudaGetDeviceCount(&n) != cudaSuccess || n < 1) {
 		printf("SKIP: no CUDA device\n");
@@ -187,6 +200,7 @@ int main(int argc, char **argv)
 		{"8192x4096", AT_BF16, 8192, 4096, 0, 0},     /* moments only */
 	};
 	FILE *json = json_path ? fopen(json_path, "w") : NULL;
+	int json_rows = 0;
 	if (json)
 		fprintf(json, "{\"device\": \"%s\", \"rows\": [\n", prop.name);
 	printf("device\tshape\tdtype\thist\textremes\tbytes\tkernel_gpu_us\tkernel_stream_us\t"
@@ -199,6 +213,8 @@ int main(int argc, char **argv)
 	         (long)getpid());
 	for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
 		const struct shape *s = &shapes[i];
+		if (quick && !(s->dtype == AT_BF16 && s->hist && s->extremes && s->rows >= 8192))
+			continue;
 		struct work k;
 		memset(&k, 0, sizeof k);
 		k.src = device_tensor(s, &k.bytes);
@@ -237,7 +253,7 @@ int main(int argc, char **argv)
 			        "%s{\"shape\": \"%s\", \"dtype\": \"%s\", \"hist\": %d, \"extremes\": %d, "
 			        "\"bytes\": %zu, \"kernel_gpu_ms\": %.6f, \"kernel_stream_ms\": %.6f, "
 			        "\"copy_gpu_ms\": %.6f, \"copy_stream_ms\": %.6f}\n",
-			        i ? "," : "", s->name, dtype_name(s->dtype), s->hist, (int)s->extremes, k.bytes,
+			        json_rows++ ? "," : "", s->name, dtype_name(s->dtype), s->hist, (int)s->extremes, k.bytes,
 			        kernel_gpu, kernel_stream, copy_gpu, copy_stream);
 		fflush(stdout);
 		cudaFree(k.src);

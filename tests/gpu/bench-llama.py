@@ -33,6 +33,7 @@ points), in four variants measured in one run:
   capture-r4096  capture with sample="reservoir:4096"
   capture-s64c-trust  capture-s64c with dedup="trust"
   capture-s64c-trust-l1  the same at zstd level 1
+  (words combine: capture-s64c-mem-trust-l1, capture-r4096-mem-trust...)
 
 After the timed variants, the traces of capture and capture-nodedup (and
 acttrace and acttrace-dedup) are compared when both were run: --trace-equal
@@ -331,6 +332,28 @@ def time_forwards(model, ids, warmup, repeats, before=None):
     return times
 
 
+# What each word of a capture variant's name asks (capture-s64c-mem-trust-l1:
+# capped sampling, room for every row, identity trusted, zstd level 1).
+CAPTURE_WORDS = {
+    "s64c": {"sample": "every:64", "max_samples": 4096},
+    "r4096": {"sample": "reservoir:4096"},
+    "mem": {"sample_bytes_in_flight": 12 << 30},  # room for every sample: nothing waits
+    "overlap": {"overlap": True},  # statistics on a side stream
+    "nodedup": {"dedup": False},  # every point reads its tensor
+    "trust": {"dedup": "trust"},  # inference tensors: identity trusted
+    "l1": {"compression_level": 1},  # the fastest zstd level for the samples
+}
+
+
+def capture_options(variant):
+    options = {}
+    for word in variant.split("-")[1:]:
+        if word not in CAPTURE_WORDS:
+            raise SystemExit(f"bench-llama: unknown word '{word}' in variant {variant}")
+        options.update(CAPTURE_WORDS[word])
+    return options
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--lib", default=os.environ.get("ACTTRACE_LIB", ".libs/libacttrace.so"))
@@ -383,21 +406,7 @@ def main():
         elif variant.startswith("capture"):
             # the user's way: acttrace.capture with the default (llama)
             # catalogue, weights recorded, tokens from input_ids
-            options = {}
-            if variant.startswith("capture-s64c"):
-                options = {"sample": "every:64", "max_samples": 4096}
-            if variant == "capture-s64c-mem":  # room for every sample: nothing waits
-                options["sample_bytes_in_flight"] = 12 << 30
-            if variant == "capture-overlap":  # statistics on a side stream
-                options["overlap"] = True
-            if variant == "capture-nodedup":  # every point reads its tensor
-                options["dedup"] = False
-            if variant.endswith("-trust"):  # inference tensors: identity trusted
-                options["dedup"] = "trust"
-            if variant.endswith("-l1"):  # the fastest zstd level for the samples
-                options["compression_level"] = 1
-            if variant == "capture-r4096":
-                options = {"sample": "reservoir:4096"}
+            options = capture_options(variant)
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
             t0 = time.perf_counter()
             package = package_capture(model, path, options)

@@ -8,8 +8,8 @@
 #      transformers).
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
-# (steps: build test sanitize kernel profile io hf dp tp llama; default all but
-# profile, io, hf, dp and tp).
+# (steps: build test sanitize kernel variants profile timeline io hf dp tp
+# llama; default build test sanitize kernel llama).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
 # none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none).
@@ -146,6 +146,61 @@ if step kernel; then
 		run bench-kernel-py 300 python3 tests/gpu/bench-kernel.py \
 		--json "$OUT/bench-kernel-py.json" || true
 	cat "$OUT/bench-kernel-py.log" | tee -a "$summary"
+fi
+
+# variants of the kernel side by side: VARIANTS="name=flags;name=flags..."
+# (e.g. "base=;pairs=-DATC_FOLD_PAIRS=1"), each kernel built with its flags
+# (in parallel), then bench-kernel --quick run for every variant in turn,
+# VARIANT_ROUNDS times (default 2), so that the machine's drift falls on all
+# of them alike.  One TSV row per shape, variant and round.
+if step variants; then
+	V="$B/variants" && rm -rf "$V" && mkdir -p "$V"
+	names=""
+	old_ifs=$IFS
+	IFS=';'
+	for spec in ${VARIANTS:-base=}; do
+		IFS=$old_ifs
+		name=${spec%%=*} flags=${spec#*=}
+		names="$names $name"
+		mkdir -p "$V/$name"
+		(
+			set -e
+			# shellcheck disable=SC2086
+			"$NVCC" -std=c++17 -O3 $flags -gencode arch=compute_90,code=sm_90 -Xptxas -v \
+				-Xcompiler -fPIC -Ilibtrace -Ilibtrace/cuda -c libtrace/cuda/stats.cu \
+				-o "$V/$name/stats.o"
+			gcc -shared -fopenmp -o "$V/$name/libacttrace.so" \
+				$(ls "$B"/obj/*.o | grep -v '/stats.o$') "$V/$name/stats.o" $HDF5_LIBS -lzstd \
+				-L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lstdc++ -lm
+			gcc $CFLAGS -I"$CUDA_HOME/include" tests/gpu/bench-kernel.c -o "$V/$name/bench-kernel" \
+				-L"$V/$name" -Wl,-rpath,"$V/$name" -lacttrace -L"$CUDA_HOME/lib64" \
+				-Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lm
+		) >"$V/$name/build.log" 2>&1 &
+		IFS=';'
+	done
+	IFS=$old_ifs
+	wait
+	for name in $names; do
+		if test -x "$V/$name/bench-kernel"; then
+			note "variant $name: $(grep -E 'registers|spill' "$V/$name/build.log" |
+				grep -o '[0-9]* bytes spill stores\|Used [0-9]* registers' | sort | uniq -c |
+				tr '\n' ' ')"
+		else
+			note "variant $name: build FAILED"
+			tail -n 5 "$V/$name/build.log" | tee -a "$summary"
+		fi
+	done
+	printf 'variant\tround\tshape\tkernel_gpu_us\tread_GBps\n' | tee -a "$summary"
+	round=1
+	while [ "$round" -le "${VARIANT_ROUNDS:-2}" ]; do
+		for name in $names; do
+			test -x "$V/$name/bench-kernel" || continue
+			"$V/$name/bench-kernel" --quick 2>&1 | awk -F '\t' -v n="$name" -v r="$round" \
+				'NR > 1 && NF > 10 { printf "%s\t%s\t%s\t%s\t%s\n", n, r, $2, $7, $11 }' |
+				tee -a "$summary"
+		done
+		round=$((round + 1))
+	done
 fi
 
 # ncu: the fold kernel of one large bf16 call, and its machine code

@@ -1,16 +1,13 @@
 #!/bin/sh
 # variants.sh: build the kernel in several configurations and time each with
-# bench-kernel, in one device call:  sh tests/gpu/variants.sh NAME=FLAGS ...
-# e.g. sh tests/gpu/variants.sh 'lc2mb2=-DATC_LANE_CHANNELS=2 -DATC_MIN_BLOCKS=2'
-# Summaries go to $OUT/variants.txt.
+# bench-kernel --quick, in one device call (run.sh's `variants` step: the
+# kernels built in parallel, then timed in turn, VARIANT_ROUNDS rounds):
+#   sh tests/gpu/variants.sh NAME=FLAGS ...
+# e.g. sh tests/gpu/variants.sh 'base=' 'pairs=-DATC_FOLD_PAIRS=1'
+# Logs and the summary go to $OUT (default ./gpu-out).
 set -u
-OUT=${OUT:-$PWD/gpu-out}
-mkdir -p "$OUT"
+specs=""
 for v in "$@"; do
-	name=${v%%=*} flags=${v#*=}
-	echo "== $name: $flags" | tee -a "$OUT/variants.txt"
-	BUILD=/tmp/acttrace-$name OUT="$OUT/$name" NVCC_EXTRA="$flags" \
-		sh tests/gpu/run.sh build kernel >/dev/null 2>&1
-	cat "$OUT/$name/summary.txt" >>"$OUT/variants.txt"
+	specs="${specs:+$specs;}$v"
 done
-cat "$OUT/variants.txt"
+VARIANTS=${specs:-base=} exec sh tests/gpu/run.sh build variants
