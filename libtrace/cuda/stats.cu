@@ -1436,11 +1436,13 @@ __device__ void flush_quad(const point_arrays &p, uint4 *quads, int i, uint4 q, 
 	}
 }
 
-__device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bool vec)
+/* By `threads` threads of the block, this one being `thread` of them. */
+__device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bool vec, int thread,
+                           int threads)
 {
 	uint4 *quads = reinterpret_cast<uint4 *>(hist);
-	const int stride = (int)blockDim.x;
-	for (int first = (int)threadIdx.x; first < HIST_QUADS; first += FLUSH_LOADS * stride) {
+	const int stride = threads;
+	for (int first = thread; first < HIST_QUADS; first += FLUSH_LOADS * stride) {
 		uint4 q[FLUSH_LOADS];
 		for (int u = 0; u < FLUSH_LOADS; u++) {
 			int i = first + u * stride;
@@ -1562,6 +1564,20 @@ __device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0
 	combine_shares(parts, shares);
 }
 
+/* ATC_EPILOGUE_OVERLAP=1: once the rows are folded, the threads past the
+ * TILE that combine the warps' sums (the other 14 warps of 16) flush the
+ * shared histogram meanwhile, instead of waiting for the combine and the
+ * splits' merge and flushing after them.  The histogram area is no one
+ * else's until the item's last barrier, only the threads that wrote scratch
+ * fence (a fence waits for the thread's own reductions, and the flush's are
+ * not theirs), and the last split still merges with all threads after a
+ * barrier.  Blocks of TILE threads or fewer flush after, as before.  Off by
+ * default until measured: see docs/BENCHMARKS-gpu.md. */
+#ifndef ATC_EPILOGUE_OVERLAP
+#define ATC_EPILOGUE_OVERLAP 0
+#endif
+constexpr bool EPILOGUE_OVERLAP = ATC_EPILOGUE_OVERLAP != 0;
+
 template <int D, bool VEC, int H>
 __global__ void __launch_bounds__(MAX_WARPS * WARP, ATC_MIN_BLOCKS)
 fold_kernel(point_arrays p, launch_job job)
@@ -1644,6 +1660,9 @@ fold_kernel(point_arrays p, launch_job job)
 			store_warp_sums(ws, warp * TILE + v * WARP + lane, s[v], warp_rows);
 		__syncthreads();
 		/* a thread a slot; the other warps go on to the histogram's flush */
+		const bool flush_beside = EPILOGUE_OVERLAP && H == HIST_SHARED && (int)blockDim.x > TILE;
+		if (flush_beside && (int)threadIdx.x >= TILE)
+			flush_hist(p, w.hist, c0, VEC, (int)threadIdx.x - TILE, (int)blockDim.x - TILE);
 		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 			const int64_t c = c0 + slot_channel(slot, VEC);
 			if (c >= p.channels)
@@ -1657,7 +1676,8 @@ fold_kernel(point_arrays p, launch_job job)
 		ATC_MARK(4);
 
 		if (job.splits > 1) {
-			__threadfence();
+			if (!EPILOGUE_OVERLAP || (int)threadIdx.x < TILE) /* the threads that wrote */
+				__threadfence();
 			__syncthreads();
 			if (threadIdx.x == 0)
 				h->is_last = atomicAdd(&p.tile_done[tile], 1u) == (uint32_t)job.splits - 1;
@@ -1677,8 +1697,8 @@ fold_kernel(point_arrays p, launch_job job)
 		 * within the launch, and a fence issued after them (above) would
 		 * wait for every one (Nsight: 6% of the samples at that fence). */
 		ATC_MARK(5);
-		if (H == HIST_SHARED)
-			flush_hist(p, w.hist, c0, VEC);
+		if (H == HIST_SHARED && !flush_beside)
+			flush_hist(p, w.hist, c0, VEC, (int)threadIdx.x, (int)blockDim.x);
 		__syncthreads(); /* the partials are read: the area is the next item's rings */
 	}
 	ATC_MARK(2);
