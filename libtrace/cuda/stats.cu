@@ -422,6 +422,7 @@ __host__ __device__ __forceinline__ int slot_channel(int slot, bool vec)
 struct lane_sums {
 	double s1, s2, s3, s4, abssum;
 	float shift, min, max;
+	float zeros; /* exact zeros counted in histogram row 0 (ATC_ZERO_PACKED) */
 	uint32_t nonfinite;
 };
 
@@ -430,6 +431,7 @@ __device__ __forceinline__ void sums_init(lane_sums &a, float shift)
 	a.s1 = a.s2 = a.s3 = a.s4 = a.abssum = 0.0;
 	a.shift = shift;
 	a.min = a.max = float_of(0x7fffffffu); /* NaN: fminf/fmaxf take the other */
+	a.zeros = 0.0f;
 	a.nonfinite = 0;
 }
 
@@ -742,9 +744,71 @@ template <int D, bool MAX> __device__ __forceinline__ uint32_t pair_order(uint32
 	return r;
 }
 
+/* Exact zeros of a pair of 16-bit values: 1.0 in the dtype (0x3f80 bf16,
+ * 0x3c00 f16) in each half that is +0 or -0, else 0; subnormals are not
+ * zeros (set without .ftz compares them as they are). */
+template <int D> __device__ __forceinline__ uint32_t pair_zeros(uint32_t w)
+{
+	uint32_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	if (D == AT_BF16)
+		asm("set.eq.bf16x2.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(w), "r"(0u));
+	else
+		asm("set.eq.f16x2.f16x2 %0, %1, %2;" : "=r"(r) : "r"(w), "r"(0u));
+#else
+	const uint32_t one = D == AT_BF16 ? 0x3f80u : 0x3c00u;
+	r = ((w & 0x7fffu) == 0 ? one : 0u) | ((w & 0x7fff0000u) == 0 ? one << 16 : 0u);
+#endif
+	return r;
+}
+
+/* A count of at most 256 (exact in bf16 and f16) as a 16-bit float. */
+template <int D> __device__ __forceinline__ uint32_t narrow_count(float count)
+{
+	uint32_t b = bits_of(count);
+	if (D == AT_BF16 || b == 0)
+		return D == AT_BF16 ? b >> 16 : 0u;
+	return ((b >> 23) - 112u) << 10 | (b >> 13 & 0x3ffu); /* rebias 127 -> 15 */
+}
+
+/* Two pairs of counts added half by half (exact while they stay <= 256). */
+template <int D> __device__ __forceinline__ uint32_t pair_add(uint32_t a, uint32_t b)
+{
+	uint32_t r;
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+	if (D == AT_BF16)
+		asm("add.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+	else
+		asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+#else
+	r = 0;
+	for (int half = 0; half < 2; half++) {
+		float sum = widen<D>(a >> (16 * half) & 0xffffu) + widen<D>(b >> (16 * half) & 0xffffu);
+		r |= narrow_count<D>(sum) << (16 * half);
+	}
+#endif
+	return r;
+}
+
 /* ---------------------------------------------------------------- the kernel */
 
 enum hist_mode { HIST_NONE, HIST_SHARED, HIST_DIRECT };
+
+/* ATC_ZERO_PACKED=1 (bf16 and f16 into a shared histogram): the row loop
+ * takes no zero select a value; the exponent of x^4 puts an exact zero in
+ * row 0, where tiny values (x^4 below float's normal range) already are, and
+ * one packed compare and add a pair of channels a row counts the zeros
+ * apart (pair_zeros), so that they move to ZERO_ROW when the warp's rows are
+ * done (zeros_to_their_row).  It trades 32 instructions a step of 8 rows x 2
+ * channels (a compare and a select a value) for about 20 (a set and an add a
+ * pair a row, four to widen the counts a group).  f32 keeps its bit rule,
+ * HIST_DIRECT its select.  Off by default until measured: see
+ * docs/BENCHMARKS-gpu.md. */
+#ifndef ATC_ZERO_PACKED
+#define ATC_ZERO_PACKED 0
+#endif
+template <int D, int H>
+constexpr bool ZEROS_APART = ATC_ZERO_PACKED && D != AT_F32 && H == HIST_SHARED;
 
 /* What a warp needs while it folds its rows of an item. */
 struct warp_ctx {
@@ -898,28 +962,86 @@ constexpr int FOLD_STEPS = ATC_FOLD_STEPS;
 static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,
               "a group of steps ends where the drift of the mean is checked");
 
+/* ATC_FOLD_PAIRS=1: a group is two halves of FOLD_STEPS steps, whose power
+ * sums are kept apart and added in float (tA + tB) just before the fold into
+ * double, so that the conversions, the checks and the votes are paid once
+ * every two steps while each float chain stays 8 terms long (a 16-term
+ * chain, FOLD_STEPS=2, lost accuracy on outliers; the pairwise sum adds one
+ * rounding).  Min and max are exact and need no second set.  It saves about
+ * half of a step's fold (some 25 instructions a step by count, less the 10
+ * adds of the halves).  Off by default until measured: see
+ * docs/BENCHMARKS-gpu.md. */
+#ifndef ATC_FOLD_PAIRS
+#define ATC_FOLD_PAIRS 0
+#endif
+constexpr int HALVES = ATC_FOLD_PAIRS ? 2 : 1;
+constexpr int GROUP_STEPS = HALVES * FOLD_STEPS; /* steps folded into double at once */
+static_assert(4 % GROUP_STEPS == 0, "a group of steps ends where the drift of the mean is checked");
+
+/* ATC_GROUP_INIT=1: a group's float sums start from its first row (t1 = d,
+ * t2 = d^2, ..., min = max = the row) instead of from zeros and NaN, which
+ * takes group_clear's moves and the first row's adds and min/max (about 20
+ * instructions a step of 8 rows x 2 channels, by count) out of the row loop;
+ * the sums are the same bits (0 + d = d, fma(a, b, 0) = a * b up to the sign
+ * of a zero).  Off by default until measured: see docs/BENCHMARKS-gpu.md. */
+#ifndef ATC_GROUP_INIT
+#define ATC_GROUP_INIT 0
+#endif
+constexpr bool GROUP_INIT = ATC_GROUP_INIT != 0;
+
 template <int D> struct group_sums {
 	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
 	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
 	uint32_t pmin[LANE_CHANNELS / 2], pmax[LANE_CHANNELS / 2];
+	uint32_t pzero[LANE_CHANNELS / 2]; /* exact zeros, in pair_zeros's form */
 };
+
+template <int D> __device__ __forceinline__ void powers_clear(group_sums<D> &t)
+{
+	for (int v = 0; v < LANE_CHANNELS; v++)
+		t.t1[v] = t.t2[v] = t.t3[v] = t.t4[v] = t.ta[v] = 0.0f;
+}
 
 template <int D> __device__ __forceinline__ void group_clear(group_sums<D> &t)
 {
-	for (int v = 0; v < LANE_CHANNELS; v++) {
-		t.t1[v] = t.t2[v] = t.t3[v] = t.t4[v] = t.ta[v] = 0.0f;
+	powers_clear<D>(t);
+	for (int v = 0; v < LANE_CHANNELS; v++)
 		t.tmin[v] = t.tmax[v] = float_of(0x7fffffffu);
-	}
-	for (int q = 0; q < LANE_CHANNELS / 2; q++)
+	for (int q = 0; q < LANE_CHANNELS / 2; q++) {
 		t.pmin[q] = t.pmax[q] = 0x7fff7fffu; /* NaN pairs */
+		t.pzero[q] = 0;
+	}
 }
 
-/* One step of n rows (FULL: n == STEP, no row checks) into the group's sums
- * and the histogram.  This is the loop that must run at memory speed. */
-template <int D, bool FULL, int H>
+/* The second half's power sums into the first's (ATC_FOLD_PAIRS). */
+template <int D> __device__ __forceinline__ void group_add_half(group_sums<D> &t,
+                                                               const group_sums<D> &half)
+{
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		t.t1[v] += half.t1[v];
+		t.t2[v] += half.t2[v];
+		t.t3[v] += half.t3[v];
+		t.t4[v] += half.t4[v];
+		t.ta[v] += half.ta[v];
+	}
+}
+
+/* What the first row of a step sets rather than adds to (ATC_GROUP_INIT). */
+enum { OPENS_NOTHING, OPENS_HALF, OPENS_GROUP };
+
+/* One step of n rows (FULL: n == STEP, no row checks) into the power sums
+ * of t, min and max of o (the same sums but for the second half of a pair,
+ * ATC_FOLD_PAIRS), and the histogram.  This is the loop that must run at
+ * memory speed.  OPENS (ATC_GROUP_INIT): the step opens its half (power sums)
+ * or its group (min and max too), whose sums its first row sets rather than
+ * adds to.  A NaN there is no harm: min and max let any later number win
+ * over it, as over the NaN that group_clear would put, and the step is
+ * folded again anyway (its sums are NaN). */
+template <int D, bool FULL, int H, int OPENS>
 __device__ __forceinline__ void step_add(const point_arrays &p, const warp_ctx &w,
                                          const lane_row<D> (&rows)[STEP], int n,
-                                         const lane_sums (&s)[LANE_CHANNELS], group_sums<D> &t)
+                                         const lane_sums (&s)[LANE_CHANNELS], group_sums<D> &t,
+                                         group_sums<D> &o)
 {
 	constexpr bool PACKED = D != AT_F32; /* min/max on pairs of 16-bit values */
 	constexpr int PAIRS = LANE_CHANNELS / 2;
@@ -927,25 +1049,39 @@ ATC_UNROLL
 	for (int u = 0; u < STEP; u++) {
 		if (!FULL && u >= n)
 			break;
+		/* known at compile time, unrolled */
+		const bool opens = OPENS != OPENS_NOTHING && u == 0;
+		const bool opens_orders = OPENS == OPENS_GROUP && u == 0;
 		if (PACKED) {
 			const uint32_t *words = reinterpret_cast<const uint32_t *>(&rows[u]);
 			for (int q = 0; q < PAIRS; q++) {
-				t.pmin[q] = pair_order<D, false>(t.pmin[q], words[q]);
-				t.pmax[q] = pair_order<D, true>(t.pmax[q], words[q]);
+				o.pmin[q] = opens_orders ? words[q] : pair_order<D, false>(o.pmin[q], words[q]);
+				o.pmax[q] = opens_orders ? words[q] : pair_order<D, true>(o.pmax[q], words[q]);
+				if (ZEROS_APART<D, H>)
+					o.pzero[q] = opens_orders ? pair_zeros<D>(words[q])
+					                          : pair_add<D>(o.pzero[q], pair_zeros<D>(words[q]));
 			}
 		}
 ATC_UNROLL
 		for (int v = 0; v < LANE_CHANNELS; v++) {
 			float x = element<D>(rows[u], v);
 			float d = x - s[v].shift, d2 = d * d;
-			t.t1[v] += d;
-			t.t2[v] += d2;
-			t.t3[v] = fmaf(d2, d, t.t3[v]);
-			t.t4[v] = fmaf(d2, d2, t.t4[v]);
-			t.ta[v] += fabsf(x);
+			if (opens) {
+				t.t1[v] = d;
+				t.t2[v] = d2;
+				t.t3[v] = d2 * d;
+				t.t4[v] = d2 * d2;
+				t.ta[v] = fabsf(x);
+			} else {
+				t.t1[v] += d;
+				t.t2[v] += d2;
+				t.t3[v] = fmaf(d2, d, t.t3[v]);
+				t.t4[v] = fmaf(d2, d2, t.t4[v]);
+				t.ta[v] += fabsf(x);
+			}
 			if (!PACKED) {
-				t.tmin[v] = fminf(t.tmin[v], x);
-				t.tmax[v] = fmaxf(t.tmax[v], x);
+				o.tmin[v] = opens_orders ? x : fminf(o.tmin[v], x);
+				o.tmax[v] = opens_orders ? x : fmaxf(o.tmax[v], x);
 			}
 			if (H == HIST_SHARED) {
 				unsigned row;
@@ -953,7 +1089,7 @@ ATC_UNROLL
 					row = (unsigned)hist_row<D>(x);
 				} else { /* the exponent of |x|^4 (see hist_row) */
 					float x2 = fabsf(x) * fabsf(x), x4 = x2 * x2;
-					row = x == 0.0f ? (unsigned)ZERO_ROW : exponent_of(x4);
+					row = ZEROS_APART<D, H> || x != 0.0f ? exponent_of(x4) : (unsigned)ZERO_ROW;
 				}
 				shared_add(w.hist_at[v] + row * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
 				           hist_one(v));
@@ -962,6 +1098,59 @@ ATC_UNROLL
 			}
 		}
 	}
+}
+
+/* A step of n rows into the sums, FULL or not as n says. */
+template <int D, int H, int OPENS>
+__device__ __forceinline__ void step_add_rows(const point_arrays &p, const warp_ctx &w,
+                                              const lane_row<D> (&rows)[STEP], int n,
+                                              const lane_sums (&s)[LANE_CHANNELS],
+                                              group_sums<D> &t, group_sums<D> &o)
+{
+	if (n == STEP)
+		step_add<D, true, H, OPENS>(p, w, rows, n, s, t, o);
+	else
+		step_add<D, false, H, OPENS>(p, w, rows, n, s, t, o);
+}
+
+/* Step `at` of a half (FOLD_STEPS steps) into its power sums t, min and max
+ * into the group's o; the first step of a half clears t, or with
+ * ATC_GROUP_INIT sets it from its first row. */
+template <int D, int H, bool FIRST_HALF>
+__device__ __forceinline__ void step_into_half(const point_arrays &p, const warp_ctx &w,
+                                               const lane_row<D> (&rows)[STEP], int n, int at,
+                                               const lane_sums (&s)[LANE_CHANNELS],
+                                               group_sums<D> &t, group_sums<D> &o)
+{
+	constexpr int OPENS = FIRST_HALF ? OPENS_GROUP : OPENS_HALF;
+	if (GROUP_INIT && at == 0) {
+		step_add_rows<D, H, OPENS>(p, w, rows, n, s, t, o);
+		return;
+	}
+	if (at == 0) {
+		if (FIRST_HALF)
+			group_clear<D>(t);
+		else
+			powers_clear<D>(t);
+	}
+	step_add_rows<D, H, OPENS_NOTHING>(p, w, rows, n, s, t, o);
+}
+
+/* Step i of the warp's rows into its group's sums t, or (ATC_FOLD_PAIRS) the
+ * power sums of its group's second half into second.  Which one is a branch
+ * a step, so that each copy of the loop names its sums at compile time and
+ * they stay in registers. */
+template <int D, int H>
+__device__ __forceinline__ void step_into_group(const point_arrays &p, const warp_ctx &w,
+                                                const lane_row<D> (&rows)[STEP], int n, int i,
+                                                const lane_sums (&s)[LANE_CHANNELS],
+                                                group_sums<D> &t, group_sums<D> &second)
+{
+	const int at = i % GROUP_STEPS;
+	if (HALVES == 2 && at >= FOLD_STEPS)
+		step_into_half<D, H, false>(p, w, rows, n, at - FOLD_STEPS, s, second, t);
+	else
+		step_into_half<D, H, true>(p, w, rows, n, at, s, t, t);
 }
 
 /* The group's n rows, from row g, into the lane's double sums; the rare
@@ -1019,6 +1208,11 @@ __device__ __forceinline__ void group_fold(const point_arrays &p, warp_ctx &w, g
 		s[v].min = fminf(s[v].min, t.tmin[v]);
 		s[v].max = fmaxf(s[v].max, t.tmax[v]);
 	}
+	if (ZEROS_APART<D, H>)
+		for (int q = 0; q < LANE_CHANNELS / 2; q++) {
+			s[2 * q].zeros += widen<D>(t.pzero[q] & 0xffffu);
+			s[2 * q + 1].zeros += widen<D>(t.pzero[q] >> 16);
+		}
 	/* an element reached the floor exactly when the group's min or max did */
 	bool hit = false;
 	for (int v = 0; v < LANE_CHANNELS; v++)
@@ -1129,6 +1323,24 @@ template <int D> __device__ __forceinline__ void ring_fill(ring_lane &r)
 	r.next++;
 }
 
+/* ATC_ZERO_PACKED: the lane's exact zeros, counted in row 0 with the tiny
+ * values, to ZERO_ROW.  Both channels of a pair share a word (hist_one):
+ * the word moves as one.  Other warps may still be adding to these words:
+ * whatever the order, a word ends as the sum of its changes mod 2^32, and
+ * each half's final count fits 16 bits. */
+__device__ __forceinline__ void zeros_to_their_row(const warp_ctx &w,
+                                                   const lane_sums (&s)[LANE_CHANNELS])
+{
+	for (int q = 0; q < LANE_CHANNELS / 2; q++) {
+		const uint32_t moved = (uint32_t)s[2 * q].zeros | (uint32_t)s[2 * q + 1].zeros << 16;
+		if (moved) {
+			shared_add(w.hist_at[2 * q] + ZERO_ROW * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
+			           moved);
+			shared_add(w.hist_at[2 * q], 0u - moved);
+		}
+	}
+}
+
 /* A warp's rows [g_begin, g_end) of the item into its lanes' sums.  Counts
  * within the item are ints (an item has < 2^16 rows): the loop's bookkeeping
  * costs a few instructions a step, not 64-bit arithmetic. */
@@ -1152,7 +1364,7 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		}
 	}
 	const lane_row<D> *slot = ring + w.lane;
-	group_sums<D> t;
+	group_sums<D> t, second; /* second: the pair's second half (ATC_FOLD_PAIRS) */
 	for (int i = 0; i < steps; i++) {
 		const int n = rows - i * STEP < STEP ? rows - i * STEP : STEP;
 		const int64_t g = g_begin + i * STEP;
@@ -1170,14 +1382,11 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		if (i == 0)
 			for (int v = 0; v < LANE_CHANNELS; v++)
 				sums_init(s[v], first_shift<D>(cur, n, v));
-		if (i % FOLD_STEPS == 0)
-			group_clear<D>(t);
-		if (n == STEP)
-			step_add<D, true, H>(p, w, cur, n, s, t);
-		else
-			step_add<D, false, H>(p, w, cur, n, s, t);
-		if (i % FOLD_STEPS == FOLD_STEPS - 1 || i == steps - 1) {
-			const int first = i - i % FOLD_STEPS;
+		step_into_group<D, H>(p, w, cur, n, i, s, t, second);
+		if (i % GROUP_STEPS == GROUP_STEPS - 1 || i == steps - 1) {
+			const int first = i - i % GROUP_STEPS;
+			if (HALVES == 2 && i % GROUP_STEPS >= FOLD_STEPS)
+				group_add_half<D>(t, second);
 			group_fold<D, VEC, H>(p, w, t, (i - first) * STEP + n, s, g_begin + first * STEP,
 			                      lane_base, job.token_base, row_bytes, job.channel_stride);
 		}
@@ -1198,6 +1407,8 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 	}
 	if (VEC)
 		copy_async_wait<0>();
+	if (ZEROS_APART<D, H>)
+		zeros_to_their_row(w, s);
 }
 
 /* The item's shared histogram into the point's, emptied on the way for the
@@ -1225,11 +1436,13 @@ __device__ void flush_quad(const point_arrays &p, uint4 *quads, int i, uint4 q, 
 	}
 }
 
-__device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bool vec)
+/* By `threads` threads of the block, this one being `thread` of them. */
+__device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bool vec, int thread,
+                           int threads)
 {
 	uint4 *quads = reinterpret_cast<uint4 *>(hist);
-	const int stride = (int)blockDim.x;
-	for (int first = (int)threadIdx.x; first < HIST_QUADS; first += FLUSH_LOADS * stride) {
+	const int stride = threads;
+	for (int first = thread; first < HIST_QUADS; first += FLUSH_LOADS * stride) {
 		uint4 q[FLUSH_LOADS];
 		for (int u = 0; u < FLUSH_LOADS; u++) {
 			int i = first + u * stride;
@@ -1351,6 +1564,20 @@ __device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0
 	combine_shares(parts, shares);
 }
 
+/* ATC_EPILOGUE_OVERLAP=1: once the rows are folded, the threads past the
+ * TILE that combine the warps' sums (the other 14 warps of 16) flush the
+ * shared histogram meanwhile, instead of waiting for the combine and the
+ * splits' merge and flushing after them.  The histogram area is no one
+ * else's until the item's last barrier, only the threads that wrote scratch
+ * fence (a fence waits for the thread's own reductions, and the flush's are
+ * not theirs), and the last split still merges with all threads after a
+ * barrier.  Blocks of TILE threads or fewer flush after, as before.  Off by
+ * default until measured: see docs/BENCHMARKS-gpu.md. */
+#ifndef ATC_EPILOGUE_OVERLAP
+#define ATC_EPILOGUE_OVERLAP 0
+#endif
+constexpr bool EPILOGUE_OVERLAP = ATC_EPILOGUE_OVERLAP != 0;
+
 template <int D, bool VEC, int H>
 __global__ void __launch_bounds__(MAX_WARPS * WARP, ATC_MIN_BLOCKS)
 fold_kernel(point_arrays p, launch_job job)
@@ -1433,6 +1660,9 @@ fold_kernel(point_arrays p, launch_job job)
 			store_warp_sums(ws, warp * TILE + v * WARP + lane, s[v], warp_rows);
 		__syncthreads();
 		/* a thread a slot; the other warps go on to the histogram's flush */
+		const bool flush_beside = EPILOGUE_OVERLAP && H == HIST_SHARED && (int)blockDim.x > TILE;
+		if (flush_beside && (int)threadIdx.x >= TILE)
+			flush_hist(p, w.hist, c0, VEC, (int)threadIdx.x - TILE, (int)blockDim.x - TILE);
 		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 			const int64_t c = c0 + slot_channel(slot, VEC);
 			if (c >= p.channels)
@@ -1446,7 +1676,8 @@ fold_kernel(point_arrays p, launch_job job)
 		ATC_MARK(4);
 
 		if (job.splits > 1) {
-			__threadfence();
+			if (!EPILOGUE_OVERLAP || (int)threadIdx.x < TILE) /* the threads that wrote */
+				__threadfence();
 			__syncthreads();
 			if (threadIdx.x == 0)
 				h->is_last = atomicAdd(&p.tile_done[tile], 1u) == (uint32_t)job.splits - 1;
@@ -1466,8 +1697,8 @@ fold_kernel(point_arrays p, launch_job job)
 		 * within the launch, and a fence issued after them (above) would
 		 * wait for every one (Nsight: 6% of the samples at that fence). */
 		ATC_MARK(5);
-		if (H == HIST_SHARED)
-			flush_hist(p, w.hist, c0, VEC);
+		if (H == HIST_SHARED && !flush_beside)
+			flush_hist(p, w.hist, c0, VEC, (int)threadIdx.x, (int)blockDim.x);
 		__syncthreads(); /* the partials are read: the area is the next item's rings */
 	}
 	ATC_MARK(2);
