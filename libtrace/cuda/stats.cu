@@ -168,8 +168,8 @@ static_assert(sizeof(block_header) % 16 == 0, "block_header keeps 16-byte alignm
 #ifdef ATC_TIMELINE
 /* Diagnostics only (nvcc -DATC_TIMELINE): per block of the last launch, the
  * global timer at its start (0), when its rows are folded (1), its warps'
- * partials combined (4), its splits merged (5), its items done (2), when it
- * leaves (3), and its multiprocessor (7); per warp, when its rows are
+ * power sums stored (6), combined (4), its splits merged (5), its items done
+ * (2), when it leaves (3), and its multiprocessor (7); per warp, when its rows are
  * folded.  Read by tests/gpu/timeline.c. */
 constexpr int TIMELINE_BLOCKS = 4096;
 __device__ unsigned long long timeline[TIMELINE_BLOCKS][8];
@@ -1659,6 +1659,7 @@ fold_kernel(point_arrays p, launch_job job)
 		for (int v = 0; v < LANE_CHANNELS; v++)
 			store_warp_sums(ws, warp * TILE + v * WARP + lane, s[v], warp_rows);
 		__syncthreads();
+		ATC_MARK(6);
 		/* a thread a slot; the other warps go on to the histogram's flush */
 		const bool flush_beside = EPILOGUE_OVERLAP && H == HIST_SHARED && (int)blockDim.x > TILE;
 		if (flush_beside && (int)threadIdx.x >= TILE)

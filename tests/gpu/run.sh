@@ -12,7 +12,8 @@
 # llama; default build test sanitize kernel llama).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
-# none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none).
+# none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none) and
+# LLAMA_REPEATS its number of timed forwards.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -303,6 +304,7 @@ if step llama; then
 	ACTTRACE_LIB="$B/libacttrace.so" PYTHONUNBUFFERED=1 \
 		run bench-llama 420 python3 tests/gpu/bench-llama.py --out "$TMPDIR" \
 		--trace-equal "$B/trace-equal" ${LLAMA_VARIANTS:+--variants "$LLAMA_VARIANTS"} \
+		${LLAMA_REPEATS:+--repeats "$LLAMA_REPEATS"} \
 		--json "$OUT/bench-llama.json" || true
 	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|Error|error' "$OUT/bench-llama.log" |
 		tail -n 20 | tee -a "$summary"

@@ -96,11 +96,11 @@ int main(int argc, char **argv)
 		       v[blocks - 1] / 1e3);
 	}
 	/* how long each block spent in each phase */
-	static const char *spans[] = {"prologue+rows", "partials+warps", "splits merge",
-	                              "hist flush", "extremes"};
-	static const int from[] = {0, 1, 4, 5, 2}, to[] = {1, 4, 5, 2, 3};
+	static const char *spans[] = {"prologue+rows", "warp sums stored", "warps combined",
+	                              "splits merge", "hist flush", "extremes"};
+	static const int from[] = {0, 1, 6, 4, 5, 2}, to[] = {1, 6, 4, 5, 2, 3};
 	printf("span\tmin_us\tmedian_us\tmax_us\n");
-	for (int ph = 0; ph < 5; ph++) {
+	for (int ph = 0; ph < 6; ph++) {
 		for (int i = 0; i < blocks; i++)
 			v[i] = tl[i][to[ph]] - tl[i][from[ph]];
 		qsort(v, (size_t)blocks, sizeof *v, cmp_u64);
