@@ -113,10 +113,10 @@ static const struct writer_extension device_extension = {
 	.free_writer = device_writer_free,
 };
 
-/* Sampled rows on their way to the host may hold this much pinned and device
- * memory, or the writer's sample_bytes_in_flight where that is larger; past
- * it, capture waits for the oldest copy (samples are never lost to a slow
- * writer, and statistics never wait for samples). */
+/* Sampled rows waiting on the device for the sample thread may hold this much
+ * device memory, or the writer's sample_bytes_in_flight where that is
+ * larger; past it, capture waits for the oldest batch (samples are never lost
+ * to a slow writer, and statistics never wait for samples). */
 #define SAMPLE_BYTES_IN_FLIGHT ((size_t)1 << 30)
 
 static size_t device_bytes_in_flight(struct at_writer *w)
@@ -124,8 +124,6 @@ static size_t device_bytes_in_flight(struct at_writer *w)
 	int64_t asked = writer_options(w)->sample_bytes_in_flight;
 	return asked > (int64_t)SAMPLE_BYTES_IN_FLIGHT ? (size_t)asked : SAMPLE_BYTES_IN_FLIGHT;
 }
-/* Buffers are kept for reuse in sizes of powers of two from 1 MiB. */
-#define SAMPLE_BUFFER_MIN ((size_t)1 << 20)
 
 /* The last change of a point's device accumulators, so that another point
  * shown the same tensor can take the result instead of reading it again
@@ -156,34 +154,33 @@ struct device_point {
 	struct last_observation last;
 };
 
-/* Pinned and device memory of one size, for one batch of sampled rows. */
-struct sample_buffer {
-	size_t bytes;
-	void *host_rows, *device_rows; /* [n][channels] in the tensor's dtype */
-	int64_t *host_index, *device_index;
-	size_t index_capacity;
-};
-
-/* Rows of one observe call on their way to the host. */
+/* Rows of one observe call, gathered on the device, on their way to the
+ * writer. */
 struct sample_batch {
 	int32_t point;
 	struct device_point *dp; /* the point's state, which the retire thread must not look up */
 	int64_t n, n_dropped;
 	enum at_dtype dtype;
 	int64_t *tokens;
-	struct sample_buffer buffer;
-	void *landed; /* event: host_rows hold the rows */
+	void *rows;      /* device memory of the pool: [n][channels] in the tensor's dtype */
+	size_t bytes;
+	void *gathered;  /* event: the rows are in `rows` */
 };
 
-/* Sampled rows go from the hooks to the writer in two steps: the hook's
- * thread gathers them on the device and queues their copy to pinned memory
- * (a batch); the retire thread waits for each batch's copy and hands its rows
+/* Sampled rows go from the hooks to the writer in two steps.  The hooks'
+ * thread gathers them into device memory (a batch), which costs it one
+ * launch; the sample thread copies each batch to the host and hands its rows
  * to the writer (copies into its chunks, a reservoir's bookkeeping), so that
- * the hooks pay neither.  The hooks wait only when the batches in flight
- * would pass the in-flight bound. */
+ * the hooks pay neither the copy nor the writer.  Rows wait on the device, in
+ * a pool of its own that keeps what is freed: the hooks wait only when the
+ * batches there would pass the in-flight bound. */
 struct device_writer {
 	uint64_t states_made; /* fresh states so far (see STATE_EMPTY); the hooks' thread only */
 	int device;           /* the hooks' CUDA device, made the retire thread's */
+	void *pool;           /* device memory for batches */
+	void *copy_stream;    /* the retire thread's */
+	void *staging;        /* pinned, staging_bytes: where the retire thread copies a batch */
+	size_t staging_bytes;
 	pthread_t retire_thread;
 	int retire_started;
 	/* everything below is guarded by mu */
@@ -195,9 +192,7 @@ struct device_writer {
 	struct at_error retire_err;
 	struct sample_batch *batches; /* oldest first; batches[0] may be being retired */
 	size_t n_batches, batches_capacity;
-	struct sample_buffer *spare;
-	size_t n_spare, spare_capacity;
-	size_t bytes_in_flight, bytes_allocated;
+	size_t bytes_in_flight;
 };
 
 int at_cuda_available(void)
@@ -262,78 +257,21 @@ static int check_hist_room(struct at_writer *w, const struct device_point *dp, i
 
 /* ---------------------------------------------------------------- sampling */
 
-static void buffer_free(struct sample_buffer *b)
+/* The retire thread's pinned staging, at least `bytes`. */
+static int staging_reserve(struct device_writer *dw, size_t bytes, struct at_error *err)
 {
-	atc_free_pinned(b->host_rows);
-	atc_free_pinned(b->host_index);
-	atc_free_device(b->device_rows);
-	atc_free_device(b->device_index);
-	memset(b, 0, sizeof *b);
-}
-
-static size_t buffer_size(size_t bytes)
-{
-	size_t size = SAMPLE_BUFFER_MIN;
+	if (dw->staging_bytes >= bytes)
+		return AT_OK;
+	size_t size = dw->staging_bytes ? dw->staging_bytes : (size_t)1 << 24;
 	while (size < bytes)
 		size *= 2;
-	return size;
-}
-
-/* A buffer for rows_bytes of rows and n row indices: a spare one if one is
- * large enough, else a new one. */
-static int buffer_take(struct device_writer *dw, size_t rows_bytes, int64_t n,
-                       struct sample_buffer *out, struct at_error *err)
-{
-	size_t index_bytes = (size_t)n * sizeof(int64_t);
-	for (size_t i = 0; i < dw->n_spare; i++) {
-		struct sample_buffer *b = &dw->spare[i];
-		if (b->bytes >= rows_bytes && b->index_capacity >= (size_t)n) {
-			*out = *b;
-			*b = dw->spare[--dw->n_spare];
-			return AT_OK;
-		}
-	}
-	struct sample_buffer b;
-	memset(&b, 0, sizeof b);
-	b.bytes = buffer_size(rows_bytes);
-	b.index_capacity = buffer_size(index_bytes) / sizeof(int64_t);
-	int status = atc_malloc_pinned(&b.host_rows, b.bytes, err);
-	if (!status)
-		status = atc_malloc_device(&b.device_rows, b.bytes, err);
-	if (!status)
-		status = atc_malloc_pinned((void **)&b.host_index, b.index_capacity * sizeof(int64_t), err);
-	if (!status)
-		status = atc_malloc_device((void **)&b.device_index,
-		                           b.index_capacity * sizeof(int64_t), err);
-	if (status) {
-		buffer_free(&b);
-		return status;
-	}
-	dw->bytes_allocated += b.bytes;
-	*out = b;
-	return AT_OK;
-}
-
-/* Keep a buffer for reuse while the pool stays under the in-flight bound
- * (`limit`, the writer's: a pool held under a smaller one would free
- * buffers during capture, and freeing device or pinned memory waits for the
- * whole device). */
-static void buffer_give_back(struct device_writer *dw, size_t limit, struct sample_buffer *b)
-{
-	if (dw->bytes_allocated <= limit && dw->n_spare == dw->spare_capacity) {
-		size_t cap = dw->spare_capacity ? 2 * dw->spare_capacity : 16;
-		struct sample_buffer *grown = realloc(dw->spare, cap * sizeof *grown);
-		if (grown) {
-			dw->spare = grown;
-			dw->spare_capacity = cap;
-		}
-	}
-	if (dw->bytes_allocated > limit || dw->n_spare == dw->spare_capacity) {
-		dw->bytes_allocated -= b->bytes;
-		buffer_free(b);
-		return;
-	}
-	dw->spare[dw->n_spare++] = *b;
+	atc_free_pinned(dw->staging);
+	dw->staging = NULL;
+	dw->staging_bytes = 0;
+	int status = atc_malloc_pinned(&dw->staging, size, err);
+	if (status == AT_OK)
+		dw->staging_bytes = size;
+	return status;
 }
 
 static int device_writer_get(struct at_writer *w, struct device_writer **out,
@@ -365,8 +303,9 @@ static int retire_error(const struct device_writer *dw, struct at_error *err)
 	return dw->retire_status;
 }
 
-/* The oldest batch's rows to the writer, once they have landed.  Called with
- * mu held; releases it while it waits and while the writer copies. */
+/* The oldest batch's rows to the writer: copied to the host once gathered,
+ * then handed in.  Called with mu held; releases it while it copies and while
+ * the writer takes the rows. */
 static void retire_oldest(struct at_writer *w, struct device_writer *dw)
 {
 	struct sample_batch b = dw->batches[0];
@@ -379,17 +318,22 @@ static void retire_oldest(struct at_writer *w, struct device_writer *dw)
 	int failed = dw->retire_status;
 	pthread_mutex_unlock(&dw->mu);
 	struct at_error err;
-	int status = atc_event_wait(b.landed, &err);
+	int status = failed ? AT_OK : staging_reserve(dw, b.bytes, &err);
 	if (status == AT_OK && !failed)
-		status = writer_add_sampled_rows(w, b.point, b.buffer.host_rows, b.dtype, b.tokens, b.n,
+		status = atc_copy_to_host_wait(dw->staging, b.rows, b.bytes, dw->copy_stream, b.gathered,
+		                               &err);
+	else if (status == AT_OK)
+		atc_event_wait(b.gathered, NULL); /* the rows are not read, but freed below */
+	atc_free_async(b.rows, dw->copy_stream);
+	if (status == AT_OK && !failed)
+		status = writer_add_sampled_rows(w, b.point, dw->staging, b.dtype, b.tokens, b.n,
 		                                 b.n_dropped, &err);
-	atc_event_free(b.landed);
+	atc_event_free(b.gathered);
 	free(b.tokens);
 	pthread_mutex_lock(&dw->mu);
 	memmove(dw->batches, dw->batches + 1, (dw->n_batches - 1) * sizeof *dw->batches);
 	dw->n_batches--;
-	dw->bytes_in_flight -= b.buffer.bytes;
-	buffer_give_back(dw, device_bytes_in_flight(w), &b.buffer);
+	dw->bytes_in_flight -= b.bytes;
 	if (status && !dw->retire_status) {
 		dw->retire_status = status;
 		dw->retire_err = err;
@@ -431,6 +375,10 @@ static int retire_thread_start(struct at_writer *w, struct device_writer *dw,
 	if (dw->retire_started)
 		return AT_OK;
 	int status = atc_current_device(&dw->device, err);
+	if (status == AT_OK && !dw->pool)
+		status = atc_pool_create(&dw->pool, dw->device, err);
+	if (status == AT_OK && !dw->copy_stream)
+		status = atc_stream_create(&dw->copy_stream, err);
 	if (status)
 		return status;
 	struct retire_start *start = malloc(sizeof *start);
@@ -542,35 +490,25 @@ static int choose_rows(struct at_writer *w, struct device_writer *dw, int32_t po
 	return status;
 }
 
-/* Gather the n chosen rows of t on the stream into a buffer, and queue their
- * copy to its pinned half: b's buffer and event. */
-static int queue_copy(struct at_writer *w, struct device_writer *dw, const struct at_tensor *t,
-                      const int64_t *rows, int64_t n, void *stream, struct sample_batch *b,
-                      struct at_error *err)
+/* Gather the n chosen rows of t on the stream into device memory of the
+ * pool: b's rows and event. */
+static int queue_gather(struct at_writer *w, struct device_writer *dw, const struct at_tensor *t,
+                        const int64_t *rows, int64_t n, void *stream, struct sample_batch *b,
+                        struct at_error *err)
 {
-	size_t bytes = (size_t)n * (size_t)t->channels * at_dtype_size(t->dtype);
+	b->bytes = (size_t)n * (size_t)t->channels * at_dtype_size(t->dtype);
 	pthread_mutex_lock(&dw->mu);
-	int status = make_room(w, dw, buffer_size(bytes), err);
-	if (!status)
-		status = buffer_take(dw, bytes, n, &b->buffer, err);
+	int status = make_room(w, dw, b->bytes, err);
 	pthread_mutex_unlock(&dw->mu);
-	if (status)
-		return status;
-	memcpy(b->buffer.host_index, rows, (size_t)n * sizeof *rows);
-	status = atc_copy_to_device(b->buffer.device_index, b->buffer.host_index,
-	                            (size_t)n * sizeof *rows, stream, err);
 	if (!status)
-		status = atc_gather_rows(t, b->buffer.device_index, n, b->buffer.device_rows, stream, err);
+		status = atc_pool_alloc(dw->pool, &b->rows, b->bytes, stream, err);
 	if (!status)
-		status = atc_copy_to_host_after(b->buffer.host_rows, b->buffer.device_rows, bytes, stream,
-		                                &b->landed, err);
+		status = atc_gather_rows(t, rows, n, b->rows, stream, err);
+	if (!status)
+		status = atc_event_record(&b->gathered, stream, err);
 	if (status) {
-		/* the buffer may still be in use by the stream: not for reuse */
-		atc_event_free(b->landed);
-		pthread_mutex_lock(&dw->mu);
-		dw->bytes_allocated -= b->buffer.bytes;
-		pthread_mutex_unlock(&dw->mu);
-		buffer_free(&b->buffer);
+		atc_free_async(b->rows, stream); /* after whatever was queued */
+		b->rows = NULL;
 	}
 	return status;
 }
@@ -607,7 +545,7 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	b.tokens = tokens;
 	status = retire_thread_start(w, dw, err);
 	if (status == AT_OK)
-		status = queue_copy(w, dw, t, rows, n, stream, &b, err);
+		status = queue_gather(w, dw, t, rows, n, stream, &b, err);
 	free(rows);
 	if (status) {
 		free(tokens);
@@ -615,7 +553,7 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	}
 	pthread_mutex_lock(&dw->mu);
 	dw->batches[dw->n_batches++] = b; /* make_room left a place */
-	dw->bytes_in_flight += b.buffer.bytes;
+	dw->bytes_in_flight += b.bytes;
 	dp->samples_in_flight += n;
 	pthread_cond_signal(&dw->wake);
 	pthread_mutex_unlock(&dw->mu);
@@ -788,15 +726,17 @@ static void device_writer_free(void *device)
 	}
 	for (size_t i = 0; i < dw->n_batches; i++) { /* left by a writer freed without a checkpoint */
 		struct sample_batch *b = &dw->batches[i];
-		atc_event_wait(b->landed, NULL); /* the copy may still write into host_rows */
-		atc_event_free(b->landed);
+		atc_event_wait(b->gathered, NULL); /* the gather may still write into rows */
+		atc_event_free(b->gathered);
+		atc_free_async(b->rows, dw->copy_stream);
 		free(b->tokens);
-		buffer_free(&b->buffer);
 	}
-	for (size_t i = 0; i < dw->n_spare; i++)
-		buffer_free(&dw->spare[i]);
+	if (dw->copy_stream) /* the frees are done before the pool goes */
+		atc_stream_sync(dw->copy_stream);
+	atc_stream_destroy(dw->copy_stream);
+	atc_pool_destroy(dw->pool);
+	atc_free_pinned(dw->staging);
 	free(dw->batches);
-	free(dw->spare);
 	pthread_mutex_destroy(&dw->mu);
 	pthread_cond_destroy(&dw->wake);
 	pthread_cond_destroy(&dw->room);

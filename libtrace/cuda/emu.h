@@ -20,6 +20,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <mutex>
 #include <vector>
 
 #define __global__
@@ -170,9 +171,11 @@ inline bool any_in_warp(bool predicate)
 
 /* ---- the runtime API, on host memory */
 inline std::map<const char *, size_t> allocations;
+inline std::mutex allocations_mu; /* the library's sample thread frees too */
 
 inline bool is_device_pointer(const void *p)
 {
+	std::lock_guard<std::mutex> hold(allocations_mu);
 	const char *c = static_cast<const char *>(p);
 	auto it = allocations.upper_bound(c);
 	if (it == allocations.begin())
@@ -251,12 +254,14 @@ inline cudaError_t cudaMalloc(void **p, size_t bytes)
 	if (!*p)
 		return cudaErrorMemoryAllocation;
 	memset(*p, 0x5A, bytes); /* cudaMalloc'd memory is not zeroed either */
+	std::lock_guard<std::mutex> hold(emu::allocations_mu);
 	emu::allocations[static_cast<const char *>(*p)] = bytes;
 	return cudaSuccess;
 }
 inline cudaError_t cudaFree(void *p)
 {
 	if (p) {
+		std::lock_guard<std::mutex> hold(emu::allocations_mu);
 		emu::allocations.erase(static_cast<const char *>(p));
 		free(p);
 	}
@@ -319,6 +324,34 @@ inline cudaError_t cudaEventDestroy(cudaEvent_t) { return cudaSuccess; }
 inline cudaError_t cudaEventRecord(cudaEvent_t, cudaStream_t = nullptr) { return cudaSuccess; }
 inline cudaError_t cudaEventQuery(cudaEvent_t) { return cudaSuccess; }
 inline cudaError_t cudaEventSynchronize(cudaEvent_t) { return cudaSuccess; }
+/* Stream-ordered pools: plain allocations, as the emulation runs in order. */
+typedef void *cudaMemPool_t;
+enum cudaMemAllocationType { cudaMemAllocationTypePinned = 1 };
+enum cudaMemLocationType { cudaMemLocationTypeDevice = 1 };
+enum cudaMemPoolAttr { cudaMemPoolAttrReleaseThreshold = 4 };
+struct cudaMemLocation {
+	cudaMemLocationType type;
+	int id;
+};
+struct cudaMemPoolProps {
+	cudaMemAllocationType allocType;
+	cudaMemLocation location;
+};
+inline cudaError_t cudaMemPoolCreate(cudaMemPool_t *pool, const cudaMemPoolProps *)
+{
+	*pool = reinterpret_cast<cudaMemPool_t>(uintptr_t(1));
+	return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolSetAttribute(cudaMemPool_t, cudaMemPoolAttr, void *)
+{
+	return cudaSuccess;
+}
+inline cudaError_t cudaMemPoolDestroy(cudaMemPool_t) { return cudaSuccess; }
+inline cudaError_t cudaMallocFromPoolAsync(void **p, size_t bytes, cudaMemPool_t, cudaStream_t)
+{
+	return cudaMalloc(p, bytes);
+}
+inline cudaError_t cudaFreeAsync(void *p, cudaStream_t) { return cudaFree(p); }
 #define cudaStreamNonBlocking 1u
 #define cudaEventDisableTiming 2u
 

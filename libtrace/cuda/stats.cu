@@ -1571,10 +1571,11 @@ __device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0
  * else's until the item's last barrier, only the threads that wrote scratch
  * fence (a fence waits for the thread's own reductions, and the flush's are
  * not theirs), and the last split still merges with all threads after a
- * barrier.  Blocks of TILE threads or fewer flush after, as before.  Off by
- * default until measured: see docs/BENCHMARKS-gpu.md. */
+ * barrier.  Blocks of TILE threads or fewer flush after, as before.  The
+ * default: 8192 x 4096 bf16 47.6 against 48.6 us, 16384 x 2048 49.3 against
+ * 51.0 (docs/BENCHMARKS-gpu.md, fifth session). */
 #ifndef ATC_EPILOGUE_OVERLAP
-#define ATC_EPILOGUE_OVERLAP 0
+#define ATC_EPILOGUE_OVERLAP 1
 #endif
 constexpr bool EPILOGUE_OVERLAP = ATC_EPILOGUE_OVERLAP != 0;
 
@@ -1754,13 +1755,19 @@ fold_kernel(point_arrays p, launch_job job)
 }
 
 /* Sampled rows, in the tensor's own dtype, [n][channels] with channels
- * contiguous: one block per row. */
+ * contiguous: one block per row.  The row indices travel in the launch's
+ * parameters, so that the hooks need no pinned memory and no copy for them. */
+constexpr int GATHER_ROWS = 256;
+struct gather_list {
+	int64_t row[GATHER_ROWS];
+};
+
 __global__ void gather_kernel(const void *data, int64_t rows, int64_t batch_stride,
                               int64_t row_stride, int64_t channel_stride, int64_t channels,
-                              int esize, const int64_t *row_index, int64_t n, unsigned char *dst)
+                              int esize, gather_list list, int n, unsigned char *dst)
 {
-	for (int64_t i = blockIdx.x; i < n; i += gridDim.x) {
-		int64_t g = row_index[i], b = g / rows, r = g - b * rows;
+	for (int i = (int)blockIdx.x; i < n; i += (int)gridDim.x) {
+		int64_t g = list.row[i], b = g / rows, r = g - b * rows;
 		int64_t offset = b * batch_stride + r * row_stride;
 		unsigned char *out = dst + (size_t)i * (size_t)channels * (size_t)esize;
 		for (int64_t c = threadIdx.x; c < channels; c += blockDim.x) {
@@ -2351,18 +2358,108 @@ int atc_point_drain(cuda_point *p, struct at_stats *into, struct at_error *err)
 
 /* ---- sampling */
 
-int atc_gather_rows(const struct at_tensor *t, const int64_t *row_index_device, int64_t n,
-                    void *dst, void *stream, struct at_error *err)
+int atc_gather_rows(const struct at_tensor *t, const int64_t *rows, int64_t n, void *dst,
+                    void *stream, struct at_error *err)
 {
-	if (n <= 0)
-		return AT_OK;
-	int esize = (int)at_dtype_size(t->dtype);
-	unsigned grid = (unsigned)(n < 4096 ? n : 4096);
+	const int esize = (int)at_dtype_size(t->dtype);
+	const size_t row_bytes = (size_t)t->channels * (size_t)esize;
 	cudaStream_t st = static_cast<cudaStream_t>(stream);
-	ATC_LAUNCH(gather_kernel, dim3(grid), dim3(256), 0, st, t->data, t->rows, t->batch_stride,
-	           t->row_stride, t->channel_stride, t->channels, esize, row_index_device, n,
-	           static_cast<unsigned char *>(dst));
-	CUDA_TRY(cudaGetLastError(), "launch the sampling kernel");
+	for (int64_t first = 0; first < n; first += GATHER_ROWS) {
+		const int m = (int)(n - first < GATHER_ROWS ? n - first : GATHER_ROWS);
+		gather_list list;
+		memcpy(list.row, rows + first, (size_t)m * sizeof *rows);
+		unsigned char *out = static_cast<unsigned char *>(dst) + (size_t)first * row_bytes;
+		ATC_LAUNCH(gather_kernel, dim3((unsigned)m), dim3(256), 0, st, t->data, t->rows,
+		           t->batch_stride, t->row_stride, t->channel_stride, t->channels, esize, list, m,
+		           out);
+		CUDA_TRY(cudaGetLastError(), "launch the sampling kernel");
+	}
+	return AT_OK;
+}
+
+int atc_pool_create(void **pool, int device, struct at_error *err)
+{
+	cudaMemPoolProps props;
+	memset(&props, 0, sizeof props);
+	props.allocType = cudaMemAllocationTypePinned;
+	props.location.type = cudaMemLocationTypeDevice;
+	props.location.id = device;
+	cudaMemPool_t p;
+	*pool = nullptr;
+	CUDA_TRY(cudaMemPoolCreate(&p, &props), "create a memory pool for samples");
+	uint64_t keep = UINT64_MAX; /* what is freed stays for the next rows */
+	cudaError_t e = cudaMemPoolSetAttribute(p, cudaMemPoolAttrReleaseThreshold, &keep);
+	if (e != cudaSuccess) {
+		cudaMemPoolDestroy(p);
+		return cuda_fail(err, e, "configure the samples' memory pool");
+	}
+	*pool = p;
+	return AT_OK;
+}
+
+void atc_pool_destroy(void *pool)
+{
+	if (pool)
+		cudaMemPoolDestroy(static_cast<cudaMemPool_t>(pool));
+}
+
+int atc_pool_alloc(void *pool, void **p, size_t bytes, void *stream, struct at_error *err)
+{
+	*p = nullptr;
+	CUDA_TRY(cudaMallocFromPoolAsync(p, bytes, static_cast<cudaMemPool_t>(pool),
+	                                 static_cast<cudaStream_t>(stream)),
+	         "allocate device memory for samples");
+	return AT_OK;
+}
+
+void atc_free_async(void *p, void *stream)
+{
+	if (p)
+		cudaFreeAsync(p, static_cast<cudaStream_t>(stream));
+}
+
+int atc_stream_create(void **stream, struct at_error *err)
+{
+	cudaStream_t s;
+	*stream = nullptr;
+	CUDA_TRY(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "create a stream");
+	*stream = s;
+	return AT_OK;
+}
+
+void atc_stream_destroy(void *stream)
+{
+	if (stream)
+		cudaStreamDestroy(static_cast<cudaStream_t>(stream));
+}
+
+void atc_stream_sync(void *stream)
+{
+	cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+}
+
+int atc_event_record(void **event, void *stream, struct at_error *err)
+{
+	cudaEvent_t e;
+	*event = nullptr;
+	CUDA_TRY(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "create an event");
+	cudaError_t status = cudaEventRecord(e, static_cast<cudaStream_t>(stream));
+	if (status != cudaSuccess) {
+		cudaEventDestroy(e);
+		return cuda_fail(err, status, "record an event");
+	}
+	*event = e;
+	return AT_OK;
+}
+
+int atc_copy_to_host_wait(void *dst_host, const void *src_device, size_t bytes, void *stream,
+                          void *after, struct at_error *err)
+{
+	cudaStream_t st = static_cast<cudaStream_t>(stream);
+	CUDA_TRY(cudaStreamWaitEvent(st, static_cast<cudaEvent_t>(after), 0), "order the sample copy");
+	CUDA_TRY(cudaMemcpyAsync(dst_host, src_device, bytes, cudaMemcpyDeviceToHost, st),
+	         "copy samples to the host");
+	CUDA_TRY(cudaStreamSynchronize(st), "wait for the sample copy");
 	return AT_OK;
 }
 
@@ -2392,37 +2489,6 @@ void atc_free_pinned(void *p)
 	cudaFreeHost(p);
 }
 
-/* One stream of the library's own for copies to the host, so that they
- * overlap the caller's next kernels instead of queueing behind them. */
-static cudaStream_t copy_stream;
-
-int atc_copy_to_host_after(void *dst_host, const void *src_device, size_t bytes, void *after,
-                           void **done, struct at_error *err)
-{
-	*done = nullptr;
-	if (!copy_stream)
-		CUDA_TRY(cudaStreamCreateWithFlags(&copy_stream, cudaStreamNonBlocking),
-		         "create a copy stream");
-	cudaEvent_t ready, landed;
-	CUDA_TRY(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "create an event");
-	cudaError_t e = cudaEventRecord(ready, static_cast<cudaStream_t>(after));
-	if (e == cudaSuccess)
-		e = cudaStreamWaitEvent(copy_stream, ready, 0);
-	cudaEventDestroy(ready); /* released once the wait is over */
-	if (e != cudaSuccess)
-		return cuda_fail(err, e, "order the sample copy");
-	CUDA_TRY(cudaMemcpyAsync(dst_host, src_device, bytes, cudaMemcpyDeviceToHost, copy_stream),
-	         "copy samples to the host");
-	CUDA_TRY(cudaEventCreateWithFlags(&landed, cudaEventDisableTiming), "create an event");
-	e = cudaEventRecord(landed, copy_stream);
-	if (e != cudaSuccess) {
-		cudaEventDestroy(landed);
-		return cuda_fail(err, e, "record the sample copy");
-	}
-	*done = landed;
-	return AT_OK;
-}
-
 int atc_copy_to_device(void *dst_device, const void *src_host, size_t bytes, void *stream,
                        struct at_error *err)
 {
@@ -2442,16 +2508,6 @@ int atc_set_device(int device, struct at_error *err)
 {
 	CUDA_TRY(cudaSetDevice(device), "select the device");
 	return AT_OK;
-}
-
-int atc_event_done(void *event, struct at_error *err)
-{
-	cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
-	if (e == cudaSuccess)
-		return 1;
-	if (e == cudaErrorNotReady)
-		return 0;
-	return cuda_fail(err, e, "wait for a sample copy");
 }
 
 int atc_event_wait(void *event, struct at_error *err)

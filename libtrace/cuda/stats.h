@@ -41,11 +41,11 @@ int atc_point_copy(struct cuda_point *dst, const struct cuda_point *src, void *s
 int atc_point_drain(struct cuda_point *p, struct at_stats *into, struct at_error *err);
 int64_t atc_point_rows_pending(const struct cuda_point *p);
 
-/* Sampled rows: copy rows row_index[0..n) (global rows b*rows+r of t, the
- * index in device memory) in t's own dtype as [n][channels] into dst, a
- * device buffer, on stream. */
-int atc_gather_rows(const struct at_tensor *t, const int64_t *row_index_device, int64_t n,
-                    void *dst, void *stream, struct at_error *err);
+/* Sampled rows: copy rows rows[0..n) (global rows b*rows+r of t, the
+ * indices in host memory, passed with the launches) in t's own dtype as
+ * [n][channels] into dst, a device buffer, on stream. */
+int atc_gather_rows(const struct at_tensor *t, const int64_t *rows, int64_t n, void *dst,
+                    void *stream, struct at_error *err);
 
 /* Thin wrappers of the runtime for device.c, which is C and has no CUDA
  * headers.  Each returns AT_OK or fills err with the CUDA error. */
@@ -53,18 +53,29 @@ int atc_malloc_device(void **p, size_t bytes, struct at_error *err);
 int atc_malloc_pinned(void **p, size_t bytes, struct at_error *err);
 void atc_free_device(void *p);
 void atc_free_pinned(void *p);
-/* dst_host <- src_device on a stream of the library's own that first waits
- * for the work queued so far on `after`; *done is recorded when it lands. */
-int atc_copy_to_host_after(void *dst_host, const void *src_device, size_t bytes, void *after,
-                           void **done, struct at_error *err);
 int atc_copy_to_device(void *dst_device, const void *src_host, size_t bytes, void *stream,
                        struct at_error *err);
+/* A stream-ordered pool of device memory that keeps what is freed; its
+ * allocations are usable on `stream` in order, and freed in order on
+ * another stream. */
+int atc_pool_create(void **pool, int device, struct at_error *err);
+void atc_pool_destroy(void *pool);
+int atc_pool_alloc(void *pool, void **p, size_t bytes, void *stream, struct at_error *err);
+void atc_free_async(void *p, void *stream);
+int atc_stream_create(void **stream, struct at_error *err);
+void atc_stream_destroy(void *stream);
+void atc_stream_sync(void *stream);
+/* A new event, recorded on stream: it completes when the work queued so far
+ * has. */
+int atc_event_record(void **event, void *stream, struct at_error *err);
+/* dst_host <- src_device on `stream`, after `after` has completed; returns
+ * when the bytes have landed. */
+int atc_copy_to_host_wait(void *dst_host, const void *src_device, size_t bytes, void *stream,
+                          void *after, struct at_error *err);
 /* The calling thread's current device, and another thread's made the same
  * (the library's own threads work on the device their caller used). */
 int atc_current_device(int *device, struct at_error *err);
 int atc_set_device(int device, struct at_error *err);
-/* 1 when the event has completed, 0 when not yet, <0 on error. */
-int atc_event_done(void *event, struct at_error *err);
 int atc_event_wait(void *event, struct at_error *err);
 void atc_event_free(void *event);
 
