@@ -180,6 +180,7 @@ struct device_writer {
 	void *pool;           /* device memory for batches */
 	void *copy_stream;    /* the retire thread's */
 	void *staging;        /* pinned, staging_bytes: where the retire thread copies a batch */
+	struct token_keys *keys; /* the reservoir's, of the last tokens sampled */
 	size_t staging_bytes;
 	pthread_t retire_thread;
 	int retire_started;
@@ -193,6 +194,13 @@ struct device_writer {
 	struct sample_batch *batches; /* oldest first; batches[0] may be being retired */
 	size_t n_batches, batches_capacity;
 	size_t bytes_in_flight;
+};
+
+/* The reservoir's keys of tokens [base, base + n): the same for every point
+ * of a forward, so computed once (the hooks' thread only). */
+struct token_keys {
+	int64_t base, n, capacity;
+	uint64_t *key;
 };
 
 int at_cuda_available(void)
@@ -405,8 +413,59 @@ static int retire_all(struct device_writer *dw, struct at_error *err)
 }
 
 /* The rows of t that the policy takes, as global row indices, and their tokens. */
-static int select_rows(struct at_writer *w, int32_t point, const struct at_tensor *t,
-                       int64_t token_base, int64_t *rows, int64_t *tokens, int64_t capacity, int64_t *n_selected,
+/* The keys of tokens [base, base + n), from the cache when it holds them. */
+static const uint64_t *keys_of(struct at_writer *w, struct device_writer *dw, int64_t base,
+                               int64_t n, struct at_error *err)
+{
+	struct token_keys *k = dw->keys;
+	if (!k && !(k = dw->keys = calloc(1, sizeof *k)))
+		goto no_memory;
+	if (k->key && k->base == base && k->n == n)
+		return k->key;
+	if (n > k->capacity) {
+		uint64_t *grown = realloc(k->key, (size_t)n * sizeof *grown);
+		if (!grown)
+			goto no_memory;
+		k->key = grown;
+		k->capacity = n;
+	}
+	for (int64_t i = 0; i < n; i++)
+		k->key[i] = writer_sample_key(w, base + i);
+	k->base = base;
+	k->n = n;
+	return k->key;
+no_memory:
+	at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	return NULL;
+}
+
+/* Whether the policy takes row g (token token_base + g) of the call. */
+struct row_test {
+	int policy;
+	const uint64_t *keys; /* reservoir: the rows' keys, and the bar when full */
+	int full;
+	uint64_t bar_key;
+	int64_t bar_token;
+};
+
+static int row_taken(struct at_writer *w, const struct row_test *rt, int64_t g,
+                     int64_t token, int *selected, struct at_error *err)
+{
+	*selected = 1;
+	if (rt->policy == AT_SAMPLE_FIRST)
+		return writer_token_selected(w, token, selected, err);
+	if (rt->policy == AT_SAMPLE_RESERVOIR && rt->full) {
+		uint64_t key = rt->keys[g];
+		*selected = key != rt->bar_key ? key < rt->bar_key : token < rt->bar_token;
+	}
+	return AT_OK;
+}
+
+/* The rows of t that the policy takes, as global row indices, and their
+ * tokens.  Called under the writer's sample lock. */
+static int select_rows(struct at_writer *w, struct device_writer *dw, int32_t point,
+                       const struct at_tensor *t, int64_t token_base, int64_t *rows,
+                       int64_t *tokens, int64_t capacity, int64_t *n_selected,
                        int64_t *n_beyond, struct at_error *err)
 {
 	int64_t total = t->batches * t->rows, n = 0, beyond = 0;
@@ -419,12 +478,14 @@ static int select_rows(struct at_writer *w, int32_t point, const struct at_tenso
 			first = -r;
 		step = o->sample_n;
 	}
+	struct row_test rt = {o->sample_policy, NULL, 0, 0, 0};
+	if (rt.policy == AT_SAMPLE_RESERVOIR &&
+	    (rt.full = writer_sample_bar(w, point, &rt.bar_key, &rt.bar_token)) &&
+	    !(rt.keys = keys_of(w, dw, token_base, total, err)))
+		return AT_ENOMEM;
 	for (int64_t g = first; g < total; g += step) {
-		int selected = 1, status = AT_OK;
-		if (o->sample_policy == AT_SAMPLE_FIRST)
-			status = writer_token_selected(w, token_base + g, &selected, err);
-		else if (o->sample_policy == AT_SAMPLE_RESERVOIR)
-			selected = writer_sample_wanted(w, point, token_base + g);
+		int selected;
+		int status = row_taken(w, &rt, g, token_base + g, &selected, err);
 		if (status)
 			return status;
 		if (!selected)
@@ -463,7 +524,7 @@ static int make_room(struct at_writer *w, struct device_writer *dw, size_t bytes
 
 /* The rows of t the policy takes (their global row indices and tokens), at
  * most the point's room: under the writer's sample lock, since the retire
- * thread changes what writer_sample_room and writer_sample_wanted read. */
+ * thread changes what writer_sample_room and writer_sample_bar read. */
 static int choose_rows(struct at_writer *w, struct device_writer *dw, int32_t point,
                        struct device_point *dp, const struct at_tensor *t, int64_t token_base,
                        int64_t **rows, int64_t **tokens, int64_t *n, int64_t *dropped,
@@ -485,7 +546,8 @@ static int choose_rows(struct at_writer *w, struct device_writer *dw, int32_t po
 	if (!*rows || !*tokens)
 		status = at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
 	else
-		status = select_rows(w, point, t, token_base, *rows, *tokens, capacity, n, dropped, err);
+		status = select_rows(w, dw, point, t, token_base, *rows, *tokens, capacity, n, dropped,
+		                     err);
 	writer_samples_unlock(w);
 	return status;
 }
@@ -736,6 +798,9 @@ static void device_writer_free(void *device)
 	atc_stream_destroy(dw->copy_stream);
 	atc_pool_destroy(dw->pool);
 	atc_free_pinned(dw->staging);
+	if (dw->keys)
+		free(dw->keys->key);
+	free(dw->keys);
 	free(dw->batches);
 	pthread_mutex_destroy(&dw->mu);
 	pthread_cond_destroy(&dw->wake);

@@ -45,15 +45,18 @@ int64_t writer_tokens(const struct at_writer *w);
 int writer_token_selected(const struct at_writer *w, int64_t token, int *selected,
                           struct at_error *err);
 /* The points' sample state may change under the extension's own threads
- * (writer_add_sampled_rows); hold this lock around the two calls below, which
- * read it.  writer_add_sampled_rows takes it itself. */
+ * (writer_add_sampled_rows); hold this lock around writer_sample_room and
+ * writer_sample_bar, which read it.  writer_add_sampled_rows takes it itself. */
 void writer_samples_lock(struct at_writer *w);
 void writer_samples_unlock(struct at_writer *w);
 /* Rows the point may still sample before max_samples. */
 int64_t writer_sample_room(const struct at_writer *w, int32_t point);
-/* 0 when the sample policy would not keep this token's row at this point now
- * (a reservoir full of smaller keys); 1 otherwise. */
-int writer_sample_wanted(const struct at_writer *w, int32_t point, int64_t token);
+/* The reservoir policy's test for many rows at once: the key of a token
+ * (the same for every point), and 1 with the bar a point's rows must pass
+ * (a key below *key, or equal with a token below *token) when its reservoir
+ * is full, 0 when it wants every row (also for the other policies). */
+uint64_t writer_sample_key(const struct at_writer *w, int64_t token);
+int writer_sample_bar(const struct at_writer *w, int32_t point, uint64_t *key, int64_t *token);
 /* n rows [n][channels] in dtype, already chosen by the policy, and their
  * tokens, appended to the point's samples; n_dropped more were chosen but
  * not kept.  Safe from any one thread besides the writer's caller. */

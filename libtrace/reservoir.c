@@ -119,6 +119,15 @@ int reservoir_wants(const struct reservoir *r, uint64_t key, int64_t token)
 	return key != r->keys[top] ? key < r->keys[top] : token < r->tokens[top];
 }
 
+int reservoir_bar(const struct reservoir *r, uint64_t *key, int64_t *token)
+{
+	if (r->filled < r->k)
+		return 0;
+	*key = r->keys[r->heap[0]];
+	*token = r->tokens[r->heap[0]];
+	return 1;
+}
+
 int reservoir_offer(struct reservoir *r, uint64_t key, int64_t token, const void *data,
                     enum at_dtype dtype, int64_t first, int64_t stride)
 {

@@ -17,6 +17,10 @@ void reservoir_free(struct reservoir *r);
 /* 1 when a row of this key and token would be kept now (rows wanted now may
  * still be pushed out by rows of smaller key later). */
 int reservoir_wants(const struct reservoir *r, uint64_t key, int64_t token);
+/* 0 while the reservoir is not full (every row is wanted); else 1, and the
+ * key and token a row must come before (smaller key, or the same key and a
+ * smaller token) to be wanted: reservoir_wants in one comparison a row. */
+int reservoir_bar(const struct reservoir *r, uint64_t *key, int64_t *token);
 /* Offer a row: channels elements data[first + i * stride] of dtype.  Kept,
  * converted to the dtype of the first row kept, when its key is among the k
  * smallest so far; -1 when out of memory. */

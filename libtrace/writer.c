@@ -2209,11 +2209,15 @@ int writer_token_selected(const struct at_writer *w, int64_t token, int *selecte
 	return token_selected(w, token, err, selected);
 }
 
-int writer_sample_wanted(const struct at_writer *w, int32_t point, int64_t token)
+uint64_t writer_sample_key(const struct at_writer *w, int64_t token)
+{
+	return reservoir_key(w->opts.sample_seed, token);
+}
+
+int writer_sample_bar(const struct at_writer *w, int32_t point, uint64_t *key, int64_t *token)
 {
 	const struct point *p = &w->points[point];
-	return !p->reservoir || reservoir_wants(p->reservoir,
-	                                        reservoir_key(w->opts.sample_seed, token), token);
+	return p->reservoir ? reservoir_bar(p->reservoir, key, token) : 0;
 }
 
 int64_t writer_sample_room(const struct at_writer *w, int32_t point)
