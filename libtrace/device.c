@@ -149,7 +149,15 @@ struct last_observation {
 struct device_point {
 	struct cuda_point *stats;
 	uint64_t host_seen_max; /* most values a channel of the host statistics holds */
-	int64_t samples_in_flight;
+	/* sampling, the hooks' view: the rows the writer had taken before the
+	 * point's first device call (-1 until then) and the rows handed to the
+	 * sample thread since; the reservoir's bar as the thread last saw it
+	 * (guarded by the device writer's mu).  Neither needs the writer's lock:
+	 * a stale view only takes rows the writer then drops, and counts. */
+	int64_t samples_before, samples_handed;
+	int bar_full;
+	uint64_t bar_key;
+	int64_t bar_token;
 	uint64_t state;
 	struct last_observation last;
 };
@@ -242,6 +250,7 @@ static int point_state(struct at_writer *w, int32_t point, struct device_point *
 		return status;
 	}
 	dp->host_seen_max = host_seen_max(writer_point_stats(w, point));
+	dp->samples_before = -1;
 	*slot = dp;
 	*out = dp;
 	return AT_OK;
@@ -318,11 +327,6 @@ static void retire_oldest(struct at_writer *w, struct device_writer *dw)
 {
 	struct sample_batch b = dw->batches[0];
 	struct device_point *dp = b.dp;
-	/* no longer in flight before the writer counts them as taken: the hooks'
-	 * room (max_samples - taken - in flight) may be too large for a moment,
-	 * never too small (rows beyond the cap are dropped by the writer, and
-	 * counted, as the hooks would have) */
-	dp->samples_in_flight -= b.n;
 	int failed = dw->retire_status;
 	pthread_mutex_unlock(&dw->mu);
 	struct at_error err;
@@ -338,7 +342,15 @@ static void retire_oldest(struct at_writer *w, struct device_writer *dw)
 		                                 b.n_dropped, &err);
 	atc_event_free(b.gathered);
 	free(b.tokens);
+	uint64_t bar_key = 0;
+	int64_t bar_token = 0;
+	writer_samples_lock(w);
+	int bar_full = writer_sample_bar(w, b.point, &bar_key, &bar_token);
+	writer_samples_unlock(w);
 	pthread_mutex_lock(&dw->mu);
+	dp->bar_full = bar_full;
+	dp->bar_key = bar_key;
+	dp->bar_token = bar_token;
 	memmove(dw->batches, dw->batches + 1, (dw->n_batches - 1) * sizeof *dw->batches);
 	dw->n_batches--;
 	dw->bytes_in_flight -= b.bytes;
@@ -462,8 +474,8 @@ static int row_taken(struct at_writer *w, const struct row_test *rt, int64_t g,
 }
 
 /* The rows of t that the policy takes, as global row indices, and their
- * tokens.  Called under the writer's sample lock. */
-static int select_rows(struct at_writer *w, struct device_writer *dw, int32_t point,
+ * tokens (the reservoir's by rt's bar). */
+static int select_rows(struct at_writer *w, struct device_writer *dw, struct row_test *rt,
                        const struct at_tensor *t, int64_t token_base, int64_t *rows,
                        int64_t *tokens, int64_t capacity, int64_t *n_selected,
                        int64_t *n_beyond, struct at_error *err)
@@ -478,14 +490,12 @@ static int select_rows(struct at_writer *w, struct device_writer *dw, int32_t po
 			first = -r;
 		step = o->sample_n;
 	}
-	struct row_test rt = {o->sample_policy, NULL, 0, 0, 0};
-	if (rt.policy == AT_SAMPLE_RESERVOIR &&
-	    (rt.full = writer_sample_bar(w, point, &rt.bar_key, &rt.bar_token)) &&
-	    !(rt.keys = keys_of(w, dw, token_base, total, err)))
+	if (rt->policy == AT_SAMPLE_RESERVOIR && rt->full &&
+	    !(rt->keys = keys_of(w, dw, token_base, total, err)))
 		return AT_ENOMEM;
 	for (int64_t g = first; g < total; g += step) {
 		int selected;
-		int status = row_taken(w, &rt, g, token_base + g, &selected, err);
+		int status = row_taken(w, rt, g, token_base + g, &selected, err);
 		if (status)
 			return status;
 		if (!selected)
@@ -523,33 +533,38 @@ static int make_room(struct at_writer *w, struct device_writer *dw, size_t bytes
 }
 
 /* The rows of t the policy takes (their global row indices and tokens), at
- * most the point's room: under the writer's sample lock, since the retire
- * thread changes what writer_sample_room and writer_sample_bar read. */
+ * most the point's room, from the hooks' view of the point's samples (see
+ * struct device_point): the writer's lock is taken once a point, so that the
+ * hooks never wait for the sample thread's copies. */
 static int choose_rows(struct at_writer *w, struct device_writer *dw, int32_t point,
                        struct device_point *dp, const struct at_tensor *t, int64_t token_base,
                        int64_t **rows, int64_t **tokens, int64_t *n, int64_t *dropped,
                        struct at_error *err)
 {
 	int64_t total = t->batches * t->rows;
-	writer_samples_lock(w);
-	/* taken first, then in flight (see retire_oldest) */
-	int64_t room = writer_sample_room(w, point);
+	const struct at_writer_options *o = writer_options(w);
+	int64_t room = INT64_MAX / 4; /* a reservoir: what it keeps is bounded by k */
+	if (o->sample_policy != AT_SAMPLE_RESERVOIR) {
+		if (dp->samples_before < 0) {
+			writer_samples_lock(w);
+			dp->samples_before = o->max_samples - writer_sample_room(w, point);
+			writer_samples_unlock(w);
+		}
+		room = o->max_samples - dp->samples_before - dp->samples_handed;
+		room = room > 0 ? room : 0;
+	}
+	struct row_test rt = {o->sample_policy, NULL, 0, 0, 0};
 	pthread_mutex_lock(&dw->mu);
-	room -= dp->samples_in_flight;
+	rt.full = dp->bar_full;
+	rt.bar_key = dp->bar_key;
+	rt.bar_token = dp->bar_token;
 	pthread_mutex_unlock(&dw->mu);
-	if (room < 0)
-		room = 0;
 	int64_t capacity = total < room ? total : room;
 	*rows = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof **rows);
 	*tokens = malloc((size_t)(capacity > 0 ? capacity : 1) * sizeof **tokens);
-	int status = AT_OK;
 	if (!*rows || !*tokens)
-		status = at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
-	else
-		status = select_rows(w, dw, point, t, token_base, *rows, *tokens, capacity, n, dropped,
-		                     err);
-	writer_samples_unlock(w);
-	return status;
+		return at_fail(err, AT_ENOMEM, "%s: out of memory", writer_path(w));
+	return select_rows(w, dw, &rt, t, token_base, *rows, *tokens, capacity, n, dropped, err);
 }
 
 /* Gather the n chosen rows of t on the stream into device memory of the
@@ -616,7 +631,7 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	pthread_mutex_lock(&dw->mu);
 	dw->batches[dw->n_batches++] = b; /* make_room left a place */
 	dw->bytes_in_flight += b.bytes;
-	dp->samples_in_flight += n;
+	dp->samples_handed += n;
 	pthread_cond_signal(&dw->wake);
 	pthread_mutex_unlock(&dw->mu);
 	return AT_OK;

@@ -342,6 +342,8 @@ CAPTURE_WORDS = {
     "nodedup": {"dedup": False},  # every point reads its tensor
     "trust": {"dedup": "trust"},  # inference tensors: identity trusted
     "l1": {"compression_level": 1},  # the fastest zstd level for the samples
+    "t4": {"threads": 4},  # compression threads: cores left to the model's thread
+    "t8": {"threads": 8},
 }
 
 
