@@ -155,6 +155,7 @@ struct device_point {
 	 * (guarded by the device writer's mu).  Neither needs the writer's lock:
 	 * a stale view only takes rows the writer then drops, and counts. */
 	int64_t samples_before, samples_handed;
+	int64_t dropped_unsent; /* rows beyond max_samples, for the next batch or checkpoint */
 	int bar_full;
 	uint64_t bar_key;
 	int64_t bar_token;
@@ -604,12 +605,11 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	int64_t *rows = NULL, *tokens = NULL, n = 0, dropped = 0;
 	if (status == AT_OK)
 		status = choose_rows(w, dw, point, dp, t, token_base, &rows, &tokens, &n, &dropped, err);
+	if (status == AT_OK)
+		dp->dropped_unsent += dropped; /* counted with the next batch, or at the checkpoint */
 	if (status || n == 0) {
 		free(rows);
 		free(tokens);
-		/* everything beyond max_samples: count it, nothing to copy */
-		if (status == AT_OK && dropped > 0)
-			status = writer_add_sampled_rows(w, point, NULL, t->dtype, NULL, 0, dropped, err);
 		return status;
 	}
 	struct sample_batch b;
@@ -617,7 +617,7 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 	b.point = point;
 	b.dp = dp;
 	b.n = n;
-	b.n_dropped = dropped;
+	b.n_dropped = dp->dropped_unsent;
 	b.dtype = t->dtype;
 	b.tokens = tokens;
 	status = retire_thread_start(w, dw, err);
@@ -628,6 +628,7 @@ static int sample_device(struct at_writer *w, int32_t point, struct device_point
 		free(tokens);
 		return status;
 	}
+	dp->dropped_unsent = 0;
 	pthread_mutex_lock(&dw->mu);
 	dw->batches[dw->n_batches++] = b; /* make_room left a place */
 	dw->bytes_in_flight += b.bytes;
@@ -766,6 +767,12 @@ static int device_checkpoint(struct at_writer *w, struct at_error *err)
 		struct device_point *dp = *writer_point_state(w, i);
 		if (!dp)
 			continue;
+		if (dp->dropped_unsent > 0) {
+			status = writer_add_sampled_rows(w, i, NULL, AT_BF16, NULL, 0, dp->dropped_unsent, err);
+			dp->dropped_unsent = 0;
+			if (status)
+				break;
+		}
 		struct at_stats *s = writer_point_stats(w, i);
 		int drains = atc_point_rows_pending(dp->stats) > 0;
 		status = atc_point_drain(dp->stats, s, err);
