@@ -186,8 +186,10 @@ struct at_writer_options {
 	 * sample_bytes_in_flight bytes (0: 512 MiB); past it, sampling waits
 	 * (AT_WHEN_BUSY_WAIT, the default: nothing is lost) or drops the chunk
 	 * (AT_WHEN_BUSY_DROP: counted in the point's samples_dropped and
-	 * samples_dropped_busy).  Rows sampled on a GPU may hold as much pinned
-	 * and device memory on their way to the host (at least 1 GiB). */
+	 * samples_dropped_busy).  Rows sampled on a GPU wait in device memory
+	 * for the library's sample thread, up to as many bytes again (at least
+	 * 1 GiB); past it, the observing call waits.  Room for a capture's
+	 * samples keeps the hooks from waiting on the writer at all. */
 	int64_t sample_bytes_in_flight;
 	enum at_when_busy { AT_WHEN_BUSY_WAIT = 0, AT_WHEN_BUSY_DROP = 1 } when_busy;
 	/* Which process of a distributed run wrote the file (default 0 of 1). */

@@ -5,9 +5,11 @@
  * with no host synchronization; they reach the host only when drained (at
  * checkpoints and close), where they merge exactly with the host path's.
  *
- * The kernel's cost is instructions, not bytes: about 31 an element, issued
- * by 16 warps an SM (one block, 128 registers a thread); see
- * docs/BENCHMARKS-gpu.md.
+ * The kernel's cost is not bytes: moments, min/max and counts alone read at
+ * the copy's rate (8192 x 4096 bf16: 34.2 us, the copy 34.7); the shared
+ * histogram adds about 10 us and the extremes 2, and cutting instructions
+ * elsewhere in the row loop measured no gain (16 warps an SM, one block, 128
+ * registers a thread; see docs/BENCHMARKS-gpu.md).
  *
  * Work is cut into items: a tile of 64 channels by a split of the rows.  A
  * block (16 warps) takes items in turn; inside it each warp takes a contiguous
@@ -802,8 +804,9 @@ enum hist_mode { HIST_NONE, HIST_SHARED, HIST_DIRECT };
  * done (zeros_to_their_row).  It trades 32 instructions a step of 8 rows x 2
  * channels (a compare and a select a value) for about 20 (a set and an add a
  * pair a row, four to widen the counts a group).  f32 keeps its bit rule,
- * HIST_DIRECT its select.  Off by default until measured: see
- * docs/BENCHMARKS-gpu.md. */
+ * HIST_DIRECT its select.  Off: slower on the H200 (8192 x 4096 bf16 49.4
+ * against 48.6 us, 16384 x 8192 146.7 against 142.8; docs/BENCHMARKS-gpu.md,
+ * fifth session). */
 #ifndef ATC_ZERO_PACKED
 #define ATC_ZERO_PACKED 0
 #endif
@@ -969,8 +972,10 @@ static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,
  * chain, FOLD_STEPS=2, lost accuracy on outliers; the pairwise sum adds one
  * rounding).  Min and max are exact and need no second set.  It saves about
  * half of a step's fold (some 25 instructions a step by count, less the 10
- * adds of the halves).  Off by default until measured: see
- * docs/BENCHMARKS-gpu.md. */
+ * adds of the halves).  Off: slower on the H200 (8192 x 4096 bf16 50.5
+ * against 48.6 us; 16384 x 8192 the same), as FOLD_STEPS=2 was; the fold's
+ * instructions are not what bounds the loop (docs/BENCHMARKS-gpu.md, fifth
+ * session). */
 #ifndef ATC_FOLD_PAIRS
 #define ATC_FOLD_PAIRS 0
 #endif
@@ -983,7 +988,8 @@ static_assert(4 % GROUP_STEPS == 0, "a group of steps ends where the drift of th
  * takes group_clear's moves and the first row's adds and min/max (about 20
  * instructions a step of 8 rows x 2 channels, by count) out of the row loop;
  * the sums are the same bits (0 + d = d, fma(a, b, 0) = a * b up to the sign
- * of a zero).  Off by default until measured: see docs/BENCHMARKS-gpu.md. */
+ * of a zero).  Off: no faster on the H200 (48.5 against 48.6 us;
+ * docs/BENCHMARKS-gpu.md, fifth session). */
 #ifndef ATC_GROUP_INIT
 #define ATC_GROUP_INIT 0
 #endif
