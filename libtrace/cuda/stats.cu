@@ -697,17 +697,10 @@ __device__ __forceinline__ unsigned exponent_of(float nonnegative)
 
 /* Add to a 32-bit word of shared memory by its shared-space address: one
  * reduction instruction, no 64-bit address arithmetic. */
-#ifndef ATC_RED_CLOBBER
-#define ATC_RED_CLOBBER 1
-#endif
 __device__ __forceinline__ void shared_add(unsigned addr, uint32_t value)
 {
 #if defined(__CUDA_ARCH__)
-#if ATC_RED_CLOBBER
 	asm volatile("red.shared.add.u32 [%0], %1;\n" ::"r"(addr), "r"(value) : "memory");
-#else
-	asm volatile("red.shared.add.u32 [%0], %1;\n" ::"r"(addr), "r"(value));
-#endif
 #elif defined(ATC_EMU)
 	*reinterpret_cast<uint32_t *>(emu::dynamic_shared.data() + addr) += value;
 #else
