@@ -1033,14 +1033,6 @@ template <int D> __device__ __forceinline__ void group_add_half(group_sums<D> &t
 }
 
 /* What the first row of a step sets rather than adds to (ATC_GROUP_INIT). */
-/* ATC_HIST_PAIRS: one shared reduction for a lane's two channels when their
- * values fall in the same histogram row (the two halves of one word); the
- * second, predicated, only for the lanes whose rows differ. */
-#ifndef ATC_HIST_PAIRS
-#define ATC_HIST_PAIRS 0
-#endif
-constexpr bool HIST_PAIRS = ATC_HIST_PAIRS && LANE_CHANNELS % 2 == 0;
-
 enum { OPENS_NOTHING, OPENS_HALF, OPENS_GROUP };
 
 /* One step of n rows (FULL: n == STEP, no row checks) into the power sums
@@ -1076,7 +1068,6 @@ ATC_UNROLL
 					                          : pair_add<D>(o.pzero[q], pair_zeros<D>(words[q]));
 			}
 		}
-		unsigned pair_at = 0; /* HIST_PAIRS: the counter of the pair's first channel */
 ATC_UNROLL
 		for (int v = 0; v < LANE_CHANNELS; v++) {
 			float x = element<D>(rows[u], v);
@@ -1106,17 +1097,8 @@ ATC_UNROLL
 					float x2 = fabsf(x) * fabsf(x), x4 = x2 * x2;
 					row = ZEROS_APART<D, H> || x != 0.0f ? exponent_of(x4) : (unsigned)ZERO_ROW;
 				}
-				const unsigned at = w.hist_at[v] + row * (unsigned)(HIST_WORDS * sizeof(uint32_t));
-				if (!HIST_PAIRS) {
-					shared_add(at, hist_one(v));
-				} else if (v % 2 == 0) {
-					pair_at = at;
-				} else { /* both halves of one word when the rows agree: one reduction */
-					const bool same = at == pair_at;
-					shared_add(pair_at, same ? hist_one(v - 1) + hist_one(v) : hist_one(v - 1));
-					if (!same)
-						shared_add(at, hist_one(v));
-				}
+				shared_add(w.hist_at[v] + row * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
+				           hist_one(v));
 			} else if (H == HIST_DIRECT && (w.valid >> v & 1)) {
 				atomicAdd(&p.hist[w.channel[v] * BINS + row_bin(hist_row<D>(x))], 1u);
 			}
