@@ -214,17 +214,9 @@ constexpr size_t POINT_STATE_BYTES = TILE * 80; /* the tile's point_state, read 
  * warps' rings come after the heaps, and hold the warps' power sums (and
  * then the splits' partials) once the rows are read, so that the histogram is emptied as it is flushed and needs
  * no second pass. */
-/* ATC_HIST_COPIES: the shared histogram in that many copies, warp w adding
- * to copy w % HIST_COPIES, summed when flushed: fewer warps' reductions meet
- * on one word (most values of a channel fall in a few rows). */
-#ifndef ATC_HIST_COPIES
-#define ATC_HIST_COPIES 1
-#endif
-constexpr int HIST_COPIES = ATC_HIST_COPIES;
-
 __host__ __device__ inline size_t area_bytes(bool hist_shared)
 {
-	return hist_shared ? HIST_COPIES * HIST_SHARED_BYTES : 0;
+	return hist_shared ? HIST_SHARED_BYTES : 0;
 }
 
 /* Rows in flight: on the vector path each warp copies its next steps into a
@@ -1433,9 +1425,10 @@ constexpr int HIST_QUADS = HIST_ROWS * HIST_WORDS / 4;
 constexpr int FLUSH_LOADS = 4;
 static_assert(HIST_WORDS % 4 == 0, "a quad of counters never straddles two rows");
 
-__device__ void flush_quad(const point_arrays &p, int i, uint4 q, int64_t c0, bool vec)
+__device__ void flush_quad(const point_arrays &p, uint4 *quads, int i, uint4 q, int64_t c0, bool vec)
 {
 	const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+	quads[i] = make_uint4(0, 0, 0, 0);
 	const int row = 4 * i / HIST_WORDS, bin = row_bin(row);
 	for (int j = 0; j < 4; j++) {
 		const int word = (4 * i + j) % HIST_WORDS;
@@ -1459,21 +1452,11 @@ __device__ void flush_hist(const point_arrays &p, uint32_t *hist, int64_t c0, bo
 		uint4 q[FLUSH_LOADS];
 		for (int u = 0; u < FLUSH_LOADS; u++) {
 			int i = first + u * stride;
-			q[u] = make_uint4(0, 0, 0, 0);
-			/* the copies' sum: a half's total is an item's count, < 2^16 */
-			for (int copy = 0; i < HIST_QUADS && copy < HIST_COPIES; copy++) {
-				uint4 c = quads[copy * HIST_QUADS + i];
-				q[u].x += c.x, q[u].y += c.y, q[u].z += c.z, q[u].w += c.w;
-			}
+			q[u] = i < HIST_QUADS ? quads[i] : make_uint4(0, 0, 0, 0);
 		}
-		for (int u = 0; u < FLUSH_LOADS; u++) {
-			const int i = first + u * stride;
-			if (!(q[u].x | q[u].y | q[u].z | q[u].w))
-				continue;
-			for (int copy = 0; copy < HIST_COPIES; copy++)
-				quads[copy * HIST_QUADS + i] = make_uint4(0, 0, 0, 0);
-			flush_quad(p, i, q[u], c0, vec);
-		}
+		for (int u = 0; u < FLUSH_LOADS; u++)
+			if (q[u].x | q[u].y | q[u].z | q[u].w)
+				flush_quad(p, quads, first + u * stride, q[u], c0, vec);
 	}
 }
 
@@ -1623,8 +1606,7 @@ fold_kernel(point_arrays p, launch_job job)
 	    work + (size_t)warp * warp_work_bytes(VEC ? ring_bytes(esize) : 0));
 	warp_ctx w;
 	w.h = h;
-	uint32_t *hist_base = reinterpret_cast<uint32_t *>(area); /* the copies */
-	w.hist = hist_base + (size_t)(warp % HIST_COPIES) * (HIST_SHARED_BYTES / sizeof(uint32_t));
+	w.hist = reinterpret_cast<uint32_t *>(area);
 	w.stage = reinterpret_cast<dev_extreme *>(warp_areas + warp * WARP_STAGE_BYTES);
 	w.heap = heaps + warp * k;
 	w.warp = warp;
@@ -1640,8 +1622,8 @@ fold_kernel(point_arrays p, launch_job job)
 	if (threadIdx.x < (unsigned)nwarps)
 		h->heap_n[threadIdx.x] = h->stage_n[threadIdx.x] = 0;
 	if (H == HIST_SHARED)
-		for (int i = (int)threadIdx.x; i < HIST_COPIES * HIST_QUADS; i += (int)blockDim.x)
-			reinterpret_cast<uint4 *>(hist_base)[i] = make_uint4(0, 0, 0, 0);
+		for (int i = (int)threadIdx.x; i < HIST_QUADS; i += (int)blockDim.x)
+			reinterpret_cast<uint4 *>(w.hist)[i] = make_uint4(0, 0, 0, 0);
 	__syncthreads();
 	w.floor = warp_floor(h, w.heap, warp, k);
 	for (int v = 0; v < LANE_CHANNELS; v++)
@@ -1688,7 +1670,7 @@ fold_kernel(point_arrays p, launch_job job)
 		/* a thread a slot; the other warps go on to the histogram's flush */
 		const bool flush_beside = EPILOGUE_OVERLAP && H == HIST_SHARED && (int)blockDim.x > TILE;
 		if (flush_beside && (int)threadIdx.x >= TILE)
-			flush_hist(p, hist_base, c0, VEC, (int)threadIdx.x - TILE, (int)blockDim.x - TILE);
+			flush_hist(p, w.hist, c0, VEC, (int)threadIdx.x - TILE, (int)blockDim.x - TILE);
 		for (int slot = (int)threadIdx.x; slot < TILE; slot += (int)blockDim.x) {
 			const int64_t c = c0 + slot_channel(slot, VEC);
 			if (c >= p.channels)
@@ -1724,7 +1706,7 @@ fold_kernel(point_arrays p, launch_job job)
 		 * wait for every one (Nsight: 6% of the samples at that fence). */
 		ATC_MARK(5);
 		if (H == HIST_SHARED && !flush_beside)
-			flush_hist(p, hist_base, c0, VEC, (int)threadIdx.x, (int)blockDim.x);
+			flush_hist(p, w.hist, c0, VEC, (int)threadIdx.x, (int)blockDim.x);
 		__syncthreads(); /* the partials are read: the area is the next item's rings */
 	}
 	ATC_MARK(2);
