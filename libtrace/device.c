@@ -10,6 +10,7 @@
 
 #include "extension.h"
 #include "internal.h"
+#include "reservoir.h"
 
 #if defined(HAVE_CUDA) || defined(ATC_EMU)
 #define WITH_CUDA 1
@@ -331,23 +332,29 @@ static void retire_oldest(struct at_writer *w, struct device_writer *dw)
 	int failed = dw->retire_status;
 	pthread_mutex_unlock(&dw->mu);
 	struct at_error err;
-	int status = failed ? AT_OK : staging_reserve(dw, b.bytes, &err);
-	if (status == AT_OK && !failed)
+	int status = AT_OK, copied = 0;
+	if (!failed && (status = staging_reserve(dw, b.bytes, &err)) == AT_OK) {
+		/* queued after the gather on the copy stream: so is the free below */
 		status = atc_copy_to_host_wait(dw->staging, b.rows, b.bytes, dw->copy_stream, b.gathered,
 		                               &err);
-	else if (status == AT_OK)
-		atc_event_wait(b.gathered, NULL); /* the rows are not read, but freed below */
+		copied = status == AT_OK;
+	} else {
+		atc_event_wait(b.gathered, NULL); /* not read, but gathered before it is freed */
+	}
 	atc_free_async(b.rows, dw->copy_stream);
-	if (status == AT_OK && !failed)
+	if (copied)
 		status = writer_add_sampled_rows(w, b.point, dw->staging, b.dtype, b.tokens, b.n,
 		                                 b.n_dropped, &err);
 	atc_event_free(b.gathered);
 	free(b.tokens);
 	uint64_t bar_key = 0;
 	int64_t bar_token = 0;
-	writer_samples_lock(w);
-	int bar_full = writer_sample_bar(w, b.point, &bar_key, &bar_token);
-	writer_samples_unlock(w);
+	int bar_full = 0;
+	if (writer_options(w)->sample_policy == AT_SAMPLE_RESERVOIR) {
+		writer_samples_lock(w);
+		bar_full = writer_sample_bar(w, b.point, &bar_key, &bar_token);
+		writer_samples_unlock(w);
+	}
 	pthread_mutex_lock(&dw->mu);
 	dp->bar_full = bar_full;
 	dp->bar_key = bar_key;
@@ -425,7 +432,6 @@ static int retire_all(struct device_writer *dw, struct at_error *err)
 	return status;
 }
 
-/* The rows of t that the policy takes, as global row indices, and their tokens. */
 /* The keys of tokens [base, base + n), from the cache when it holds them. */
 static const uint64_t *keys_of(struct at_writer *w, struct device_writer *dw, int64_t base,
                                int64_t n, struct at_error *err)
@@ -452,15 +458,17 @@ no_memory:
 	return NULL;
 }
 
-/* Whether the policy takes row g (token token_base + g) of the call. */
+/* What a call's rows are tested against: the policy, and for a reservoir the
+ * rows' keys and, when it is full, the bar they must pass. */
 struct row_test {
 	int policy;
-	const uint64_t *keys; /* reservoir: the rows' keys, and the bar when full */
+	const uint64_t *keys;
 	int full;
 	uint64_t bar_key;
 	int64_t bar_token;
 };
 
+/* Whether the policy takes row g (token `token`) of the call. */
 static int row_taken(struct at_writer *w, const struct row_test *rt, int64_t g,
                      int64_t token, int *selected, struct at_error *err)
 {
@@ -468,8 +476,7 @@ static int row_taken(struct at_writer *w, const struct row_test *rt, int64_t g,
 	if (rt->policy == AT_SAMPLE_FIRST)
 		return writer_token_selected(w, token, selected, err);
 	if (rt->policy == AT_SAMPLE_RESERVOIR && rt->full) {
-		uint64_t key = rt->keys[g];
-		*selected = key != rt->bar_key ? key < rt->bar_key : token < rt->bar_token;
+		*selected = reservoir_before(rt->keys[g], token, rt->bar_key, rt->bar_token);
 	}
 	return AT_OK;
 }
@@ -768,6 +775,7 @@ static int device_checkpoint(struct at_writer *w, struct at_error *err)
 		if (!dp)
 			continue;
 		if (dp->dropped_unsent > 0) {
+			/* no rows: the dtype is not read */
 			status = writer_add_sampled_rows(w, i, NULL, AT_BF16, NULL, 0, dp->dropped_unsent, err);
 			dp->dropped_unsent = 0;
 			if (status)

@@ -116,7 +116,7 @@ int reservoir_wants(const struct reservoir *r, uint64_t key, int64_t token)
 	if (r->filled < r->k)
 		return 1;
 	int64_t top = r->heap[0];
-	return key != r->keys[top] ? key < r->keys[top] : token < r->tokens[top];
+	return reservoir_before(key, token, r->keys[top], r->tokens[top]);
 }
 
 int reservoir_bar(const struct reservoir *r, uint64_t *key, int64_t *token)

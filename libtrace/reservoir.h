@@ -14,6 +14,13 @@ uint64_t reservoir_key(uint64_t seed, int64_t token);
 /* k rows of `channels` channels; -1 when out of memory. */
 int reservoir_create(struct reservoir **out, int64_t k, int64_t channels);
 void reservoir_free(struct reservoir *r);
+/* 1 when a row of key and token comes before the bar (bar_key, bar_token):
+ * a smaller key, or the same key and a smaller token. */
+static inline int reservoir_before(uint64_t key, int64_t token, uint64_t bar_key,
+                                   int64_t bar_token)
+{
+	return key != bar_key ? key < bar_key : token < bar_token;
+}
 /* 1 when a row of this key and token would be kept now (rows wanted now may
  * still be pushed out by rows of smaller key later). */
 int reservoir_wants(const struct reservoir *r, uint64_t key, int64_t token);
