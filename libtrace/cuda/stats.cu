@@ -424,7 +424,6 @@ __host__ __device__ __forceinline__ int slot_channel(int slot, bool vec)
 struct lane_sums {
 	double s1, s2, s3, s4, abssum;
 	float shift, min, max;
-	float zeros; /* exact zeros counted in histogram row 0 (ATC_ZERO_PACKED) */
 	uint32_t nonfinite;
 };
 
@@ -433,7 +432,6 @@ __device__ __forceinline__ void sums_init(lane_sums &a, float shift)
 	a.s1 = a.s2 = a.s3 = a.s4 = a.abssum = 0.0;
 	a.shift = shift;
 	a.min = a.max = float_of(0x7fffffffu); /* NaN: fminf/fmaxf take the other */
-	a.zeros = 0.0f;
 	a.nonfinite = 0;
 }
 
@@ -746,72 +744,9 @@ template <int D, bool MAX> __device__ __forceinline__ uint32_t pair_order(uint32
 	return r;
 }
 
-/* Exact zeros of a pair of 16-bit values: 1.0 in the dtype (0x3f80 bf16,
- * 0x3c00 f16) in each half that is +0 or -0, else 0; subnormals are not
- * zeros (set without .ftz compares them as they are). */
-template <int D> __device__ __forceinline__ uint32_t pair_zeros(uint32_t w)
-{
-	uint32_t r;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	if (D == AT_BF16)
-		asm("set.eq.bf16x2.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(w), "r"(0u));
-	else
-		asm("set.eq.f16x2.f16x2 %0, %1, %2;" : "=r"(r) : "r"(w), "r"(0u));
-#else
-	const uint32_t one = D == AT_BF16 ? 0x3f80u : 0x3c00u;
-	r = ((w & 0x7fffu) == 0 ? one : 0u) | ((w & 0x7fff0000u) == 0 ? one << 16 : 0u);
-#endif
-	return r;
-}
-
-/* A count of at most 256 (exact in bf16 and f16) as a 16-bit float. */
-template <int D> __device__ __forceinline__ uint32_t narrow_count(float count)
-{
-	uint32_t b = bits_of(count);
-	if (D == AT_BF16 || b == 0)
-		return D == AT_BF16 ? b >> 16 : 0u;
-	return ((b >> 23) - 112u) << 10 | (b >> 13 & 0x3ffu); /* rebias 127 -> 15 */
-}
-
-/* Two pairs of counts added half by half (exact while they stay <= 256). */
-template <int D> __device__ __forceinline__ uint32_t pair_add(uint32_t a, uint32_t b)
-{
-	uint32_t r;
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-	if (D == AT_BF16)
-		asm("add.rn.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-	else
-		asm("add.rn.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
-#else
-	r = 0;
-	for (int half = 0; half < 2; half++) {
-		float sum = widen<D>(a >> (16 * half) & 0xffffu) + widen<D>(b >> (16 * half) & 0xffffu);
-		r |= narrow_count<D>(sum) << (16 * half);
-	}
-#endif
-	return r;
-}
-
 /* ---------------------------------------------------------------- the kernel */
 
 enum hist_mode { HIST_NONE, HIST_SHARED, HIST_DIRECT };
-
-/* ATC_ZERO_PACKED=1 (bf16 and f16 into a shared histogram): the row loop
- * takes no zero select a value; the exponent of x^4 puts an exact zero in
- * row 0, where tiny values (x^4 below float's normal range) already are, and
- * one packed compare and add a pair of channels a row counts the zeros
- * apart (pair_zeros), so that they move to ZERO_ROW when the warp's rows are
- * done (zeros_to_their_row).  It trades 32 instructions a step of 8 rows x 2
- * channels (a compare and a select a value) for about 20 (a set and an add a
- * pair a row, four to widen the counts a group).  f32 keeps its bit rule,
- * HIST_DIRECT its select.  Off: slower on the H200 (8192 x 4096 bf16 49.4
- * against 48.6 us, 16384 x 8192 146.7 against 142.8; docs/BENCHMARKS-gpu.md,
- * fifth session). */
-#ifndef ATC_ZERO_PACKED
-#define ATC_ZERO_PACKED 0
-#endif
-template <int D, int H>
-constexpr bool ZEROS_APART = ATC_ZERO_PACKED && D != AT_F32 && H == HIST_SHARED;
 
 /* What a warp needs while it folds its rows of an item. */
 struct warp_ctx {
@@ -999,7 +934,6 @@ template <int D> struct group_sums {
 	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
 	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
 	uint32_t pmin[LANE_CHANNELS / 2], pmax[LANE_CHANNELS / 2];
-	uint32_t pzero[LANE_CHANNELS / 2]; /* exact zeros, in pair_zeros's form */
 };
 
 template <int D> __device__ __forceinline__ void powers_clear(group_sums<D> &t)
@@ -1013,10 +947,8 @@ template <int D> __device__ __forceinline__ void group_clear(group_sums<D> &t)
 	powers_clear<D>(t);
 	for (int v = 0; v < LANE_CHANNELS; v++)
 		t.tmin[v] = t.tmax[v] = float_of(0x7fffffffu);
-	for (int q = 0; q < LANE_CHANNELS / 2; q++) {
+	for (int q = 0; q < LANE_CHANNELS / 2; q++)
 		t.pmin[q] = t.pmax[q] = 0x7fff7fffu; /* NaN pairs */
-		t.pzero[q] = 0;
-	}
 }
 
 /* The second half's power sums into the first's (ATC_FOLD_PAIRS). */
@@ -1063,9 +995,6 @@ ATC_UNROLL
 			for (int q = 0; q < PAIRS; q++) {
 				o.pmin[q] = opens_orders ? words[q] : pair_order<D, false>(o.pmin[q], words[q]);
 				o.pmax[q] = opens_orders ? words[q] : pair_order<D, true>(o.pmax[q], words[q]);
-				if (ZEROS_APART<D, H>)
-					o.pzero[q] = opens_orders ? pair_zeros<D>(words[q])
-					                          : pair_add<D>(o.pzero[q], pair_zeros<D>(words[q]));
 			}
 		}
 ATC_UNROLL
@@ -1095,7 +1024,7 @@ ATC_UNROLL
 					row = (unsigned)hist_row<D>(x);
 				} else { /* the exponent of |x|^4 (see hist_row) */
 					float x2 = fabsf(x) * fabsf(x), x4 = x2 * x2;
-					row = ZEROS_APART<D, H> || x != 0.0f ? exponent_of(x4) : (unsigned)ZERO_ROW;
+					row = x == 0.0f ? (unsigned)ZERO_ROW : exponent_of(x4);
 				}
 				shared_add(w.hist_at[v] + row * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
 				           hist_one(v));
@@ -1214,11 +1143,6 @@ __device__ __forceinline__ void group_fold(const point_arrays &p, warp_ctx &w, g
 		s[v].min = fminf(s[v].min, t.tmin[v]);
 		s[v].max = fmaxf(s[v].max, t.tmax[v]);
 	}
-	if (ZEROS_APART<D, H>)
-		for (int q = 0; q < LANE_CHANNELS / 2; q++) {
-			s[2 * q].zeros += widen<D>(t.pzero[q] & 0xffffu);
-			s[2 * q + 1].zeros += widen<D>(t.pzero[q] >> 16);
-		}
 	/* an element reached the floor exactly when the group's min or max did */
 	bool hit = false;
 	for (int v = 0; v < LANE_CHANNELS; v++)
@@ -1329,24 +1253,6 @@ template <int D> __device__ __forceinline__ void ring_fill(ring_lane &r)
 	r.next++;
 }
 
-/* ATC_ZERO_PACKED: the lane's exact zeros, counted in row 0 with the tiny
- * values, to ZERO_ROW.  Both channels of a pair share a word (hist_one):
- * the word moves as one.  Other warps may still be adding to these words:
- * whatever the order, a word ends as the sum of its changes mod 2^32, and
- * each half's final count fits 16 bits. */
-__device__ __forceinline__ void zeros_to_their_row(const warp_ctx &w,
-                                                   const lane_sums (&s)[LANE_CHANNELS])
-{
-	for (int q = 0; q < LANE_CHANNELS / 2; q++) {
-		const uint32_t moved = (uint32_t)s[2 * q].zeros | (uint32_t)s[2 * q + 1].zeros << 16;
-		if (moved) {
-			shared_add(w.hist_at[2 * q] + ZERO_ROW * (unsigned)(HIST_WORDS * sizeof(uint32_t)),
-			           moved);
-			shared_add(w.hist_at[2 * q], 0u - moved);
-		}
-	}
-}
-
 /* A warp's rows [g_begin, g_end) of the item into its lanes' sums.  Counts
  * within the item are ints (an item has < 2^16 rows): the loop's bookkeeping
  * costs a few instructions a step, not 64-bit arithmetic. */
@@ -1413,8 +1319,6 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 	}
 	if (VEC)
 		copy_async_wait<0>();
-	if (ZEROS_APART<D, H>)
-		zeros_to_their_row(w, s);
 }
 
 /* The item's shared histogram into the point's, emptied on the way for the
