@@ -900,24 +900,6 @@ constexpr int FOLD_STEPS = ATC_FOLD_STEPS;
 static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,
               "a group of steps ends where the drift of the mean is checked");
 
-/* ATC_FOLD_PAIRS=1: a group is two halves of FOLD_STEPS steps, whose power
- * sums are kept apart and added in float (tA + tB) just before the fold into
- * double, so that the conversions, the checks and the votes are paid once
- * every two steps while each float chain stays 8 terms long (a 16-term
- * chain, FOLD_STEPS=2, lost accuracy on outliers; the pairwise sum adds one
- * rounding).  Min and max are exact and need no second set.  It saves about
- * half of a step's fold (some 25 instructions a step by count, less the 10
- * adds of the halves).  Off: slower on the H200 (8192 x 4096 bf16 50.5
- * against 48.6 us; 16384 x 8192 the same), as FOLD_STEPS=2 was; the fold's
- * instructions are not what bounds the loop (docs/BENCHMARKS-gpu.md, fifth
- * session). */
-#ifndef ATC_FOLD_PAIRS
-#define ATC_FOLD_PAIRS 0
-#endif
-constexpr int HALVES = ATC_FOLD_PAIRS ? 2 : 1;
-constexpr int GROUP_STEPS = HALVES * FOLD_STEPS; /* steps folded into double at once */
-static_assert(4 % GROUP_STEPS == 0, "a group of steps ends where the drift of the mean is checked");
-
 /* ATC_GROUP_INIT=1: a group's float sums start from its first row (t1 = d,
  * t2 = d^2, ..., min = max = the row) instead of from zeros and NaN, which
  * takes group_clear's moves and the first row's adds and min/max (about 20
@@ -936,50 +918,26 @@ template <int D> struct group_sums {
 	uint32_t pmin[LANE_CHANNELS / 2], pmax[LANE_CHANNELS / 2];
 };
 
-template <int D> __device__ __forceinline__ void powers_clear(group_sums<D> &t)
-{
-	for (int v = 0; v < LANE_CHANNELS; v++)
-		t.t1[v] = t.t2[v] = t.t3[v] = t.t4[v] = t.ta[v] = 0.0f;
-}
-
 template <int D> __device__ __forceinline__ void group_clear(group_sums<D> &t)
 {
-	powers_clear<D>(t);
-	for (int v = 0; v < LANE_CHANNELS; v++)
+	for (int v = 0; v < LANE_CHANNELS; v++) {
+		t.t1[v] = t.t2[v] = t.t3[v] = t.t4[v] = t.ta[v] = 0.0f;
 		t.tmin[v] = t.tmax[v] = float_of(0x7fffffffu);
+	}
 	for (int q = 0; q < LANE_CHANNELS / 2; q++)
 		t.pmin[q] = t.pmax[q] = 0x7fff7fffu; /* NaN pairs */
 }
 
-/* The second half's power sums into the first's (ATC_FOLD_PAIRS). */
-template <int D> __device__ __forceinline__ void group_add_half(group_sums<D> &t,
-                                                               const group_sums<D> &half)
-{
-	for (int v = 0; v < LANE_CHANNELS; v++) {
-		t.t1[v] += half.t1[v];
-		t.t2[v] += half.t2[v];
-		t.t3[v] += half.t3[v];
-		t.t4[v] += half.t4[v];
-		t.ta[v] += half.ta[v];
-	}
-}
-
-/* What the first row of a step sets rather than adds to (ATC_GROUP_INIT). */
-enum { OPENS_NOTHING, OPENS_HALF, OPENS_GROUP };
-
-/* One step of n rows (FULL: n == STEP, no row checks) into the power sums
- * of t, min and max of o (the same sums but for the second half of a pair,
- * ATC_FOLD_PAIRS), and the histogram.  This is the loop that must run at
- * memory speed.  OPENS (ATC_GROUP_INIT): the step opens its half (power sums)
- * or its group (min and max too), whose sums its first row sets rather than
- * adds to.  A NaN there is no harm: min and max let any later number win
- * over it, as over the NaN that group_clear would put, and the step is
- * folded again anyway (its sums are NaN). */
-template <int D, bool FULL, int H, int OPENS>
+/* One step of n rows (FULL: n == STEP, no row checks) into the group's sums
+ * and the histogram.  This is the loop that must run at memory speed.
+ * FIRST (ATC_GROUP_INIT): the step opens its group, whose sums its first row
+ * sets rather than adds to.  A NaN there is no harm: min and max let any
+ * later number win over it, as over the NaN that group_clear would put, and
+ * the step is folded again anyway (its sums are NaN). */
+template <int D, bool FULL, int H, bool FIRST>
 __device__ __forceinline__ void step_add(const point_arrays &p, const warp_ctx &w,
                                          const lane_row<D> (&rows)[STEP], int n,
-                                         const lane_sums (&s)[LANE_CHANNELS], group_sums<D> &t,
-                                         group_sums<D> &o)
+                                         const lane_sums (&s)[LANE_CHANNELS], group_sums<D> &t)
 {
 	constexpr bool PACKED = D != AT_F32; /* min/max on pairs of 16-bit values */
 	constexpr int PAIRS = LANE_CHANNELS / 2;
@@ -987,14 +945,12 @@ ATC_UNROLL
 	for (int u = 0; u < STEP; u++) {
 		if (!FULL && u >= n)
 			break;
-		/* known at compile time, unrolled */
-		const bool opens = OPENS != OPENS_NOTHING && u == 0;
-		const bool opens_orders = OPENS == OPENS_GROUP && u == 0;
+		const bool opens = FIRST && u == 0; /* known at compile time, unrolled */
 		if (PACKED) {
 			const uint32_t *words = reinterpret_cast<const uint32_t *>(&rows[u]);
 			for (int q = 0; q < PAIRS; q++) {
-				o.pmin[q] = opens_orders ? words[q] : pair_order<D, false>(o.pmin[q], words[q]);
-				o.pmax[q] = opens_orders ? words[q] : pair_order<D, true>(o.pmax[q], words[q]);
+				t.pmin[q] = opens ? words[q] : pair_order<D, false>(t.pmin[q], words[q]);
+				t.pmax[q] = opens ? words[q] : pair_order<D, true>(t.pmax[q], words[q]);
 			}
 		}
 ATC_UNROLL
@@ -1007,16 +963,18 @@ ATC_UNROLL
 				t.t3[v] = d2 * d;
 				t.t4[v] = d2 * d2;
 				t.ta[v] = fabsf(x);
+				if (!PACKED)
+					t.tmin[v] = t.tmax[v] = x;
 			} else {
 				t.t1[v] += d;
 				t.t2[v] += d2;
 				t.t3[v] = fmaf(d2, d, t.t3[v]);
 				t.t4[v] = fmaf(d2, d2, t.t4[v]);
 				t.ta[v] += fabsf(x);
-			}
-			if (!PACKED) {
-				o.tmin[v] = opens_orders ? x : fminf(o.tmin[v], x);
-				o.tmax[v] = opens_orders ? x : fmaxf(o.tmax[v], x);
+				if (!PACKED) {
+					t.tmin[v] = fminf(t.tmin[v], x);
+					t.tmax[v] = fmaxf(t.tmax[v], x);
+				}
 			}
 			if (H == HIST_SHARED) {
 				unsigned row;
@@ -1035,57 +993,17 @@ ATC_UNROLL
 	}
 }
 
-/* A step of n rows into the sums, FULL or not as n says. */
-template <int D, int H, int OPENS>
+/* A step of n rows into the group's sums, FULL or not as n says. */
+template <int D, int H, bool FIRST>
 __device__ __forceinline__ void step_add_rows(const point_arrays &p, const warp_ctx &w,
                                               const lane_row<D> (&rows)[STEP], int n,
                                               const lane_sums (&s)[LANE_CHANNELS],
-                                              group_sums<D> &t, group_sums<D> &o)
+                                              group_sums<D> &t)
 {
 	if (n == STEP)
-		step_add<D, true, H, OPENS>(p, w, rows, n, s, t, o);
+		step_add<D, true, H, FIRST>(p, w, rows, n, s, t);
 	else
-		step_add<D, false, H, OPENS>(p, w, rows, n, s, t, o);
-}
-
-/* Step `at` of a half (FOLD_STEPS steps) into its power sums t, min and max
- * into the group's o; the first step of a half clears t, or with
- * ATC_GROUP_INIT sets it from its first row. */
-template <int D, int H, bool FIRST_HALF>
-__device__ __forceinline__ void step_into_half(const point_arrays &p, const warp_ctx &w,
-                                               const lane_row<D> (&rows)[STEP], int n, int at,
-                                               const lane_sums (&s)[LANE_CHANNELS],
-                                               group_sums<D> &t, group_sums<D> &o)
-{
-	constexpr int OPENS = FIRST_HALF ? OPENS_GROUP : OPENS_HALF;
-	if (GROUP_INIT && at == 0) {
-		step_add_rows<D, H, OPENS>(p, w, rows, n, s, t, o);
-		return;
-	}
-	if (at == 0) {
-		if (FIRST_HALF)
-			group_clear<D>(t);
-		else
-			powers_clear<D>(t);
-	}
-	step_add_rows<D, H, OPENS_NOTHING>(p, w, rows, n, s, t, o);
-}
-
-/* Step i of the warp's rows into its group's sums t, or (ATC_FOLD_PAIRS) the
- * power sums of its group's second half into second.  Which one is a branch
- * a step, so that each copy of the loop names its sums at compile time and
- * they stay in registers. */
-template <int D, int H>
-__device__ __forceinline__ void step_into_group(const point_arrays &p, const warp_ctx &w,
-                                                const lane_row<D> (&rows)[STEP], int n, int i,
-                                                const lane_sums (&s)[LANE_CHANNELS],
-                                                group_sums<D> &t, group_sums<D> &second)
-{
-	const int at = i % GROUP_STEPS;
-	if (HALVES == 2 && at >= FOLD_STEPS)
-		step_into_half<D, H, false>(p, w, rows, n, at - FOLD_STEPS, s, second, t);
-	else
-		step_into_half<D, H, true>(p, w, rows, n, at, s, t, t);
+		step_add<D, false, H, FIRST>(p, w, rows, n, s, t);
 }
 
 /* The group's n rows, from row g, into the lane's double sums; the rare
@@ -1276,7 +1194,7 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		}
 	}
 	const lane_row<D> *slot = ring + w.lane;
-	group_sums<D> t, second; /* second: the pair's second half (ATC_FOLD_PAIRS) */
+	group_sums<D> t;
 	for (int i = 0; i < steps; i++) {
 		const int n = rows - i * STEP < STEP ? rows - i * STEP : STEP;
 		const int64_t g = g_begin + i * STEP;
@@ -1294,11 +1212,15 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		if (i == 0)
 			for (int v = 0; v < LANE_CHANNELS; v++)
 				sums_init(s[v], first_shift<D>(cur, n, v));
-		step_into_group<D, H>(p, w, cur, n, i, s, t, second);
-		if (i % GROUP_STEPS == GROUP_STEPS - 1 || i == steps - 1) {
-			const int first = i - i % GROUP_STEPS;
-			if (HALVES == 2 && i % GROUP_STEPS >= FOLD_STEPS)
-				group_add_half<D>(t, second);
+		if (GROUP_INIT && i % FOLD_STEPS == 0) {
+			step_add_rows<D, H, true>(p, w, cur, n, s, t);
+		} else {
+			if (i % FOLD_STEPS == 0)
+				group_clear<D>(t);
+			step_add_rows<D, H, false>(p, w, cur, n, s, t);
+		}
+		if (i % FOLD_STEPS == FOLD_STEPS - 1 || i == steps - 1) {
+			const int first = i - i % FOLD_STEPS;
 			group_fold<D, VEC, H>(p, w, t, (i - first) * STEP + n, s, g_begin + first * STEP,
 			                      lane_base, job.token_base, row_bytes, job.channel_stride);
 		}
