@@ -900,18 +900,6 @@ constexpr int FOLD_STEPS = ATC_FOLD_STEPS;
 static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,
               "a group of steps ends where the drift of the mean is checked");
 
-/* ATC_GROUP_INIT=1: a group's float sums start from its first row (t1 = d,
- * t2 = d^2, ..., min = max = the row) instead of from zeros and NaN, which
- * takes group_clear's moves and the first row's adds and min/max (about 20
- * instructions a step of 8 rows x 2 channels, by count) out of the row loop;
- * the sums are the same bits (0 + d = d, fma(a, b, 0) = a * b up to the sign
- * of a zero).  Off: no faster on the H200 (48.5 against 48.6 us;
- * docs/BENCHMARKS-gpu.md, fifth session). */
-#ifndef ATC_GROUP_INIT
-#define ATC_GROUP_INIT 0
-#endif
-constexpr bool GROUP_INIT = ATC_GROUP_INIT != 0;
-
 template <int D> struct group_sums {
 	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
 	float ta[LANE_CHANNELS], tmin[LANE_CHANNELS], tmax[LANE_CHANNELS];
@@ -929,12 +917,8 @@ template <int D> __device__ __forceinline__ void group_clear(group_sums<D> &t)
 }
 
 /* One step of n rows (FULL: n == STEP, no row checks) into the group's sums
- * and the histogram.  This is the loop that must run at memory speed.
- * FIRST (ATC_GROUP_INIT): the step opens its group, whose sums its first row
- * sets rather than adds to.  A NaN there is no harm: min and max let any
- * later number win over it, as over the NaN that group_clear would put, and
- * the step is folded again anyway (its sums are NaN). */
-template <int D, bool FULL, int H, bool FIRST>
+ * and the histogram.  This is the loop that must run at memory speed. */
+template <int D, bool FULL, int H>
 __device__ __forceinline__ void step_add(const point_arrays &p, const warp_ctx &w,
                                          const lane_row<D> (&rows)[STEP], int n,
                                          const lane_sums (&s)[LANE_CHANNELS], group_sums<D> &t)
@@ -945,36 +929,25 @@ ATC_UNROLL
 	for (int u = 0; u < STEP; u++) {
 		if (!FULL && u >= n)
 			break;
-		const bool opens = FIRST && u == 0; /* known at compile time, unrolled */
 		if (PACKED) {
 			const uint32_t *words = reinterpret_cast<const uint32_t *>(&rows[u]);
 			for (int q = 0; q < PAIRS; q++) {
-				t.pmin[q] = opens ? words[q] : pair_order<D, false>(t.pmin[q], words[q]);
-				t.pmax[q] = opens ? words[q] : pair_order<D, true>(t.pmax[q], words[q]);
+				t.pmin[q] = pair_order<D, false>(t.pmin[q], words[q]);
+				t.pmax[q] = pair_order<D, true>(t.pmax[q], words[q]);
 			}
 		}
 ATC_UNROLL
 		for (int v = 0; v < LANE_CHANNELS; v++) {
 			float x = element<D>(rows[u], v);
 			float d = x - s[v].shift, d2 = d * d;
-			if (opens) {
-				t.t1[v] = d;
-				t.t2[v] = d2;
-				t.t3[v] = d2 * d;
-				t.t4[v] = d2 * d2;
-				t.ta[v] = fabsf(x);
-				if (!PACKED)
-					t.tmin[v] = t.tmax[v] = x;
-			} else {
-				t.t1[v] += d;
-				t.t2[v] += d2;
-				t.t3[v] = fmaf(d2, d, t.t3[v]);
-				t.t4[v] = fmaf(d2, d2, t.t4[v]);
-				t.ta[v] += fabsf(x);
-				if (!PACKED) {
-					t.tmin[v] = fminf(t.tmin[v], x);
-					t.tmax[v] = fmaxf(t.tmax[v], x);
-				}
+			t.t1[v] += d;
+			t.t2[v] += d2;
+			t.t3[v] = fmaf(d2, d, t.t3[v]);
+			t.t4[v] = fmaf(d2, d2, t.t4[v]);
+			t.ta[v] += fabsf(x);
+			if (!PACKED) {
+				t.tmin[v] = fminf(t.tmin[v], x);
+				t.tmax[v] = fmaxf(t.tmax[v], x);
 			}
 			if (H == HIST_SHARED) {
 				unsigned row;
@@ -991,19 +964,6 @@ ATC_UNROLL
 			}
 		}
 	}
-}
-
-/* A step of n rows into the group's sums, FULL or not as n says. */
-template <int D, int H, bool FIRST>
-__device__ __forceinline__ void step_add_rows(const point_arrays &p, const warp_ctx &w,
-                                              const lane_row<D> (&rows)[STEP], int n,
-                                              const lane_sums (&s)[LANE_CHANNELS],
-                                              group_sums<D> &t)
-{
-	if (n == STEP)
-		step_add<D, true, H, FIRST>(p, w, rows, n, s, t);
-	else
-		step_add<D, false, H, FIRST>(p, w, rows, n, s, t);
 }
 
 /* The group's n rows, from row g, into the lane's double sums; the rare
@@ -1212,13 +1172,12 @@ __device__ __forceinline__ void fold_rows(const point_arrays &p, const launch_jo
 		if (i == 0)
 			for (int v = 0; v < LANE_CHANNELS; v++)
 				sums_init(s[v], first_shift<D>(cur, n, v));
-		if (GROUP_INIT && i % FOLD_STEPS == 0) {
-			step_add_rows<D, H, true>(p, w, cur, n, s, t);
-		} else {
-			if (i % FOLD_STEPS == 0)
-				group_clear<D>(t);
-			step_add_rows<D, H, false>(p, w, cur, n, s, t);
-		}
+		if (i % FOLD_STEPS == 0)
+			group_clear<D>(t);
+		if (n == STEP)
+			step_add<D, true, H>(p, w, cur, n, s, t);
+		else
+			step_add<D, false, H>(p, w, cur, n, s, t);
 		if (i % FOLD_STEPS == FOLD_STEPS - 1 || i == steps - 1) {
 			const int first = i - i % FOLD_STEPS;
 			group_fold<D, VEC, H>(p, w, t, (i - first) * STEP + n, s, g_begin + first * STEP,
