@@ -150,7 +150,7 @@ if step kernel; then
 fi
 
 # variants of the kernel side by side: VARIANTS="name=flags;name=flags..."
-# (e.g. "base=;pairs=-DATC_FOLD_PAIRS=1"), each kernel built with its flags
+# (e.g. "base=;steps2=-DATC_FOLD_STEPS=2"), each kernel built with its flags
 # (in parallel), then bench-kernel --quick run for every variant in turn,
 # VARIANT_ROUNDS times (default 2), so that the machine's drift falls on all
 # of them alike.  One TSV row per shape, variant and round.

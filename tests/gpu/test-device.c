@@ -96,8 +96,9 @@ static void device_free(void *dev)
 
 /* ---------------------------------------------------------------- data */
 
-enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, N_KINDS };
-static const char *const kind_names[] = {"gauss", "nan-inf", "offset-1e4", "outliers", "zeros"};
+enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, N_KINDS };
+static const char *const kind_names[] = {"gauss",    "nan-inf", "offset-1e4",
+                                         "outliers", "zeros",   "zeros-tiny"};
 
 static float value_of(enum data_kind kind, int64_t token, int64_t c)
 {
@@ -119,6 +120,14 @@ static float value_of(enum data_kind kind, int64_t token, int64_t c)
 		return (float)(token % 97 == 0 && c % 11 == 3 ? 1000.0 * g : g);
 	case ZEROS:
 		return 0.0f;
+	case ZEROS_TINY: { /* +-0 and values whose x^4 is below float's range, side by side */
+		double u = rng_uniform();
+		if (u < 0.35)
+			return u < 0.25 ? 0.0f : -0.0f;
+		if (u < 0.5)
+			return (float)(g * (u < 0.42 ? 1e-12 : 1e-39));
+		return (float)g;
+	}
 	default:
 		return (float)g;
 	}
@@ -1022,6 +1031,14 @@ static void add_cases(int quick, int big)
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 3,
 	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
 	run_case(&split, dir);
+	/* exact zeros beside tiny values in a shared histogram: bins 0 and 1 */
+	struct test_case tiny[] = {
+		{AT_BF16, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+		{AT_F16, 1, 2, quick ? 300 : 600, 72, ZEROS_TINY, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+		{AT_F32, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+	};
+	for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++)
+		run_case(&tiny[i], dir);
 	/* the vector path (rows 16-byte aligned) with a partial last tile of 8
 	 * channels, on data with NaN/Inf and outliers */
 	struct test_case partial_tile[] = {
