@@ -9,6 +9,11 @@ points), in four variants measured in one run:
   torch         a pure-PyTorch per-channel hook, the published studies' method:
                 running count, mean and M2 (Chan et al.) and min/max/absmax
                 with torch ops, on the GPU, no host sync
+  sum           the floor of any one-pass statistic: each point's tensor
+                summed over its rows, x.sum(0, dtype=float32), PyTorch's own
+                column reduction (the kernel's yardstick), result dropped
+  sum-dedup     the same, a point shown the very tensor one of the last four
+                points summed skipping it (as acttrace-dedup copies)
   acttrace      at_writer_observe_device on the current stream: statistics
   acttrace-s64  the same with 1-in-64 token sampling (AT_SAMPLE_EVERY 64)
   acttrace-dedup  acttrace where a point is shown the very tensor one of the
@@ -226,6 +231,22 @@ class TorchStats:
         torch.maximum(self.absmax, x.abs().amax(dim=0), out=self.absmax)
 
 
+class ColumnSums:
+    """x.sum(0) at every point: what reading each observed tensor once costs
+    with PyTorch's own column reduction, on the model's stream."""
+
+    def __init__(self, dedup):
+        self.dedup = dedup
+        self.recent = []  # the last four tensors summed
+
+    def add(self, x):
+        if self.dedup:
+            if any(seen is x for seen in self.recent):
+                return
+            self.recent = self.recent[-3:] + [x]
+        x.reshape(-1, x.shape[-1]).sum(0, dtype=torch.float32)
+
+
 class Acttrace:
     """at_writer_observe_device at every point, on the current stream."""
 
@@ -365,7 +386,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--variants",
-                    default="none,torch,acttrace,acttrace-s64,capture,capture-s64c,none")
+                    default="none,torch,sum-dedup,acttrace,acttrace-s64,capture,capture-s64c,none")
     ap.add_argument("--json", help="write the raw times here")
     ap.add_argument("--trace-equal", help="trace-equal program: compare the traces of variants "
                     "with and without dedup")
@@ -398,6 +419,10 @@ def main():
             stats = [TorchStats(p[3]) for p in points]
             for (name, module, direction, _), s in zip(points, stats):
                 hooks.add(module, direction, s.add)
+        elif variant in ("sum", "sum-dedup"):
+            sums = ColumnSums(dedup=variant == "sum-dedup")
+            for name, module, direction, _ in points:
+                hooks.add(module, direction, sums.add)
         elif variant.startswith("acttrace"):
             every = 64 if variant.endswith("s64") else 0
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")

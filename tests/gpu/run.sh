@@ -204,11 +204,12 @@ if step variants; then
 	done
 fi
 
-# ncu: the fold kernel of one large bf16 call, and its machine code
+# ncu: the fold kernel of one large bf16 call, and its machine code, at the
+# clocks it runs at outside ncu (which locks them to base by default)
 if step profile; then
 	CUOBJDUMP=$(dirname "$NVCC")/cuobjdump
 	"$CUOBJDUMP" -sass "$B/obj/stats.o" >"$OUT/stats.sass" 2>&1 || true
-	run ncu 300 ncu --kernel-name regex:fold_kernel --launch-skip 3 --launch-count 1 \
+	run ncu 300 ncu --kernel-name regex:fold_kernel --launch-skip 3 --launch-count 1 --clock-control none \
 		--section SpeedOfLight --section Occupancy --section WarpStateStats \
 		--section InstructionStats --section MemoryWorkloadAnalysis --section LaunchStats \
 		--section SourceCounters --import-source no -f -o "$OUT/fold" \
@@ -306,7 +307,7 @@ if step llama; then
 		--trace-equal "$B/trace-equal" ${LLAMA_VARIANTS:+--variants "$LLAMA_VARIANTS"} \
 		${LLAMA_REPEATS:+--repeats "$LLAMA_REPEATS"} \
 		--json "$OUT/bench-llama.json" || true
-	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|Error|error' "$OUT/bench-llama.log" |
+	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|^sum|Error|error' "$OUT/bench-llama.log" |
 		tail -n 20 | tee -a "$summary"
 fi
 echo "---- summary ($summary)"
