@@ -38,6 +38,8 @@ points), in four variants measured in one run:
   capture-r4096  capture with sample="reservoir:4096"
   capture-s64c-trust  capture-s64c with dedup="trust"
   capture-s64c-trust-l1  the same at zstd level 1
+  capture-trust-nohist  capture without histograms (hist=False); -noext:
+                without extremes (extremes=0)
   (words combine: capture-s64c-mem-trust-l1, capture-r4096-mem-trust...)
 
 After the timed variants, the traces of capture and capture-nodedup (and
@@ -363,6 +365,8 @@ CAPTURE_WORDS = {
     "nodedup": {"dedup": False},  # every point reads its tensor
     "trust": {"dedup": "trust"},  # inference tensors: identity trusted
     "l1": {"compression_level": 1},  # the fastest zstd level for the samples
+    "nohist": {"hist": False},  # no |x| histograms: moments, min/max, extremes
+    "noext": {"extremes": 0},  # no top-K extremes
     "t4": {"threads": 4},  # compression threads: cores left to the model's thread
     "t8": {"threads": 8},
 }
