@@ -96,9 +96,9 @@ static void device_free(void *dev)
 
 /* ---------------------------------------------------------------- data */
 
-enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, N_KINDS };
-static const char *const kind_names[] = {"gauss",    "nan-inf", "offset-1e4",
-                                         "outliers", "zeros",   "zeros-tiny"};
+enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, REPEATED, N_KINDS };
+static const char *const kind_names[] = {"gauss", "nan-inf",    "offset-1e4", "outliers",
+                                         "zeros", "zeros-tiny", "repeated"};
 
 static float value_of(enum data_kind kind, int64_t token, int64_t c)
 {
@@ -127,6 +127,15 @@ static float value_of(enum data_kind kind, int64_t token, int64_t c)
 		if (u < 0.5)
 			return (float)(g * (u < 0.42 ? 1e-12 : 1e-39));
 		return (float)g;
+	}
+	case REPEATED: { /* the value of (t % 17, c % 13): equal values across tokens,
+	                   * channels and calls, where the extremes' ties decide (the
+	                   * earlier token, then the smaller channel, first) */
+		uint64_t saved = rng_state;
+		rng_state = RNG_SEED ^ ((uint64_t)(token % 17) << 32 | (uint64_t)(c % 13));
+		float x = (float)rng_gauss();
+		rng_state = saved;
+		return x;
 	}
 	default:
 		return (float)g;
@@ -177,6 +186,7 @@ struct test_case {
 	enum at_sample_policy policy;
 	int64_t sample_n, max_samples;
 	int32_t extremes;
+	int reverse; /* the calls in reverse token order: later calls' ties win */
 };
 
 struct tensor_data {
@@ -343,7 +353,8 @@ static int write_trace(const struct test_case *tc, const struct tensor_data *d, 
 		source = device_copy_of(d->raw, d->bytes);
 #endif
 	for (int call = 0; call < tc->calls && !status; call++) {
-		int64_t b0 = B * call / tc->calls, b1 = B * (call + 1) / tc->calls;
+		int part = tc->reverse ? tc->calls - 1 - call : call;
+		int64_t b0 = B * part / tc->calls, b1 = B * (part + 1) / tc->calls;
 		struct at_tensor t = view_of(tc, source, b0, b1 - b0);
 		if (path == HOST_PATH)
 			status = at_writer_observe(w, id, &t, b0 * T, &err);
@@ -500,13 +511,14 @@ static const char *dtype_name(enum at_dtype t)
 static void run_case(const struct test_case *tc, const char *dir)
 {
 	char name[160], host_file[512], dev_file[512], why[512] = "";
-	snprintf(name, sizeof name, "%s %s %lldx%lldx%lld %s calls=%d%s", dtype_name(tc->dtype),
+	snprintf(name, sizeof name, "%s %s %lldx%lldx%lld %s calls=%d%s%s", dtype_name(tc->dtype),
 	         tc->bct ? "bct" : "btc", (long long)tc->batches, (long long)tc->rows,
 	         (long long)tc->channels, kind_names[tc->kind], tc->calls,
 	         tc->policy == AT_SAMPLE_EVERY       ? " every"
 	         : tc->policy == AT_SAMPLE_FIRST     ? " first"
 	         : tc->policy == AT_SAMPLE_RESERVOIR ? " reservoir"
-	                                             : "");
+	                                             : "",
+	         tc->reverse ? " reversed" : "");
 	snprintf(host_file, sizeof host_file, "%s/host.h5", dir);
 	snprintf(dev_file, sizeof dev_file, "%s/device.h5", dir);
 	struct tensor_data d;
@@ -936,7 +948,7 @@ static int write_path_case(enum path_case pc, int expected, const struct test_ca
 
 static void path_case(enum path_case pc, const char *dir)
 {
-	struct test_case tc = {AT_BF16, 0, 2, 40, 100, NONFINITE, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16};
+	struct test_case tc = {AT_BF16, 0, 2, 40, 100, NONFINITE, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0};
 	struct test_case other = tc;
 	other.kind = OUTLIERS;
 	struct tensor_data x, y, z;
@@ -1013,7 +1025,7 @@ static void add_cases(int quick, int big)
 				if (quick && kind != NONFINITE && kind != OFFSET)
 					continue;
 				struct test_case tc = {dtypes[di], bct, 2, quick ? 40 : 150, 100, kind, 2,
-				                       AT_SAMPLE_NONE, 1, 1 << 20, 16};
+				                       AT_SAMPLE_NONE, 1, 1 << 20, 16, 0};
 				if (kind == OUTLIERS) {
 					tc.policy = bct ? AT_SAMPLE_FIRST : AT_SAMPLE_EVERY;
 					tc.sample_n = bct ? 5 : 7;
@@ -1029,38 +1041,45 @@ static void add_cases(int quick, int big)
 	const char *dir = private_dir();
 	/* enough rows to split them across blocks with shared-memory histograms */
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 3,
-	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
+	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0};
 	run_case(&split, dir);
 	/* exact zeros beside tiny values in a shared histogram: bins 0 and 1 */
 	struct test_case tiny[] = {
-		{AT_BF16, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16},
-		{AT_F16, 1, 2, quick ? 300 : 600, 72, ZEROS_TINY, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16},
-		{AT_F32, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+		{AT_BF16, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
+		{AT_F16, 1, 2, quick ? 300 : 600, 72, ZEROS_TINY, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
+		{AT_F32, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
 	};
 	for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++)
 		run_case(&tiny[i], dir);
+	/* rows that recur: each later call's values tie the floor that the
+	 * earlier calls set, split rows and a shared histogram */
+	struct test_case repeated = {AT_BF16, 0, 4, quick ? 300 : 600, 130, REPEATED, 3,
+	                             AT_SAMPLE_NONE, 1, 1 << 20, 64, 0};
+	run_case(&repeated, dir);
+	repeated.reverse = 1;
+	run_case(&repeated, dir);
 	/* the vector path (rows 16-byte aligned) with a partial last tile of 8
 	 * channels, on data with NaN/Inf and outliers */
 	struct test_case partial_tile[] = {
-		{AT_BF16, 0, 2, quick ? 90 : 300, 200, NONFINITE, 2, AT_SAMPLE_EVERY, 5, 1 << 20, 64},
-		{AT_F16, 0, 3, quick ? 60 : 200, 136, OUTLIERS, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16},
+		{AT_BF16, 0, 2, quick ? 90 : 300, 200, NONFINITE, 2, AT_SAMPLE_EVERY, 5, 1 << 20, 64, 0},
+		{AT_F16, 0, 3, quick ? 60 : 200, 136, OUTLIERS, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
 		/* a reservoir: rows chosen on the host, gathered on the device,
 		 * landing late; the same rows as the host path's */
-		{AT_BF16, 1, 3, quick ? 90 : 300, 72, OUTLIERS, 3, AT_SAMPLE_RESERVOIR, 40, 1 << 20, 16},
+		{AT_BF16, 1, 3, quick ? 90 : 300, 72, OUTLIERS, 3, AT_SAMPLE_RESERVOIR, 40, 1 << 20, 16, 0},
 	};
 	for (size_t i = 0; i < sizeof partial_tile / sizeof partial_tile[0]; i++)
 		run_case(&partial_tile[i], dir);
 	/* one token, many channels: the thin shape */
 	struct test_case thin = {AT_BF16, 0, 1, 1, quick ? 700 : 4100, GAUSS, 1, AT_SAMPLE_NONE, 1,
-	                         1 << 20, 64};
+	                         1 << 20, 64, 0};
 	run_case(&thin, dir);
 	if (!big)
 		return;
 	struct test_case large[] = {
-		{AT_BF16, 0, 4, 2048, 2048, OUTLIERS, 4, AT_SAMPLE_EVERY, 64, 1 << 20, 64},
-		{AT_F16, 1, 8, 512, 768, NONFINITE, 2, AT_SAMPLE_NONE, 1, 1 << 20, 256},
-		{AT_F32, 0, 2, 4096, 1000, OFFSET, 2, AT_SAMPLE_FIRST, 3, 1 << 20, 64},
-		{AT_BF16, 0, 1, 8192, 520, ZEROS, 1, AT_SAMPLE_NONE, 1, 1 << 20, 64},
+		{AT_BF16, 0, 4, 2048, 2048, OUTLIERS, 4, AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0},
+		{AT_F16, 1, 8, 512, 768, NONFINITE, 2, AT_SAMPLE_NONE, 1, 1 << 20, 256, 0},
+		{AT_F32, 0, 2, 4096, 1000, OFFSET, 2, AT_SAMPLE_FIRST, 3, 1 << 20, 64, 0},
+		{AT_BF16, 0, 1, 8192, 520, ZEROS, 1, AT_SAMPLE_NONE, 1, 1 << 20, 64, 0},
 	};
 	for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
 		run_case(&large[i], dir);
@@ -1081,7 +1100,7 @@ static void add_same_cases(int quick)
 				if (quick && ki > 1)
 					continue;
 				struct test_case tc = {dtypes[di], bct, 3, quick ? 40 : 90, 100, kinds[ki], 3,
-				                       AT_SAMPLE_NONE, 1, 1 << 20, 16};
+				                       AT_SAMPLE_NONE, 1, 1 << 20, 16, 0};
 				if (kinds[ki] == OUTLIERS) {
 					tc.policy = bct ? AT_SAMPLE_FIRST : AT_SAMPLE_EVERY;
 					tc.sample_n = bct ? 5 : 7;
@@ -1092,7 +1111,7 @@ static void add_same_cases(int quick)
 				same_case(&tc, dir);
 			}
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 2,
-	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64};
+	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0};
 	same_case(&split, dir);
 }
 #endif
