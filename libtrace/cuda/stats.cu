@@ -161,9 +161,7 @@ struct launch_job {
 
 struct block_header {
 	dev_extreme global_floor;
-	uint32_t has_global_floor, is_last;
-	uint32_t ties_lose; /* every token of the launch comes after the floor's */
-	uint32_t unused;
+	uint32_t has_global_floor, is_last, unused[2];
 	uint32_t heap_n[MAX_WARPS];
 	uint32_t stage_n[MAX_WARPS];
 };
@@ -646,17 +644,7 @@ __device__ __forceinline__ float warp_floor(const block_header *h, const dev_ext
 {
 	if (k == 0)
 		return NO_FLOOR;
-	float floor = 0.0f;
-	if (h->has_global_floor) {
-		floor = fabsf(h->global_floor.value);
-		/* an |x| equal to the point's K-th best, at a later token, ranks
-		 * after it (before()): only a larger one is worth a look.  Values
-		 * that recur exactly (the first token's massive activations in
-		 * every sequence, repeated rows) would otherwise send their steps
-		 * down the slow path in every launch. */
-		if (h->ties_lose)
-			floor = float_of(bits_of(floor) + 1u);
-	}
+	float floor = h->has_global_floor ? fabsf(h->global_floor.value) : 0.0f;
 	if (h->heap_n[warp] == (uint32_t)k)
 		floor = fmaxf(floor, fabsf(heap[0].value));
 	return floor;
@@ -1413,11 +1401,8 @@ fold_kernel(point_arrays p, launch_job job)
 
 	if (threadIdx.x == 0) {
 		h->has_global_floor = k > 0 && p.counters[HAS_FLOOR];
-		h->ties_lose = 0;
-		if (h->has_global_floor) {
+		if (h->has_global_floor)
 			h->global_floor = *p.floor;
-			h->ties_lose = job.token_base > h->global_floor.token;
-		}
 	}
 	if (threadIdx.x < (unsigned)nwarps)
 		h->heap_n[threadIdx.x] = h->stage_n[threadIdx.x] = 0;
