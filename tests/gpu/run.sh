@@ -9,7 +9,7 @@
 # Logs, TSV and JSON go to $OUT (default ./gpu-out); the summary is printed
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
 # (steps: build test sanitize kernel variants profile timeline io hf dp tp
-# llama; default build test sanitize kernel llama).
+# llama llama-profile; default build test sanitize kernel llama).
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
 # none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none) and
@@ -79,7 +79,7 @@ if step build; then
 		for f in h5util error accum codec zstd-filter writer reservoir reader merge merge-slices device; do
 			gcc $CFLAGS -c "libtrace/$f.c" -o "$B/obj/$f.o"
 		done
-		"$NVCC" -std=c++17 -O3 ${NVCC_EXTRA:-} -gencode arch=compute_90,code=sm_90 \
+		"$NVCC" -std=c++17 -O3 -lineinfo ${NVCC_EXTRA:-} -gencode arch=compute_90,code=sm_90 \
 			-gencode arch=compute_75,code=compute_75 -Xptxas -v -Xcompiler -fPIC \
 			-Ilibtrace -Ilibtrace/cuda -c libtrace/cuda/stats.cu -o "$B/obj/stats.o"
 		gcc -shared -fopenmp -o "$B/libacttrace.so" "$B"/obj/*.o $HDF5_LIBS -lzstd \
@@ -215,10 +215,32 @@ if step profile; then
 		--section SourceCounters --import-source no -f -o "$OUT/fold" \
 		"$B/bench-kernel" || true
 	ncu --import "$OUT/fold.ncu-rep" >"$OUT/ncu.log" 2>&1 || true
-	ncu --import "$OUT/fold.ncu-rep" --page source --csv --print-source sass \
+	ncu --import "$OUT/fold.ncu-rep" --page source --csv --print-source cuda,sass \
 		>"$OUT/ncu-source.csv" 2>&1 || true
 	grep -E "Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Issued Ipc|Stall|Block Limit|Executed Ipc|Local|Executed Instructions " \
 		"$OUT/ncu.log" | head -n 40 | tee -a "$summary"
+	# by source line (the build has -lineinfo): 8192 x 4096 values
+	python3 tests/gpu/ncu-lines.py "$OUT/ncu-source.csv" --elements 33554432 --top 25 \
+		2>&1 | tee -a "$summary"
+fi
+
+# ncu on the capture itself: one fold launch of bench-llama's capture-trust
+# (LLAMA_PROFILE_LAUNCH, default 1005: the fourth forward), by source line
+if step llama-profile; then
+	mkdir -p "$TMPDIR/llama-profile"
+	ACTTRACE_LIB="$B/libacttrace.so" \
+		run llama-profile 420 ncu --clock-control none --kernel-name regex:fold_kernel \
+		--launch-skip "${LLAMA_PROFILE_LAUNCH:-1005}" --launch-count 1 \
+		--section SpeedOfLight --section WarpStateStats --section LaunchStats \
+		--section InstructionStats --section SourceCounters --import-source no \
+		-f -o "$OUT/llama-fold" python3 tests/gpu/bench-llama.py --variants capture-trust \
+		--repeats 3 --warmup 2 --out "$TMPDIR/llama-profile" || true
+	ncu --import "$OUT/llama-fold.ncu-rep" >"$OUT/llama-ncu.log" 2>&1 || true
+	ncu --import "$OUT/llama-fold.ncu-rep" --page source --csv --print-source cuda,sass \
+		>"$OUT/llama-source.csv" 2>&1 || true
+	grep -E "fold_kernel|Duration|SM Active Cycles|Elapsed Cycles|Grid Size|Warp Cycles Per Issued" \
+		"$OUT/llama-ncu.log" | tee -a "$summary"
+	python3 tests/gpu/ncu-lines.py "$OUT/llama-source.csv" --top 25 2>&1 | tee -a "$summary"
 fi
 
 # where a launch's time goes, block by block: the kernel built again with
