@@ -233,19 +233,35 @@ class TorchStats:
         torch.maximum(self.absmax, x.abs().amax(dim=0), out=self.absmax)
 
 
+class LastFour:
+    """The last four tensors a variant read, each with a tag (its point).
+    Under inference_mode there is no version to check: this model changes no
+    hooked tensor in place, so the same object is the same values."""
+
+    def __init__(self):
+        self.seen = []
+
+    def source_of(self, x):
+        """The tag of this very tensor among the last four, or None."""
+        return next((tag for t, tag in reversed(self.seen) if t is x), None)
+
+    def add(self, x, tag):
+        self.seen = self.seen[-3:] + [(x, tag)]
+
+
 class ColumnSums:
     """x.sum(0) at every point: what reading each observed tensor once costs
     with PyTorch's own column reduction, on the model's stream."""
 
     def __init__(self, dedup):
         self.dedup = dedup
-        self.recent = []  # the last four tensors summed
+        self.recent = LastFour()
 
     def add(self, x):
         if self.dedup:
-            if any(seen is x for seen in self.recent):
+            if self.recent.source_of(x) is not None:
                 return
-            self.recent = self.recent[-3:] + [x]
+            self.recent.add(x, True)
         x.reshape(-1, x.shape[-1]).sum(0, dtype=torch.float32)
 
 
@@ -255,7 +271,7 @@ class Acttrace:
     def __init__(self, lib, path, points, sample_every, dedup=False):
         self.lib = lib
         self.dedup = dedup
-        self.recent = []  # (tensor, pid) of the last four observations of this forward
+        self.recent = LastFour()  # the last four observations of this forward, by point
         self.err = at_error()
         opts = at_writer_options()
         lib.at_writer_options_init(ctypes.byref(opts))
@@ -289,19 +305,13 @@ class Acttrace:
         check(self.lib.at_writer_add_tokens(self.writer, seq, pos, pos, n, ctypes.byref(base),
                                             ctypes.byref(self.err)), self.err, "add_tokens")
         self.token_base = base.value
-        self.recent = []
-
-    def source_of(self, x):
-        """The point that observed this very tensor among the last four (under
-        inference_mode there is no version to check: this model changes no
-        hooked tensor in place)."""
-        return next((p for seen, p in reversed(self.recent) if seen is x), None)
+        self.recent = LastFour()
 
     def observe(self, pid, x):
         source = None
         if self.dedup:
-            source = self.source_of(x)
-            self.recent = self.recent[-3:] + [(x, pid)]
+            source = self.recent.source_of(x)
+            self.recent.add(x, pid)
         t = self.tensor
         t.data = x.data_ptr()
         t.dtype = DTYPES[x.dtype]

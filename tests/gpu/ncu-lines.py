@@ -82,19 +82,23 @@ def main():
         print(f"ncu-lines.py: {args.csv}: no source line with metrics (built without -lineinfo?)",
               file=sys.stderr)
         return 1
-    per = (lambda n: f"{n * 32 / args.elements:7.2f}") if args.elements else (lambda n: "")
-    head = "per_element\t" if args.elements else ""
+    def per_element(n):
+        """The per-element column, tab first, when --elements is given."""
+        return f"\t{n * 32 / args.elements:.2f}" if args.elements else ""
+
+    head = "\tper_element" if args.elements else ""
     print(f"# {executed} warp instructions, {samples} stall samples"
           + (f", {executed * 32 / args.elements:.2f} instructions an element" if args.elements else ""))
-    print(f"samples_pct\tinstructions_pct\t{head}line\tsource")
-    ranked = sorted(lines.items(), key=lambda kv: (-kv[1][0], -kv[1][1]))[:args.top]
-    ranked += [kv for kv in sorted(lines.items(), key=lambda kv: -kv[1][1])[:args.top] if kv not in ranked]
+    print(f"samples_pct\tinstructions_pct{head}\tline\tsource")
+    by_samples = sorted(lines.items(), key=lambda kv: (-kv[1][0], -kv[1][1]))[:args.top]
+    by_instructions = sorted(lines.items(), key=lambda kv: -kv[1][1])[:args.top]
+    ranked = by_samples + [kv for kv in by_instructions if kv not in by_samples]
     for (path, line, source), (s, n) in ranked:
-        print(f"{100 * s / max(samples, 1):.1f}\t{100 * n / executed:.1f}\t"
-              + (per(n).strip() + "\t" if args.elements else "") + f"{path}:{line}\t{source[:90]}")
-    print(f"opcode\tinstructions_pct\t{head}".rstrip("\t"))
+        print(f"{100 * s / max(samples, 1):.1f}\t{100 * n / executed:.1f}{per_element(n)}"
+              f"\t{path}:{line}\t{source[:90]}")
+    print(f"opcode\tinstructions_pct{head}")
     for op, n in opcodes.most_common(args.top):
-        print(f"{op}\t{100 * n / executed:.1f}" + (f"\t{per(n).strip()}" if args.elements else ""))
+        print(f"{op}\t{100 * n / executed:.1f}{per_element(n)}")
     return 0
 
 

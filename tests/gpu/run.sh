@@ -225,7 +225,8 @@ if step profile; then
 fi
 
 # ncu on the capture itself: one fold launch of bench-llama's capture-trust
-# (LLAMA_PROFILE_LAUNCH, default 1005: the fourth forward), by source line
+# (LLAMA_PROFILE_LAUNCH, ncu's count of fold launches from the first; default
+# 1005, past the weights' and the warm-up forwards' launches), by source line
 if step llama-profile; then
 	mkdir -p "$TMPDIR/llama-profile"
 	ACTTRACE_LIB="$B/libacttrace.so" \
