@@ -382,6 +382,64 @@ CAPTURE_WORDS = {
 }
 
 
+def kernel_times(model, ids, forwards, before=None):
+    """Device time a forward, from the CUDA kernels' own records (torch.profiler,
+    CUPTI; it sees the library's launches as well as PyTorch's), by group:
+    the model's kernels, the library's fold kernels split by template (dtype,
+    vector path, histogram kind), its other kernels; the time the GPU ran any
+    kernel; and the forward's wall time on the device.  Where the extremes or
+    the histogram cost more than a launch's kernel time, this says whether
+    the kernels grew or the gaps between them did."""
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+    with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
+        torch.cuda.synchronize()
+        for _ in range(forwards):
+            if before:
+                before()
+            model(input_ids=ids)
+        torch.cuda.synchronize()
+    groups, spans = {}, []
+    for e in prof.events():
+        if e.device_type != DeviceType.CUDA or "memcpy" in e.name.lower() \
+                or "memset" in e.name.lower():
+            continue
+        begin, end = e.time_range.start, e.time_range.end
+        spans.append((begin, end))
+        name = e.name
+        if "atc_kernels::fold_kernel" in name:
+            group = "fold" + name[name.index("<"):name.index(">") + 1].replace(" ", "")
+        elif "atc_kernels::" in name:
+            group = name.split("atc_kernels::")[1].split("(")[0].split("<")[0]
+        else:
+            group = "model"
+        total, count, longest = groups.get(group, (0.0, 0, 0.0))
+        groups[group] = (total + (end - begin), count + 1, max(longest, end - begin))
+    spans.sort()
+    busy, reach = 0.0, None
+    for begin, end in spans:
+        if reach is None or begin > reach:
+            busy += end - begin
+            reach = end
+        elif end > reach:
+            busy += end - reach
+            reach = end
+    span = (spans[-1][1] - spans[0][0]) if spans else 0.0
+    ms = lambda us: us / 1000.0 / forwards
+    out = {"busy_ms": ms(busy), "span_ms": ms(span),
+           "groups": {g: {"ms": ms(t), "launches": c / forwards, "longest_us": m}
+                      for g, (t, c, m) in sorted(groups.items())}}
+    return out
+
+
+def print_kernel_times(variant, kt):
+    print(f"#   {variant} kernels a forward: GPU busy {kt['busy_ms']:.2f} ms of "
+          f"{kt['span_ms']:.2f}", flush=True)
+    for g, v in kt["groups"].items():
+        print(f"#     {g}\t{v['ms']:.3f} ms\t{v['launches']:.0f} launches\t"
+              f"longest {v['longest_us']:.0f} us", flush=True)
+
+
 def capture_options(variant):
     options = {}
     for word in variant.split("-")[1:]:
@@ -401,6 +459,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--variants",
                     default="none,torch,sum-dedup,acttrace,acttrace-s64,capture,capture-s64c,none")
+    ap.add_argument("--kernel-times", type=int, default=0, metavar="N",
+                    help="after each variant's timed forwards, N more under torch.profiler: "
+                    "device time a forward by kernel group")
     ap.add_argument("--json", help="write the raw times here")
     ap.add_argument("--trace-equal", help="trace-equal program: compare the traces of variants "
                     "with and without dedup")
@@ -458,6 +519,8 @@ def main():
         torch.cuda.reset_accumulated_memory_stats()
         times = time_forwards(model, ids, args.warmup, args.repeats, before)
         mem = torch.cuda.memory_stats()
+        if args.kernel_times:
+            extra["kernel_times"] = kernel_times(model, ids, args.kernel_times, before)
         extra["alloc_retries"] = mem.get("num_alloc_retries", 0)
         extra["device_allocs"] = mem.get("num_device_alloc", 0)
         hooks.remove()
@@ -480,6 +543,8 @@ def main():
               + (f", close {extra['close_s']:.2f} s" if "close_s" in extra else "")
               + f", allocator retries {extra['alloc_retries']}, device allocations "
                 f"{extra['device_allocs']}", flush=True)
+        if "kernel_times" in extra:
+            print_kernel_times(variant, extra["kernel_times"])
         del hooks, capture
         torch.cuda.empty_cache()
 

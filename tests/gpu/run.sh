@@ -13,7 +13,8 @@
 # NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
 # none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none) and
-# LLAMA_REPEATS its number of timed forwards.
+# LLAMA_REPEATS its number of timed forwards, LLAMA_KERNEL_TIMES the forwards
+# profiled after them for device time by kernel group.
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -329,9 +330,10 @@ if step llama; then
 		run bench-llama 420 python3 tests/gpu/bench-llama.py --out "$TMPDIR" \
 		--trace-equal "$B/trace-equal" ${LLAMA_VARIANTS:+--variants "$LLAMA_VARIANTS"} \
 		${LLAMA_REPEATS:+--repeats "$LLAMA_REPEATS"} \
+		${LLAMA_KERNEL_TIMES:+--kernel-times "$LLAMA_KERNEL_TIMES"} \
 		--json "$OUT/bench-llama.json" || true
 	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|^sum|Error|error' "$OUT/bench-llama.log" |
-		tail -n 20 | tee -a "$summary"
+		tail -n 120 | tee -a "$summary"
 fi
 echo "---- summary ($summary)"
 cat "$summary"
