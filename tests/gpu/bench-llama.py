@@ -362,7 +362,9 @@ def time_forwards(model, ids, warmup, repeats, before=None):
             stop.synchronize()
             if i >= warmup:
                 times.append(start.elapsed_time(stop))
-    return times
+            elif i == 0:
+                first = start.elapsed_time(stop)
+    return times, first if warmup else None
 
 
 # What each word of a capture variant's name asks (capture-s64c-mem-trust-l1:
@@ -517,7 +519,7 @@ def main():
         elif variant != "none":
             raise SystemExit(f"bench-llama: unknown variant {variant}")
         torch.cuda.reset_accumulated_memory_stats()
-        times = time_forwards(model, ids, args.warmup, args.repeats, before)
+        times, extra["first_ms"] = time_forwards(model, ids, args.warmup, args.repeats, before)
         mem = torch.cuda.memory_stats()
         if args.kernel_times:
             extra["kernel_times"] = kernel_times(model, ids, args.kernel_times, before)
@@ -540,6 +542,7 @@ def main():
         info["variants"].append({"variant": variant, "ms": times, "median_ms": statistics.median(times),
                                  **extra})
         print(f"# {variant}: median {statistics.median(times):.2f} ms of {times}"
+              + (f", first forward {extra['first_ms']:.1f} ms" if extra["first_ms"] else "")
               + (f", close {extra['close_s']:.2f} s" if "close_s" in extra else "")
               + f", allocator retries {extra['alloc_retries']}, device allocations "
                 f"{extra['device_allocs']}", flush=True)

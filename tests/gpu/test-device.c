@@ -96,9 +96,11 @@ static void device_free(void *dev)
 
 /* ---------------------------------------------------------------- data */
 
-enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, REPEATED, N_KINDS };
-static const char *const kind_names[] = {"gauss", "nan-inf",    "offset-1e4", "outliers",
-                                         "zeros", "zeros-tiny", "repeated"};
+enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, REPEATED, SURGE, N_KINDS };
+static const char *const kind_names[] = {"gauss",      "nan-inf",  "offset-1e4", "outliers", "zeros",
+                                         "zeros-tiny", "repeated", "surge"};
+/* SURGE: gaussian, 64 times larger from this token on */
+#define SURGE_TOKEN 120
 
 static float value_of(enum data_kind kind, int64_t token, int64_t c)
 {
@@ -137,6 +139,8 @@ static float value_of(enum data_kind kind, int64_t token, int64_t c)
 		rng_state = saved;
 		return x;
 	}
+	case SURGE:
+		return (float)(token >= SURGE_TOKEN ? 64.0 * g : g);
 	default:
 		return (float)g;
 	}
@@ -187,6 +191,7 @@ struct test_case {
 	int64_t sample_n, max_samples;
 	int32_t extremes;
 	int reverse; /* the calls in reverse token order: later calls' ties win */
+	int twice;   /* each call's tensor observed twice at the same tokens */
 };
 
 struct tensor_data {
@@ -260,7 +265,8 @@ static void make_reference(const struct test_case *tc, const struct tensor_data 
 		exit(99);
 	struct at_stats *s = &ref->s;
 	size_t n_all = 0;
-	struct at_extreme *all = malloc((size_t)(N * C) * sizeof *all);
+	const int times = tc->twice ? 2 : 1; /* every element observed this often */
+	struct at_extreme *all = malloc((size_t)(N * C * times) * sizeof *all);
 	if (!all)
 		exit(99);
 	for (int64_t c = 0; c < C; c++) {
@@ -279,8 +285,9 @@ static void make_reference(const struct test_case *tc, const struct tensor_data 
 			lo = fmin(lo, x);
 			hi = fmax(hi, x);
 			am = fmax(am, fabs(x));
-			s->hist[c * AT_HIST_BINS + at_hist_bin(fabs(x))]++;
-			all[n_all++] = (struct at_extreme){x, g, (int32_t)c};
+			s->hist[c * AT_HIST_BINS + at_hist_bin(fabs(x))] += (uint32_t)times;
+			for (int i = 0; i < times; i++)
+				all[n_all++] = (struct at_extreme){x, g, (int32_t)c};
 		}
 		long double mean = n ? sum / n : 0, m2 = 0, m3 = 0, m4 = 0;
 		for (int64_t g = 0; g < N; g++) {
@@ -292,13 +299,13 @@ static void make_reference(const struct test_case *tc, const struct tensor_data 
 			m3 += e * e * e;
 			m4 += e * e * e * e;
 		}
-		s->count[c] = n;
-		s->nonfinite[c] = bad;
+		s->count[c] = n * (uint64_t)times;
+		s->nonfinite[c] = bad * (uint64_t)times;
 		s->mean[c] = (double)mean;
-		s->m2[c] = (double)m2;
-		s->m3[c] = (double)m3;
-		s->m4[c] = (double)m4;
-		s->abssum[c] = (double)abssum;
+		s->m2[c] = (double)(m2 * times);
+		s->m3[c] = (double)(m3 * times);
+		s->m4[c] = (double)(m4 * times);
+		s->abssum[c] = (double)(abssum * times);
 		s->min[c] = lo;
 		s->max[c] = hi;
 		s->absmax[c] = am;
@@ -356,10 +363,12 @@ static int write_trace(const struct test_case *tc, const struct tensor_data *d, 
 		int part = tc->reverse ? tc->calls - 1 - call : call;
 		int64_t b0 = B * part / tc->calls, b1 = B * (part + 1) / tc->calls;
 		struct at_tensor t = view_of(tc, source, b0, b1 - b0);
-		if (path == HOST_PATH)
-			status = at_writer_observe(w, id, &t, b0 * T, &err);
-		else
-			status = at_writer_observe_device(w, id, &t, b0 * T, NULL, &err);
+		for (int rep = 0; rep < (tc->twice ? 2 : 1) && !status; rep++) {
+			if (path == HOST_PATH)
+				status = at_writer_observe(w, id, &t, b0 * T, &err);
+			else
+				status = at_writer_observe_device(w, id, &t, b0 * T, NULL, &err);
+		}
 		if (!status && path == DEVICE_PATH && call == 0 && tc->calls > 1)
 			status = at_writer_checkpoint(w, &err);
 	}
@@ -511,14 +520,14 @@ static const char *dtype_name(enum at_dtype t)
 static void run_case(const struct test_case *tc, const char *dir)
 {
 	char name[160], host_file[512], dev_file[512], why[512] = "";
-	snprintf(name, sizeof name, "%s %s %lldx%lldx%lld %s calls=%d%s%s", dtype_name(tc->dtype),
+	snprintf(name, sizeof name, "%s %s %lldx%lldx%lld %s calls=%d%s%s%s", dtype_name(tc->dtype),
 	         tc->bct ? "bct" : "btc", (long long)tc->batches, (long long)tc->rows,
 	         (long long)tc->channels, kind_names[tc->kind], tc->calls,
 	         tc->policy == AT_SAMPLE_EVERY       ? " every"
 	         : tc->policy == AT_SAMPLE_FIRST     ? " first"
 	         : tc->policy == AT_SAMPLE_RESERVOIR ? " reservoir"
 	                                             : "",
-	         tc->reverse ? " reversed" : "");
+	         tc->reverse ? " reversed" : "", tc->twice ? " twice" : "");
 	snprintf(host_file, sizeof host_file, "%s/host.h5", dir);
 	snprintf(dev_file, sizeof dev_file, "%s/device.h5", dir);
 	struct tensor_data d;
@@ -948,7 +957,7 @@ static int write_path_case(enum path_case pc, int expected, const struct test_ca
 
 static void path_case(enum path_case pc, const char *dir)
 {
-	struct test_case tc = {AT_BF16, 0, 2, 40, 100, NONFINITE, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0};
+	struct test_case tc = {AT_BF16, 0, 2, 40, 100, NONFINITE, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0};
 	struct test_case other = tc;
 	other.kind = OUTLIERS;
 	struct tensor_data x, y, z;
@@ -1025,7 +1034,7 @@ static void add_cases(int quick, int big)
 				if (quick && kind != NONFINITE && kind != OFFSET)
 					continue;
 				struct test_case tc = {dtypes[di], bct, 2, quick ? 40 : 150, 100, kind, 2,
-				                       AT_SAMPLE_NONE, 1, 1 << 20, 16, 0};
+				                       AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0};
 				if (kind == OUTLIERS) {
 					tc.policy = bct ? AT_SAMPLE_FIRST : AT_SAMPLE_EVERY;
 					tc.sample_n = bct ? 5 : 7;
@@ -1041,45 +1050,56 @@ static void add_cases(int quick, int big)
 	const char *dir = private_dir();
 	/* enough rows to split them across blocks with shared-memory histograms */
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 3,
-	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0};
+	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0, 0};
 	run_case(&split, dir);
 	/* exact zeros beside tiny values in a shared histogram: bins 0 and 1 */
 	struct test_case tiny[] = {
-		{AT_BF16, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
-		{AT_F16, 1, 2, quick ? 300 : 600, 72, ZEROS_TINY, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
-		{AT_F32, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
+		{AT_BF16, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0},
+		{AT_F16, 1, 2, quick ? 300 : 600, 72, ZEROS_TINY, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0},
+		{AT_F32, 0, 2, quick ? 300 : 600, 100, ZEROS_TINY, 1, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0},
 	};
 	for (size_t i = 0; i < sizeof tiny / sizeof tiny[0]; i++)
 		run_case(&tiny[i], dir);
 	/* rows that recur: each later call's values tie the floor that the
 	 * earlier calls set, split rows and a shared histogram */
 	struct test_case repeated = {AT_BF16, 0, 4, quick ? 300 : 600, 130, REPEATED, 3,
-	                             AT_SAMPLE_NONE, 1, 1 << 20, 64, 0};
+	                             AT_SAMPLE_NONE, 1, 1 << 20, 64, 0, 0};
 	run_case(&repeated, dir);
 	repeated.reverse = 1;
+	run_case(&repeated, dir);
+	/* the launch's K best merged both ways: after the checkpoint, the first
+	 * launch's many candidates through a heap, the next launch's few ranked
+	 * in parallel into an array sorted worst first, and the surge's many
+	 * through a heap again, built on that array; twice: each tensor observed
+	 * again at the same tokens, identical candidates side by side */
+	struct test_case surge = {AT_BF16, 0, 4, 40, 1100, SURGE, 4, AT_SAMPLE_NONE, 1, 1 << 20, 64, 0, 0};
+	run_case(&surge, dir);
+	surge.twice = 1;
+	run_case(&surge, dir);
+	repeated.twice = 1;
 	run_case(&repeated, dir);
 	/* the vector path (rows 16-byte aligned) with a partial last tile of 8
 	 * channels, on data with NaN/Inf and outliers */
 	struct test_case partial_tile[] = {
-		{AT_BF16, 0, 2, quick ? 90 : 300, 200, NONFINITE, 2, AT_SAMPLE_EVERY, 5, 1 << 20, 64, 0},
-		{AT_F16, 0, 3, quick ? 60 : 200, 136, OUTLIERS, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0},
+		{AT_BF16, 0, 2, quick ? 90 : 300, 200, NONFINITE, 2, AT_SAMPLE_EVERY, 5, 1 << 20, 64, 0, 0},
+		{AT_F16, 0, 3, quick ? 60 : 200, 136, OUTLIERS, 2, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0},
 		/* a reservoir: rows chosen on the host, gathered on the device,
 		 * landing late; the same rows as the host path's */
-		{AT_BF16, 1, 3, quick ? 90 : 300, 72, OUTLIERS, 3, AT_SAMPLE_RESERVOIR, 40, 1 << 20, 16, 0},
+		{AT_BF16, 1, 3, quick ? 90 : 300, 72, OUTLIERS, 3, AT_SAMPLE_RESERVOIR, 40, 1 << 20, 16, 0, 0},
 	};
 	for (size_t i = 0; i < sizeof partial_tile / sizeof partial_tile[0]; i++)
 		run_case(&partial_tile[i], dir);
 	/* one token, many channels: the thin shape */
 	struct test_case thin = {AT_BF16, 0, 1, 1, quick ? 700 : 4100, GAUSS, 1, AT_SAMPLE_NONE, 1,
-	                         1 << 20, 64, 0};
+	                         1 << 20, 64, 0, 0};
 	run_case(&thin, dir);
 	if (!big)
 		return;
 	struct test_case large[] = {
-		{AT_BF16, 0, 4, 2048, 2048, OUTLIERS, 4, AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0},
-		{AT_F16, 1, 8, 512, 768, NONFINITE, 2, AT_SAMPLE_NONE, 1, 1 << 20, 256, 0},
-		{AT_F32, 0, 2, 4096, 1000, OFFSET, 2, AT_SAMPLE_FIRST, 3, 1 << 20, 64, 0},
-		{AT_BF16, 0, 1, 8192, 520, ZEROS, 1, AT_SAMPLE_NONE, 1, 1 << 20, 64, 0},
+		{AT_BF16, 0, 4, 2048, 2048, OUTLIERS, 4, AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0, 0},
+		{AT_F16, 1, 8, 512, 768, NONFINITE, 2, AT_SAMPLE_NONE, 1, 1 << 20, 256, 0, 0},
+		{AT_F32, 0, 2, 4096, 1000, OFFSET, 2, AT_SAMPLE_FIRST, 3, 1 << 20, 64, 0, 0},
+		{AT_BF16, 0, 1, 8192, 520, ZEROS, 1, AT_SAMPLE_NONE, 1, 1 << 20, 64, 0, 0},
 	};
 	for (size_t i = 0; i < sizeof large / sizeof large[0]; i++)
 		run_case(&large[i], dir);
@@ -1100,7 +1120,7 @@ static void add_same_cases(int quick)
 				if (quick && ki > 1)
 					continue;
 				struct test_case tc = {dtypes[di], bct, 3, quick ? 40 : 90, 100, kinds[ki], 3,
-				                       AT_SAMPLE_NONE, 1, 1 << 20, 16, 0};
+				                       AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0};
 				if (kinds[ki] == OUTLIERS) {
 					tc.policy = bct ? AT_SAMPLE_FIRST : AT_SAMPLE_EVERY;
 					tc.sample_n = bct ? 5 : 7;
@@ -1111,7 +1131,7 @@ static void add_same_cases(int quick)
 				same_case(&tc, dir);
 			}
 	struct test_case split = {AT_BF16, 0, 4, quick ? 300 : 400, 130, NONFINITE, 2,
-	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0};
+	                          AT_SAMPLE_EVERY, 64, 1 << 20, 64, 0, 0};
 	same_case(&split, dir);
 }
 #endif
