@@ -1453,7 +1453,9 @@ __device__ void merge_in_chunks(point_arrays &p, block_header *h, dev_extreme *l
 			h->survivors = 0;
 		__syncthreads();
 		const bool full = n == k;
-		const dev_extreme floor = list[full ? (ranked ? n - 1 : 0) : 0];
+		dev_extreme floor = {};
+		if (full) /* the K-th best; when not full, list[0] may be a survivor's slot */
+			floor = list[ranked ? n - 1 : 0];
 		const uint32_t end = first + chunk < pending ? first + chunk : pending;
 		for (uint32_t i = first + threadIdx.x; i < end; i += blockDim.x) {
 			const dev_extreme e = load_extreme(&p.pending[i]);

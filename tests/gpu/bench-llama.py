@@ -384,7 +384,7 @@ CAPTURE_WORDS = {
 }
 
 
-def kernel_times(model, ids, forwards, before=None):
+def kernel_times(model, ids, forwards, before=None, trace=None):
     """Device time a forward, from the CUDA kernels' own records (torch.profiler,
     CUPTI; it sees the library's launches as well as PyTorch's), by group:
     the model's kernels, the library's fold kernels split by template (dtype,
@@ -401,6 +401,10 @@ def kernel_times(model, ids, forwards, before=None):
                 before()
             model(input_ids=ids)
         torch.cuda.synchronize()
+    if trace:
+        # every launch with its grid, block and shared memory, for a closer look
+        prof.export_chrome_trace(trace)
+        subprocess.run(["gzip", "-f", trace], check=False)
     groups, spans = {}, []
     for e in prof.events():
         if e.device_type != DeviceType.CUDA or "memcpy" in e.name.lower() \
@@ -464,6 +468,9 @@ def main():
     ap.add_argument("--kernel-times", type=int, default=0, metavar="N",
                     help="after each variant's timed forwards, N more under torch.profiler: "
                     "device time a forward by kernel group")
+    ap.add_argument("--kernel-trace", metavar="DIR",
+                    help="with --kernel-times: each variant's profiled forwards as a Chrome trace, "
+                    "DIR/VARIANT.json.gz")
     ap.add_argument("--json", help="write the raw times here")
     ap.add_argument("--trace-equal", help="trace-equal program: compare the traces of variants "
                     "with and without dedup")
@@ -522,7 +529,8 @@ def main():
         times, extra["first_ms"] = time_forwards(model, ids, args.warmup, args.repeats, before)
         mem = torch.cuda.memory_stats()
         if args.kernel_times:
-            extra["kernel_times"] = kernel_times(model, ids, args.kernel_times, before)
+            trace = os.path.join(args.kernel_trace, f"{variant}.json") if args.kernel_trace else None
+            extra["kernel_times"] = kernel_times(model, ids, args.kernel_times, before, trace)
         extra["alloc_retries"] = mem.get("num_alloc_retries", 0)
         extra["device_allocs"] = mem.get("num_device_alloc", 0)
         hooks.remove()
@@ -552,7 +560,7 @@ def main():
         torch.cuda.empty_cache()
 
     baselines = [v["median_ms"] for v in info["variants"] if v["variant"] == "none"]
-    base = min(baselines)
+    base = min(baselines) if baselines else float("nan")  # no ratios without `none`
     info["baseline_ms"] = base
     print("variant\tmedian_ms\tratio_to_none")
     for v in info["variants"]:

@@ -14,7 +14,8 @@
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
 # none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none) and
 # LLAMA_REPEATS its number of timed forwards, LLAMA_KERNEL_TIMES the forwards
-# profiled after them for device time by kernel group.
+# profiled after them for device time by kernel group (LLAMA_KERNEL_TRACE=1:
+# and their launches as Chrome traces in $OUT).
 set -u
 OUT=${OUT:-$PWD/gpu-out}
 mkdir -p "$OUT"
@@ -331,6 +332,7 @@ if step llama; then
 		--trace-equal "$B/trace-equal" ${LLAMA_VARIANTS:+--variants "$LLAMA_VARIANTS"} \
 		${LLAMA_REPEATS:+--repeats "$LLAMA_REPEATS"} \
 		${LLAMA_KERNEL_TIMES:+--kernel-times "$LLAMA_KERNEL_TIMES"} \
+		${LLAMA_KERNEL_TRACE:+--kernel-trace "$OUT"} \
 		--json "$OUT/bench-llama.json" || true
 	grep -E '^#|^variant|^none|^torch|^acttrace|^capture|^sum|Error|error' "$OUT/bench-llama.log" |
 		tail -n 120 | tee -a "$summary"
