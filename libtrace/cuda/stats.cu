@@ -209,6 +209,16 @@ __device__ __forceinline__ void timeline_warp_done(int warp)
 #define ATC_MARK_WARP(warp) ((void)0)
 #endif
 
+#ifdef ATC_EXTREME_COUNTS
+/* Diagnostics only (nvcc -DATC_EXTREME_COUNTS): what the extremes' rare
+ * paths did, summed over launches; read by atc_debug_extreme_counts. */
+enum { XC_MERGES, XC_PENDING, XC_ROUNDS, XC_SURVIVORS, XC_BLOCKS_WITH_BEST, XC_STAGE_STEPS, XC_N };
+__device__ unsigned long long extreme_counts[XC_N];
+#define ATC_COUNT(what, n) atomicAdd(&extreme_counts[what], (unsigned long long)(n))
+#else
+#define ATC_COUNT(what, n) ((void)0)
+#endif
+
 constexpr size_t HIST_SHARED_BYTES = (size_t)HIST_ROWS * HIST_WORDS * sizeof(uint32_t);
 constexpr size_t WARP_STAGE_BYTES = STAGE * sizeof(dev_extreme);
 constexpr size_t POINT_STATE_BYTES = TILE * 80; /* the tile's point_state, read early */
@@ -895,6 +905,8 @@ __device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, de
                                          int64_t token, float floor)
 {
 	constexpr int ROWS = STEP * FOLD_STEPS;
+	if (lane == 0)
+		ATC_COUNT(XC_STAGE_STEPS, 1);
 	float x[ROWS][LANE_CHANNELS];
 	ATC_UNROLL
 	for (int u = 0; u < ROWS; u++)
@@ -1408,6 +1420,7 @@ __device__ void block_best_to_pending(point_arrays &p, const block_header *h,
 	}
 	__syncthreads();
 	if (threadIdx.x == 0) {
+		ATC_COUNT(XC_BLOCKS_WITH_BEST, 1);
 		const uint32_t first = atomicAdd(&p.counters[N_PENDING], kept);
 		for (uint32_t i = 0; i < kept; i++)
 			p.pending[first + i] = out[i];
@@ -1465,6 +1478,10 @@ __device__ void merge_in_chunks(point_arrays &p, block_header *h, dev_extreme *l
 		__syncthreads();
 		const uint32_t m = n + h->survivors;
 		__syncthreads(); /* all have read the count before it is reset */
+		if (threadIdx.x == 0) {
+			ATC_COUNT(XC_ROUNDS, 1);
+			ATC_COUNT(XC_SURVIVORS, m - n);
+		}
 		if (m == n)
 			continue;
 		rank_best(list, m, k, out);
@@ -1516,6 +1533,10 @@ __device__ void merge_launch_best(point_arrays &p, block_header *h, dev_extreme 
 	const uint32_t chunk = room > 2 * k + MERGE_CHUNK ? MERGE_CHUNK
 	                       : room > 2 * k            ? (uint32_t)(room - 2 * k)
 	                                                 : 0;
+	if (threadIdx.x == 0) {
+		ATC_COUNT(XC_MERGES, 1);
+		ATC_COUNT(XC_PENDING, pending);
+	}
 	if (pending == 0) {
 		/* nothing found: the K best stand */
 	} else if (chunk >= WARP) {
@@ -1823,6 +1844,18 @@ static int point_reset(cuda_point *p, cudaStream_t stream, struct at_error *err)
 	         "clear extremes");
 	return AT_OK;
 }
+
+#ifdef ATC_EXTREME_COUNTS
+/* launches merged, pending extremes, merge rounds, survivors, blocks that
+ * sent any, rare-path steps: totals since the library was loaded */
+extern "C" int atc_debug_extreme_counts(unsigned long long *out)
+{
+	return cudaMemcpyFromSymbol(out, atc_kernels::extreme_counts, sizeof atc_kernels::extreme_counts) ==
+	               cudaSuccess
+	           ? 0
+	           : -1;
+}
+#endif
 
 int atc_point_create(cuda_point **out, int64_t channels, int hist, int32_t max_extremes,
                      struct at_error *err)

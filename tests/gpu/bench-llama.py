@@ -394,6 +394,7 @@ def kernel_times(model, ids, forwards, before=None, trace=None):
     the kernels grew or the gaps between them did."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
+    counts = extreme_counts()
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         torch.cuda.synchronize()
         for _ in range(forwards):
@@ -432,15 +433,35 @@ def kernel_times(model, ids, forwards, before=None, trace=None):
             reach = end
     span = (spans[-1][1] - spans[0][0]) if spans else 0.0
     ms = lambda us: us / 1000.0 / forwards
+    after = extreme_counts()
     out = {"busy_ms": ms(busy), "span_ms": ms(span),
            "groups": {g: {"ms": ms(t), "launches": c / forwards, "longest_us": m}
                       for g, (t, c, m) in sorted(groups.items())}}
+    if counts and after:
+        out["extreme_counts"] = {name: (b - a) / forwards
+                                 for name, a, b in zip(EXTREME_COUNTS, counts, after)}
     return out
+
+
+# the library's rare-path counters, in a build with -DATC_EXTREME_COUNTS
+EXTREME_COUNTS = ("merges", "pending", "rounds", "survivors", "blocks_with_best", "stage_steps")
+DEBUG_LIB = []
+
+
+def extreme_counts():
+    if not DEBUG_LIB or not hasattr(DEBUG_LIB[0], "atc_debug_extreme_counts"):
+        return None
+    buf = (ctypes.c_ulonglong * len(EXTREME_COUNTS))()
+    torch.cuda.synchronize()
+    return list(buf) if DEBUG_LIB[0].atc_debug_extreme_counts(buf) == 0 else None
 
 
 def print_kernel_times(variant, kt):
     print(f"#   {variant} kernels a forward: GPU busy {kt['busy_ms']:.2f} ms of "
           f"{kt['span_ms']:.2f}", flush=True)
+    if "extreme_counts" in kt:
+        print("#     extremes a forward: " + ", ".join(f"{k} {v:.0f}" for k, v in
+                                                     kt["extreme_counts"].items()), flush=True)
     for g, v in kt["groups"].items():
         print(f"#     {g}\t{v['ms']:.3f} ms\t{v['launches']:.0f} launches\t"
               f"longest {v['longest_us']:.0f} us", flush=True)
@@ -478,6 +499,7 @@ def main():
     if not torch.cuda.is_available():
         skip("no CUDA device")
     lib = load_library(args.lib)
+    DEBUG_LIB.append(lib)
     if not lib.at_cuda_available():
         skip(f"{args.lib} has no usable CUDA device path")
     model = build_model(args)
