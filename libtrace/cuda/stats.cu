@@ -1746,6 +1746,9 @@ struct cuda_point {
 	int hist;
 	int32_t k;
 	int grid_cap;       /* most blocks a launch may have (pending is sized for it) */
+#ifdef ATC_EXTREME_COUNTS
+	size_t debug_pad; /* $ATC_DEBUG_PAD_SHARED bytes of shared memory more a launch */
+#endif
 	int multiprocessors;
 	int resident_per_sm; /* blocks_per_multiprocessor(), 0 until asked */
 	size_t max_shared;  /* dynamic shared memory a block may have */
@@ -1888,6 +1891,10 @@ int atc_point_create(cuda_point **out, int64_t channels, int hist, int32_t max_e
 	p->k = max_extremes;
 	p->multiprocessors = sms > 0 ? sms : 1;
 	p->grid_cap = 8 * p->multiprocessors;
+#ifdef ATC_EXTREME_COUNTS
+	const char *pad = getenv("ATC_DEBUG_PAD_SHARED");
+	p->debug_pad = pad ? (size_t)atol(pad) : 0;
+#endif
 	p->max_shared = (size_t)max_shared;
 	p->sm_shared = (size_t)sm_shared;
 	p->dev.channels = channels;
@@ -2096,6 +2103,10 @@ static launch_shape plan(cuda_point *p, launch_job &job, enum at_dtype dtype)
 	int64_t items = tiles * splits;
 	job.items = (int32_t)items;
 	s.grid = (int)(items < p->grid_cap ? items : p->grid_cap);
+#ifdef ATC_EXTREME_COUNTS
+	if (s.shared + p->debug_pad <= p->max_shared)
+		s.shared += p->debug_pad;
+#endif
 	return s;
 }
 

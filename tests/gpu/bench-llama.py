@@ -381,6 +381,7 @@ CAPTURE_WORDS = {
     "noext": {"extremes": 0},  # no top-K extremes
     "t4": {"threads": 4},  # compression threads: cores left to the model's thread
     "t8": {"threads": 8},
+    "pad": {},  # diagnostics: 21 KiB more shared memory a launch (a -DATC_EXTREME_COUNTS build)
 }
 
 
@@ -540,6 +541,10 @@ def main():
             # the user's way: acttrace.capture with the default (llama)
             # catalogue, weights recorded, tokens from input_ids
             options = capture_options(variant)
+            if "pad" in variant.split("-"):
+                os.environ["ATC_DEBUG_PAD_SHARED"] = str(21 << 10)
+            else:
+                os.environ.pop("ATC_DEBUG_PAD_SHARED", None)
             path = os.path.join(args.out, f"bench-llama-{variant}.h5")
             t0 = time.perf_counter()
             package = package_capture(model, path, options)
