@@ -164,7 +164,7 @@ struct launch_job {
 
 struct block_header {
 	dev_extreme global_floor;
-	uint32_t has_global_floor, is_last, survivors, unused;
+	uint32_t has_global_floor, is_last, unused[2];
 	uint32_t heap_n[MAX_WARPS];
 	uint32_t stage_n[MAX_WARPS];
 };
@@ -212,7 +212,7 @@ __device__ __forceinline__ void timeline_warp_done(int warp)
 #ifdef ATC_EXTREME_COUNTS
 /* Diagnostics only (nvcc -DATC_EXTREME_COUNTS): what the extremes' rare
  * paths did, summed over launches; read by atc_debug_extreme_counts. */
-enum { XC_MERGES, XC_PENDING, XC_ROUNDS, XC_SURVIVORS, XC_BLOCKS_WITH_BEST, XC_STAGE_STEPS, XC_N };
+enum { XC_MERGES, XC_PENDING, XC_BLOCKS_WITH_BEST, XC_STAGE_STEPS, XC_N };
 __device__ unsigned long long extreme_counts[XC_N];
 #define ATC_COUNT(what, n) atomicAdd(&extreme_counts[what], (unsigned long long)(n))
 #else
@@ -876,6 +876,32 @@ __device__ ATC_NOINLINE refold_sums refold_step(uint32_t *hist_word_at, uint32_t
 	return r;
 }
 
+/* Rare path: some element of the step reached the warp's floor.  Row by row,
+ * lanes stage what beats the K-th bests and lane 0 takes them into the heap
+ * (a row stages at most STAGE elements).  Returns the new floor. */
+template <int D, bool VEC>
+__device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, dev_extreme *heap,
+                                         int warp, int lane, int k, int valid, int64_t channel0,
+                                         int64_t channel_step, const unsigned char *row0,
+                                         int64_t row_bytes, int64_t channel_stride, int n,
+                                         int64_t token, float floor)
+{
+	if (lane == 0)
+		ATC_COUNT(XC_STAGE_STEPS, 1);
+	for (int u = 0; u < n; u++) {
+		for (int v = 0; v < LANE_CHANNELS; v++) {
+			if (!(valid >> v & 1))
+				continue;
+			float x = reload<D, VEC>(row0, row_bytes, channel_stride, u, v);
+			if (is_finite(x) && fabsf(x) >= floor)
+				stage_extreme(h, stage, heap, warp, k, x, channel0 + v * channel_step,
+				              token + u);
+		}
+		floor = warp_take_staged(h, stage, heap, warp, lane, k);
+	}
+	return floor;
+}
+
 /* A lane's float sums over a group of FOLD_STEPS steps (power sums of
  * x - shift, |x|, min and max), added to its double sums when the group ends,
  * where the conversions, the checks and the votes are paid.  One step by
@@ -888,47 +914,6 @@ __device__ ATC_NOINLINE refold_sums refold_step(uint32_t *hist_word_at, uint32_t
 constexpr int FOLD_STEPS = ATC_FOLD_STEPS;
 static_assert(FOLD_STEPS == 1 || FOLD_STEPS == 2 || FOLD_STEPS == 4,
               "a group of steps ends where the drift of the mean is checked");
-
-/* Rare path: some element of the step reached the warp's floor.  The lane's
- * values of the group are read again all at once (one wait for the caches,
- * not one a row: in a model shown the same prompt again, or one whose massive
- * activations recur at the first token, a launch takes tens of these); then,
- * row by row, lanes stage
- * what beats the K-th bests and lane 0 takes them into the heap (a row stages
- * at most STAGE elements).  Rows with nothing to stage are passed over.
- * Returns the new floor. */
-template <int D, bool VEC>
-__device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, dev_extreme *heap,
-                                         int warp, int lane, int k, int valid, int64_t channel0,
-                                         int64_t channel_step, const unsigned char *row0,
-                                         int64_t row_bytes, int64_t channel_stride, int n,
-                                         int64_t token, float floor)
-{
-	constexpr int ROWS = STEP * FOLD_STEPS;
-	if (lane == 0)
-		ATC_COUNT(XC_STAGE_STEPS, 1);
-	float x[ROWS][LANE_CHANNELS];
-	ATC_UNROLL
-	for (int u = 0; u < ROWS; u++)
-		ATC_UNROLL
-		for (int v = 0; v < LANE_CHANNELS; v++)
-			x[u][v] = u < n && (valid >> v & 1) ? reload<D, VEC>(row0, row_bytes, channel_stride, u, v)
-			                                    : 0.0f;
-	for (int u = 0; u < n; u++) {
-		int reach = 0;
-		for (int v = 0; v < LANE_CHANNELS; v++)
-			if ((valid >> v & 1) && is_finite(x[u][v]) && fabsf(x[u][v]) >= floor)
-				reach |= 1 << v;
-		if (!__any_sync(0xffffffffu, reach != 0))
-			continue;
-		for (int v = 0; v < LANE_CHANNELS; v++)
-			if (reach >> v & 1)
-				stage_extreme(h, stage, heap, warp, k, x[u][v], channel0 + v * channel_step,
-				              token + u);
-		floor = warp_take_staged(h, stage, heap, warp, lane, k);
-	}
-	return floor;
-}
 
 template <int D> struct group_sums {
 	float t1[LANE_CHANNELS], t2[LANE_CHANNELS], t3[LANE_CHANNELS], t4[LANE_CHANNELS];
@@ -1385,172 +1370,6 @@ __device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0
 	combine_shares(parts, shares);
 }
 
-/* The block's K best, from its warps' heaps (complete: the item loop ended
- * at a barrier), to the launch's pending list: each thread takes an entry of
- * the heaps and counts those that rank before it, as the last block does
- * (a point's first launch fills every heap; thread 0 sifting 15 heaps into
- * one took their 960 entries in turn).  Only thread 0 writes what the last
- * block reads, so only it fences, and only when it wrote something (once the
- * heaps are full, usually nothing): a fence waits for the histogram's
- * reductions too. */
-static_assert(TILE * sizeof(partial) >= ATC_MAX_EXTREMES * sizeof(dev_extreme),
-              "a warp's share of the work area holds the block's K best");
-
-__device__ void block_best_to_pending(point_arrays &p, const block_header *h,
-                                      const dev_extreme *heaps, int nwarps, dev_extreme *out)
-{
-	const uint32_t k = (uint32_t)p.k;
-	uint32_t total = 0;
-	for (int w = 0; w < nwarps; w++)
-		total += h->heap_n[w];
-	if (total == 0)
-		return;
-	const uint32_t kept = total < k ? total : k;
-	for (uint32_t i = threadIdx.x; i < (uint32_t)nwarps * k; i += blockDim.x) {
-		if (i % k >= h->heap_n[i / k])
-			continue;
-		const dev_extreme e = heaps[i];
-		uint32_t rank = 0;
-		/* no two are identical: a launch's rows are the warps' own */
-		for (uint32_t w = 0; w < (uint32_t)nwarps && rank < kept; w++)
-			for (uint32_t j = w * k; j < w * k + h->heap_n[w] && rank < kept; j++)
-				rank += before(heaps[j], e);
-		if (rank < kept)
-			out[rank] = e;
-	}
-	__syncthreads();
-	if (threadIdx.x == 0) {
-		ATC_COUNT(XC_BLOCKS_WITH_BEST, 1);
-		const uint32_t first = atomicAdd(&p.counters[N_PENDING], kept);
-		for (uint32_t i = 0; i < kept; i++)
-			p.pending[first + i] = out[i];
-		__threadfence();
-	}
-}
-
-/* The launch's last block: the point's K best so far (p.best, a heap, worst
- * first) and those the blocks found in this launch (pending), re-ranked.
- * Nothing to do when no block found a better one.  Otherwise the block reads
- * the pending extremes a chunk at a time, keeps those that beat the K-th
- * best so far, and ranks the kept and the K best together, every thread a
- * candidate counting those that rank before it (ties of identical entries by
- * position): the best K, sorted, are the K best for the next chunk.  Thread 0
- * alone sifting each through a heap waited on every candidate's load in
- * turn, 64 a block in a point's first launch.  The result goes back sorted
- * worst first, which is a heap. */
-constexpr uint32_t MERGE_CHUNK = 512; /* pending extremes read at a time */
-
-/* Rank list[0..m) and put each of the K best at out[rank]. */
-__device__ void rank_best(const dev_extreme *list, uint32_t m, uint32_t k, dev_extreme *out)
-{
-	for (uint32_t i = threadIdx.x; i < m; i += blockDim.x) {
-		const dev_extreme e = list[i];
-		uint32_t rank = 0;
-		for (uint32_t j = 0; j < m && rank < k; j++)
-			rank += before(list[j], e) || (j < i && !before(e, list[j]));
-		if (rank < k)
-			out[rank] = e;
-	}
-}
-
-/* list: room for K + chunk extremes, out: for K, both in shared memory. */
-__device__ void merge_in_chunks(point_arrays &p, block_header *h, dev_extreme *list,
-                                dev_extreme *out, uint32_t chunk, uint32_t n, uint32_t pending)
-{
-	const uint32_t k = (uint32_t)p.k;
-	bool ranked = false; /* list[0..n) sorted best first; before, in p.best's heap order */
-	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
-		list[i] = load_extreme(&p.best[i]);
-	for (uint32_t first = 0; first < pending; first += chunk) {
-		if (threadIdx.x == 0)
-			h->survivors = 0;
-		__syncthreads();
-		const bool full = n == k;
-		dev_extreme floor = {};
-		if (full) /* the K-th best; when not full, list[0] may be a survivor's slot */
-			floor = list[ranked ? n - 1 : 0];
-		const uint32_t end = first + chunk < pending ? first + chunk : pending;
-		for (uint32_t i = first + threadIdx.x; i < end; i += blockDim.x) {
-			const dev_extreme e = load_extreme(&p.pending[i]);
-			if (!full || before(e, floor))
-				list[n + atomicAdd(&h->survivors, 1u)] = e;
-		}
-		__syncthreads();
-		const uint32_t m = n + h->survivors;
-		__syncthreads(); /* all have read the count before it is reset */
-		if (threadIdx.x == 0) {
-			ATC_COUNT(XC_ROUNDS, 1);
-			ATC_COUNT(XC_SURVIVORS, m - n);
-		}
-		if (m == n)
-			continue;
-		rank_best(list, m, k, out);
-		__syncthreads();
-		n = m < k ? m : k;
-		for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
-			list[i] = out[i];
-		ranked = true;
-	}
-	__syncthreads();
-	if (!ranked)
-		return;
-	for (uint32_t i = threadIdx.x; i < n; i += blockDim.x)
-		p.best[n - 1 - i] = list[i];
-	if (threadIdx.x == 0) {
-		p.counters[N_BEST] = n;
-		if (n == k) {
-			*p.floor = list[n - 1];
-			p.counters[HAS_FLOOR] = 1;
-		}
-	}
-}
-
-/* Where the block has too little shared memory for a chunk (one warp):
- * thread 0 sifts each pending extreme through a heap. */
-__device__ void merge_by_heap(point_arrays &p, dev_extreme *heap, uint32_t n, uint32_t pending)
-{
-	const int k = p.k;
-	for (uint32_t i = 0; i < n; i++)
-		heap[i] = p.best[i];
-	for (uint32_t i = 0; i < pending; i++)
-		heap_offer(heap, &n, k, load_extreme(&p.pending[i]));
-	for (uint32_t i = 0; i < n; i++)
-		p.best[i] = heap[i];
-	p.counters[N_BEST] = n;
-	if (n == (uint32_t)k) {
-		*p.floor = heap[0];
-		p.counters[HAS_FLOOR] = 1;
-	}
-}
-
-/* area: room extremes of shared memory, heap (K of them) among them */
-__device__ void merge_launch_best(point_arrays &p, block_header *h, dev_extreme *area, size_t room,
-                                  dev_extreme *heap)
-{
-	const uint32_t pending = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_PENDING]));
-	const uint32_t n = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_BEST]));
-	const size_t k = (size_t)p.k;
-	const uint32_t chunk = room > 2 * k + MERGE_CHUNK ? MERGE_CHUNK
-	                       : room > 2 * k            ? (uint32_t)(room - 2 * k)
-	                                                 : 0;
-	if (threadIdx.x == 0) {
-		ATC_COUNT(XC_MERGES, 1);
-		ATC_COUNT(XC_PENDING, pending);
-	}
-	if (pending == 0) {
-		/* nothing found: the K best stand */
-	} else if (chunk >= WARP) {
-		merge_in_chunks(p, h, area, area + k + chunk, chunk, n, pending);
-	} else if (threadIdx.x == 0) {
-		merge_by_heap(p, heap, n, pending);
-	}
-	__syncthreads(); /* every thread has read the counters */
-	if (threadIdx.x == 0) {
-		p.counters[N_PENDING] = 0;
-		p.counters[BLOCKS_DONE] = 0;
-	}
-}
-
 /* ATC_EPILOGUE_OVERLAP=1: once the rows are folded, the threads past the
  * TILE that combine the warps' sums (the other 14 warps of 16) flush the
  * shared histogram meanwhile, instead of waiting for the combine and the
@@ -1695,15 +1514,53 @@ fold_kernel(point_arrays p, launch_job job)
 	if (k == 0)
 		return;
 
-	block_best_to_pending(p, h, heaps, nwarps, reinterpret_cast<dev_extreme *>(work));
-	if (threadIdx.x == 0)
+	/* The block's K best (the heaps are complete: the item loop ended at a
+	 * barrier), to the launch's pending list.  Only thread 0 writes what the
+	 * last block reads, so only it fences, and only when it wrote something
+	 * (once the heap is full, usually nothing): a fence waits for the
+	 * histogram's reductions too. */
+	if (threadIdx.x == 0) {
+		for (int i = 1; i < nwarps; i++)
+			for (uint32_t j = 0; j < h->heap_n[i]; j++)
+				heap_offer(heaps, &h->heap_n[0], k, heaps[i * k + j]);
+		uint32_t n = h->heap_n[0];
+		if (n) {
+			ATC_COUNT(XC_BLOCKS_WITH_BEST, 1);
+			uint32_t first = atomicAdd(&p.counters[N_PENDING], n);
+			for (uint32_t i = 0; i < n; i++)
+				p.pending[first + i] = heaps[i];
+			__threadfence();
+		}
 		h->is_last = atomicAdd(&p.counters[BLOCKS_DONE], 1u) == gridDim.x - 1;
+	}
 	__syncthreads();
 	ATC_MARK(3);
-	if (!h->is_last)
+	if (!h->is_last || threadIdx.x != 0)
 		return;
-	merge_launch_best(p, h, reinterpret_cast<dev_extreme *>(warp_areas),
-	                  (size_t)nwarps * (STAGE + (size_t)k), heaps);
+	/* The last block: the point's K best so far and the launch's, re-ranked;
+	 * nothing to do when no block found a better one (the usual case once
+	 * the heap is full: it is the launch's last step, so it is kept short). */
+	uint32_t pending = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_PENDING]));
+	ATC_COUNT(XC_MERGES, 1);
+	ATC_COUNT(XC_PENDING, pending);
+	if (pending == 0) {
+		p.counters[BLOCKS_DONE] = 0;
+		return;
+	}
+	uint32_t n = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_BEST]));
+	for (uint32_t i = 0; i < n; i++)
+		heaps[i] = p.best[i];
+	for (uint32_t i = 0; i < pending; i++)
+		heap_offer(heaps, &n, k, load_extreme(&p.pending[i]));
+	for (uint32_t i = 0; i < n; i++)
+		p.best[i] = heaps[i];
+	p.counters[N_BEST] = n;
+	if (n == (uint32_t)k) {
+		*p.floor = heaps[0];
+		p.counters[HAS_FLOOR] = 1;
+	}
+	p.counters[N_PENDING] = 0;
+	p.counters[BLOCKS_DONE] = 0;
 }
 
 /* Sampled rows, in the tensor's own dtype, [n][channels] with channels
@@ -1849,8 +1706,8 @@ static int point_reset(cuda_point *p, cudaStream_t stream, struct at_error *err)
 }
 
 #ifdef ATC_EXTREME_COUNTS
-/* launches merged, pending extremes, merge rounds, survivors, blocks that
- * sent any, rare-path steps: totals since the library was loaded */
+/* launches merged, pending extremes, blocks that sent any, rare-path steps:
+ * totals since the library was loaded */
 extern "C" int atc_debug_extreme_counts(unsigned long long *out)
 {
 	return cudaMemcpyFromSymbol(out, atc_kernels::extreme_counts, sizeof atc_kernels::extreme_counts) ==

@@ -445,7 +445,7 @@ def kernel_times(model, ids, forwards, before=None, trace=None):
 
 
 # the library's rare-path counters, in a build with -DATC_EXTREME_COUNTS
-EXTREME_COUNTS = ("merges", "pending", "rounds", "survivors", "blocks_with_best", "stage_steps")
+EXTREME_COUNTS = ("merges", "pending", "blocks_with_best", "stage_steps")
 DEBUG_LIB = []
 
 
