@@ -212,11 +212,19 @@ __device__ __forceinline__ void timeline_warp_done(int warp)
 #ifdef ATC_EXTREME_COUNTS
 /* Diagnostics only (nvcc -DATC_EXTREME_COUNTS): what the extremes' rare
  * paths did, summed over launches; read by atc_debug_extreme_counts. */
-enum { XC_MERGES, XC_PENDING, XC_BLOCKS_WITH_BEST, XC_STAGE_STEPS, XC_N };
+enum {
+	XC_MERGES, XC_PENDING, XC_BLOCKS_WITH_BEST, XC_STAGE_STEPS,
+	/* SM cycles, summed: blocks' start (to the first barrier), their items,
+	 * the rare path's steps (a warp's), blocks' K best sent, the last merge */
+	XC_START_CYCLES, XC_ITEMS_CYCLES, XC_STAGE_CYCLES, XC_BLOCK_END_CYCLES, XC_MERGE_CYCLES,
+	XC_N
+};
 __device__ unsigned long long extreme_counts[XC_N];
 #define ATC_COUNT(what, n) atomicAdd(&extreme_counts[what], (unsigned long long)(n))
+#define ATC_CLOCK() clock64()
 #else
-#define ATC_COUNT(what, n) ((void)0)
+#define ATC_COUNT(what, n) ((void)(n))
+#define ATC_CLOCK() 0LL
 #endif
 
 constexpr size_t HIST_SHARED_BYTES = (size_t)HIST_ROWS * HIST_WORDS * sizeof(uint32_t);
@@ -886,6 +894,7 @@ __device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, de
                                          int64_t row_bytes, int64_t channel_stride, int n,
                                          int64_t token, float floor)
 {
+	const long long t0 = ATC_CLOCK();
 	if (lane == 0)
 		ATC_COUNT(XC_STAGE_STEPS, 1);
 	for (int u = 0; u < n; u++) {
@@ -899,6 +908,8 @@ __device__ ATC_NOINLINE float stage_step(block_header *h, dev_extreme *stage, de
 		}
 		floor = warp_take_staged(h, stage, heap, warp, lane, k);
 	}
+	if (lane == 0)
+		ATC_COUNT(XC_STAGE_CYCLES, ATC_CLOCK() - t0);
 	return floor;
 }
 
@@ -1413,6 +1424,7 @@ fold_kernel(point_arrays p, launch_job job)
 	w.lane = lane;
 	w.k = k;
 	ATC_MARK(0);
+	const long long t_start = ATC_CLOCK();
 
 	if (threadIdx.x == 0) {
 		h->has_global_floor = k > 0 && p.counters[HAS_FLOOR];
@@ -1428,6 +1440,9 @@ fold_kernel(point_arrays p, launch_job job)
 	w.floor = warp_floor(h, w.heap, warp, k);
 	for (int v = 0; v < LANE_CHANNELS; v++)
 		w.hist_at[v] = shared_address(&w.hist[hist_word(lane, v)]);
+	const long long t_items = ATC_CLOCK();
+	if (threadIdx.x == 0)
+		ATC_COUNT(XC_START_CYCLES, t_items - t_start);
 
 	for (int item = (int)blockIdx.x; item < job.items; item += (int)gridDim.x) {
 		const int tile = item / job.splits, split = item % job.splits;
@@ -1520,6 +1535,8 @@ fold_kernel(point_arrays p, launch_job job)
 	 * (once the heap is full, usually nothing): a fence waits for the
 	 * histogram's reductions too. */
 	if (threadIdx.x == 0) {
+		const long long t_end = ATC_CLOCK();
+		ATC_COUNT(XC_ITEMS_CYCLES, t_end - t_items);
 		for (int i = 1; i < nwarps; i++)
 			for (uint32_t j = 0; j < h->heap_n[i]; j++)
 				heap_offer(heaps, &h->heap_n[0], k, heaps[i * k + j]);
@@ -1532,11 +1549,13 @@ fold_kernel(point_arrays p, launch_job job)
 			__threadfence();
 		}
 		h->is_last = atomicAdd(&p.counters[BLOCKS_DONE], 1u) == gridDim.x - 1;
+		ATC_COUNT(XC_BLOCK_END_CYCLES, ATC_CLOCK() - t_end);
 	}
 	__syncthreads();
 	ATC_MARK(3);
 	if (!h->is_last || threadIdx.x != 0)
 		return;
+	const long long t_merge = ATC_CLOCK();
 	/* The last block: the point's K best so far and the launch's, re-ranked;
 	 * nothing to do when no block found a better one (the usual case once
 	 * the heap is full: it is the launch's last step, so it is kept short). */
@@ -1545,6 +1564,7 @@ fold_kernel(point_arrays p, launch_job job)
 	ATC_COUNT(XC_PENDING, pending);
 	if (pending == 0) {
 		p.counters[BLOCKS_DONE] = 0;
+		ATC_COUNT(XC_MERGE_CYCLES, ATC_CLOCK() - t_merge);
 		return;
 	}
 	uint32_t n = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_BEST]));
@@ -1561,6 +1581,7 @@ fold_kernel(point_arrays p, launch_job job)
 	}
 	p.counters[N_PENDING] = 0;
 	p.counters[BLOCKS_DONE] = 0;
+	ATC_COUNT(XC_MERGE_CYCLES, ATC_CLOCK() - t_merge);
 }
 
 /* Sampled rows, in the tensor's own dtype, [n][channels] with channels
@@ -1706,8 +1727,8 @@ static int point_reset(cuda_point *p, cudaStream_t stream, struct at_error *err)
 }
 
 #ifdef ATC_EXTREME_COUNTS
-/* launches merged, pending extremes, blocks that sent any, rare-path steps:
- * totals since the library was loaded */
+/* launches merged, pending extremes, blocks that sent any, rare-path steps,
+ * and the cycles of each part (XC_*): totals since the library was loaded */
 extern "C" int atc_debug_extreme_counts(unsigned long long *out)
 {
 	return cudaMemcpyFromSymbol(out, atc_kernels::extreme_counts, sizeof atc_kernels::extreme_counts) ==

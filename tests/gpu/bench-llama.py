@@ -445,7 +445,8 @@ def kernel_times(model, ids, forwards, before=None, trace=None):
 
 
 # the library's rare-path counters, in a build with -DATC_EXTREME_COUNTS
-EXTREME_COUNTS = ("merges", "pending", "blocks_with_best", "stage_steps")
+EXTREME_COUNTS = ("merges", "pending", "blocks_with_best", "stage_steps", "start_cycles",
+                  "items_cycles", "stage_cycles", "block_end_cycles", "merge_cycles")
 DEBUG_LIB = []
 
 
