@@ -39,7 +39,9 @@ points), in four variants measured in one run:
   capture-s64c-trust  capture-s64c with dedup="trust"
   capture-s64c-trust-l1  the same at zstd level 1
   capture-trust-nohist  capture without histograms (hist=False); -noext:
-                without extremes (extremes=0)
+                without extremes (extremes=0); -pad: 21 KiB more shared
+                memory a launch, in a library built with -DATC_EXTREME_COUNTS
+                (diagnostics)
   (words combine: capture-s64c-mem-trust-l1, capture-r4096-mem-trust...)
 
 After the timed variants, the traces of capture and capture-nodedup (and
@@ -49,8 +51,11 @@ names the build's trace-equal, which must find them identical.
 For each: warm-up forwards, then the median over --repeats forwards of the
 time between CUDA events around model(input_ids) (hook work included, since
 it is queued on the same stream; with acttrace, checkpoint and close are
-after the timed forwards and reported apart).  Prints a TSV table and the
-ratios to `none`; --json FILE keeps the raw times.
+after the timed forwards and reported apart), and the first warm-up
+forward's time.  Prints a TSV table and the ratios to `none`; --json FILE
+keeps the raw times.  --kernel-times N profiles N more forwards of each
+variant: device time by kernel group (and --kernel-trace DIR keeps them as
+Chrome traces).
 
 A minimal ctypes binding of its own (the project's Python package has no
 device path yet): ACTTRACE_LIB names a libacttrace.so built with CUDA.
@@ -385,17 +390,18 @@ CAPTURE_WORDS = {
 }
 
 
-def kernel_times(model, ids, forwards, before=None, trace=None):
+def kernel_times(lib, model, ids, forwards, before=None, trace=None):
     """Device time a forward, from the CUDA kernels' own records (torch.profiler,
     CUPTI; it sees the library's launches as well as PyTorch's), by group:
     the model's kernels, the library's fold kernels split by template (dtype,
     vector path, histogram kind), its other kernels; the time the GPU ran any
-    kernel; and the forward's wall time on the device.  Where the extremes or
-    the histogram cost more than a launch's kernel time, this says whether
-    the kernels grew or the gaps between them did."""
+    kernel, and the span from the first kernel to the last.  Where the
+    extremes or the histogram cost more than a launch's kernel time, this says
+    whether the kernels grew or the gaps between them did.  With a library
+    built with -DATC_EXTREME_COUNTS, also its counters a forward."""
     from torch.autograd import DeviceType
     from torch.profiler import ProfilerActivity, profile
-    counts = extreme_counts()
+    counts = extreme_counts(lib)
     with torch.inference_mode(), profile(activities=[ProfilerActivity.CUDA]) as prof:
         torch.cuda.synchronize()
         for _ in range(forwards):
@@ -434,7 +440,7 @@ def kernel_times(model, ids, forwards, before=None, trace=None):
             reach = end
     span = (spans[-1][1] - spans[0][0]) if spans else 0.0
     ms = lambda us: us / 1000.0 / forwards
-    after = extreme_counts()
+    after = extreme_counts(lib)
     out = {"busy_ms": ms(busy), "span_ms": ms(span),
            "groups": {g: {"ms": ms(t), "launches": c / forwards, "longest_us": m}
                       for g, (t, c, m) in sorted(groups.items())}}
@@ -444,18 +450,19 @@ def kernel_times(model, ids, forwards, before=None, trace=None):
     return out
 
 
-# the library's rare-path counters, in a build with -DATC_EXTREME_COUNTS
+# the extremes' counters and cycles of a build with -DATC_EXTREME_COUNTS, in
+# stats.cu's order (XC_*)
 EXTREME_COUNTS = ("merges", "pending", "blocks_with_best", "stage_steps", "start_cycles",
                   "items_cycles", "stage_cycles", "block_end_cycles", "merge_cycles")
-DEBUG_LIB = []
 
 
-def extreme_counts():
-    if not DEBUG_LIB or not hasattr(DEBUG_LIB[0], "atc_debug_extreme_counts"):
+def extreme_counts(lib):
+    """The counters' totals so far, or None from a library built without them."""
+    if not hasattr(lib, "atc_debug_extreme_counts"):
         return None
     buf = (ctypes.c_ulonglong * len(EXTREME_COUNTS))()
     torch.cuda.synchronize()
-    return list(buf) if DEBUG_LIB[0].atc_debug_extreme_counts(buf) == 0 else None
+    return list(buf) if lib.atc_debug_extreme_counts(buf) == 0 else None
 
 
 def print_kernel_times(variant, kt):
@@ -501,7 +508,6 @@ def main():
     if not torch.cuda.is_available():
         skip("no CUDA device")
     lib = load_library(args.lib)
-    DEBUG_LIB.append(lib)
     if not lib.at_cuda_available():
         skip(f"{args.lib} has no usable CUDA device path")
     model = build_model(args)
@@ -558,7 +564,8 @@ def main():
         mem = torch.cuda.memory_stats()
         if args.kernel_times:
             trace = os.path.join(args.kernel_trace, f"{variant}.json") if args.kernel_trace else None
-            extra["kernel_times"] = kernel_times(model, ids, args.kernel_times, before, trace)
+            extra["kernel_times"] = kernel_times(lib, model, ids, args.kernel_times, before,
+                                                 trace)
         extra["alloc_retries"] = mem.get("num_alloc_retries", 0)
         extra["device_allocs"] = mem.get("num_device_alloc", 0)
         hooks.remove()

@@ -1067,11 +1067,12 @@ static void add_cases(int quick, int big)
 	run_case(&repeated, dir);
 	repeated.reverse = 1;
 	run_case(&repeated, dir);
-	/* the launch's K best merged both ways: after the checkpoint, the first
-	 * launch's many candidates through a heap, the next launch's few ranked
-	 * in parallel into an array sorted worst first, and the surge's many
-	 * through a heap again, built on that array; twice: each tensor observed
-	 * again at the same tokens, identical candidates side by side */
+	/* the launches' K best merged with many candidates and with few: after
+	 * the checkpoint, every block sends its K best (no floor yet), the next
+	 * call only what beats the floor, and the surge (64 times larger) every
+	 * block's K best again, displacing all; twice: each tensor observed
+	 * again at the same tokens, so that identical candidates (value, token
+	 * and channel) meet in the merges */
 	struct test_case surge = {AT_BF16, 0, 4, 40, 1100, SURGE, 4, AT_SAMPLE_NONE, 1, 1 << 20, 64, 0, 0};
 	run_case(&surge, dir);
 	surge.twice = 1;
