@@ -10,7 +10,10 @@
 # last.  Run from the repository root:  sh tests/gpu/run.sh [STEP...]
 # (steps: build test sanitize kernel variants profile timeline io hf dp tp
 # llama llama-profile; default build test sanitize kernel llama).
-# NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2);
+# NVCC_EXTRA adds flags to the kernel's compilation (e.g. -DATC_MIN_BLOCKS=2),
+# STATS_CU names another version of stats.cu to build (an A/B in one call:
+# git show BRANCH:libtrace/cuda/stats.cu >stats-b.cu, then a second run.sh
+# with BUILD=/tmp/b STATS_CU=stats-b.cu OUT=$OUT/b);
 # LLAMA_VARIANTS replaces bench-llama.py's list of variants (e.g.
 # none,capture-nodedup,capture-trust,acttrace,acttrace-dedup,none) and
 # LLAMA_REPEATS its number of timed forwards, LLAMA_KERNEL_TIMES the forwards
@@ -83,7 +86,7 @@ if step build; then
 		done
 		"$NVCC" -std=c++17 -O3 -lineinfo ${NVCC_EXTRA:-} -gencode arch=compute_90,code=sm_90 \
 			-gencode arch=compute_75,code=compute_75 -Xptxas -v -Xcompiler -fPIC \
-			-Ilibtrace -Ilibtrace/cuda -c libtrace/cuda/stats.cu -o "$B/obj/stats.o"
+			-Ilibtrace -Ilibtrace/cuda -c "${STATS_CU:-libtrace/cuda/stats.cu}" -o "$B/obj/stats.o"
 		gcc -shared -fopenmp -o "$B/libacttrace.so" "$B"/obj/*.o $HDF5_LIBS -lzstd \
 			-L"$CUDA_HOME/lib64" -Wl,-rpath,"$CUDA_HOME/lib64" -lcudart -lstdc++ -lm
 		mkdir -p "$B/plugins"
