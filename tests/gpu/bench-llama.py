@@ -62,8 +62,10 @@ device path yet): ACTTRACE_LIB names a libacttrace.so built with CUDA.
 Exit 77 without a GPU, torch or transformers."""
 import argparse
 import ctypes
+import gzip
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -412,7 +414,9 @@ def kernel_times(lib, model, ids, forwards, before=None, trace=None):
     if trace:
         # every launch with its grid, block and shared memory, for a closer look
         prof.export_chrome_trace(trace)
-        subprocess.run(["gzip", "-f", trace], check=False)
+        with open(trace, "rb") as f, gzip.open(trace + ".gz", "wb") as z:
+            shutil.copyfileobj(f, z)
+        os.remove(trace)
     groups, spans = {}, []
     for e in prof.events():
         if e.device_type != DeviceType.CUDA or "memcpy" in e.name.lower() \

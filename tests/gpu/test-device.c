@@ -99,7 +99,8 @@ static void device_free(void *dev)
 enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, REPEATED, SURGE, N_KINDS };
 static const char *const kind_names[] = {"gauss",      "nan-inf",  "offset-1e4", "outliers", "zeros",
                                          "zeros-tiny", "repeated", "surge"};
-/* SURGE: gaussian, 64 times larger from this token on */
+/* SURGE: gaussian, 64 times larger from this token on (the surge case's
+ * fourth call: 3 calls of 40 rows before it) */
 #define SURGE_TOKEN 120
 
 static float value_of(enum data_kind kind, int64_t token, int64_t c)
