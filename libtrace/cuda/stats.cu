@@ -142,7 +142,7 @@ struct point_arrays {
 	double *mean, *m2, *m3, *m4, *abssum;
 	float *min, *max, *absmax;
 	uint32_t *hist;       /* [channels][BINS], NULL when not kept */
-	dev_extreme *best;    /* [k]: a heap, worst first */
+	dev_extreme *best;    /* [k]: the point's K best so far, best first */
 	dev_extreme *floor;   /* the K-th best, when counters[HAS_FLOOR] */
 	dev_extreme *pending; /* [grid_cap * k]: the blocks' K best of one launch */
 	uint32_t *counters;   /* N_COUNTERS */
@@ -164,7 +164,7 @@ struct launch_job {
 
 struct block_header {
 	dev_extreme global_floor;
-	uint32_t has_global_floor, is_last, unused[2];
+	uint32_t has_global_floor, is_last, merge_n[2];
 	uint32_t heap_n[MAX_WARPS];
 	uint32_t stage_n[MAX_WARPS];
 };
@@ -215,8 +215,12 @@ __device__ __forceinline__ void timeline_warp_done(int warp)
 enum {
 	XC_MERGES, XC_PENDING, XC_BLOCKS_WITH_BEST, XC_STAGE_STEPS,
 	/* SM cycles, summed: blocks' start (to the first barrier), their items,
-	 * the rare path's steps (a warp's), blocks' K best sent, the last merge */
+	 * the rare path's steps (a warp's), blocks' K best sent, the last merge,
+	 * and of that merge: the wait for its first read (the counters), and
+	 * for the candidates' (to the barrier after them) */
 	XC_START_CYCLES, XC_ITEMS_CYCLES, XC_STAGE_CYCLES, XC_BLOCK_END_CYCLES, XC_MERGE_CYCLES,
+	XC_MERGE_WAIT_CYCLES, XC_MERGE_GATHER_CYCLES, XC_MERGE_RANK_CYCLES,
+	XC_MERGES_OVER_64, XC_MERGES_OVER_512, /* merges with more pending than that */
 	XC_N
 };
 __device__ unsigned long long extreme_counts[XC_N];
@@ -649,13 +653,64 @@ __device__ void heap_offer(dev_extreme *heap, uint32_t *n, int k, const dev_extr
 	heap[i] = e;
 }
 
+/* One 16-byte load from L2 (what other blocks of the launch wrote). */
 __device__ __forceinline__ dev_extreme load_extreme(const dev_extreme *q)
 {
+	uint4 bits = __ldcg(reinterpret_cast<const uint4 *>(q));
 	dev_extreme e;
-	e.value = __ldcg(&q->value);
-	e.channel = __ldcg(reinterpret_cast<const int *>(&q->channel));
-	e.token = __ldcg(reinterpret_cast<const long long *>(&q->token));
+	memcpy(&e, &bits, sizeof e);
 	return e;
+}
+
+/* An extreme as a 128-bit key whose unsigned order is before()'s: |value|'s
+ * bits, then the token and the channel (order-preserving as unsigned, then
+ * complemented: smaller first), then whether the sign bit is clear.  It keeps
+ * every bit, and equal keys are identical extremes (the sign breaks no tie
+ * that before() keeps: a token and channel hold one value).  Ranking compares
+ * two words where before() took a chain of branches: 170 cycles a comparison
+ * (ATC_EXTREME_COUNTS), the whole of the last block's merge. */
+struct alignas(16) rank_key {
+	unsigned long long hi, lo;
+};
+static_assert(sizeof(rank_key) == sizeof(dev_extreme), "a key takes an extreme's place");
+
+__device__ __forceinline__ rank_key key_of(const dev_extreme &e)
+{
+	const uint32_t bits = bits_of(e.value);
+	const unsigned long long token = ~((unsigned long long)e.token ^ (1ull << 63));
+	const uint32_t channel = ~((uint32_t)e.channel ^ (1u << 31));
+	rank_key key;
+	key.hi = (unsigned long long)(bits & 0x7fffffffu) << 33 | token >> 31;
+	key.lo = token << 33 | (unsigned long long)channel << 1 | (bits >> 31 ^ 1u);
+	return key;
+}
+
+__device__ __forceinline__ dev_extreme extreme_of(const rank_key &key)
+{
+	const unsigned long long token = key.hi << 31 | key.lo >> 33;
+	dev_extreme e;
+	e.value = float_of((uint32_t)(key.hi >> 33) | (uint32_t)(~key.lo & 1u) << 31);
+	e.token = (int64_t)(~token ^ (1ull << 63));
+	e.channel = (int32_t)(~(uint32_t)(key.lo >> 1) ^ (1u << 31));
+	return e;
+}
+
+__device__ __forceinline__ bool key_before(const rank_key &a, const rank_key &b)
+{
+	return a.hi > b.hi || (a.hi == b.hi && a.lo > b.lo);
+}
+
+/* Rank of c[i] among c[0..n) (0: the best): how many rank before it, identical
+ * ones (the same element seen twice) by index, so that ranks are 0..n-1. */
+__device__ __forceinline__ uint32_t rank_of(const rank_key *c, uint32_t n, uint32_t i)
+{
+	const rank_key e = c[i];
+	uint32_t r = 0;
+	for (uint32_t j = 0; j < n; j++) {
+		const rank_key o = c[j];
+		r += key_before(o, e) || (j < i && o.hi == e.hi && o.lo == e.lo);
+	}
+	return r;
 }
 
 /* |x| an element must reach to be looked at by this warp: the larger of the
@@ -1396,6 +1451,106 @@ __device__ void combine_splits(const point_arrays &p, partial *parts, int64_t c0
 #endif
 constexpr bool EPILOGUE_OVERLAP = ATC_EPILOGUE_OVERLAP != 0;
 
+/* Pending extremes the last block ranks at once, beside the point's K best:
+ * as many as its threads, or as fit twice in the shared memory it no longer
+ * needs.  The smallest block (one warp, vector path off) frees
+ * STAGE + k + TILE * sizeof(partial) / 16 extremes, so a chunk is never
+ * empty. */
+__host__ __device__ inline uint32_t merge_chunk(size_t free_bytes, int k, int threads)
+{
+	size_t fit = free_bytes / (2 * sizeof(dev_extreme)) - (size_t)k;
+	return (uint32_t)(fit < (size_t)threads ? fit : (size_t)threads);
+}
+static_assert((STAGE + ATC_MAX_EXTREMES + TILE * sizeof(partial) / sizeof(dev_extreme)) / 2 >
+                  ATC_MAX_EXTREMES + WARP - 1,
+              "the last block ranks at least a warp of pending extremes at a time");
+
+/* The last block of a launch: the point's K best so far and the blocks' K
+ * best (the pending list), ranked by all its threads, each candidate against
+ * every other, in shared memory.  After a point's first launches only a
+ * handful are pending (6.5 a launch in the Llama benchmark), so this is two
+ * reads from memory and one pass; one thread sifting them into a heap waited
+ * for memory some 20 times in a row, 23,000 cycles a launch with every other
+ * block done (ATC_EXTREME_COUNTS: 2.5 ms of a forward).  A point's first
+ * launches pend thousands: they come a chunk at a time, the later chunks
+ * filtered by the K-th best so far. */
+__device__ void merge_launch_best(const point_arrays &p, block_header *h, dev_extreme *area,
+                                  uint32_t chunk)
+{
+	const long long t_merge = ATC_CLOCK();
+	const uint32_t k = (uint32_t)p.k, tid = threadIdx.x, threads = blockDim.x;
+	const uint32_t pending = __ldcg(&p.counters[N_PENDING]);
+	uint32_t total = __ldcg(&p.counters[N_BEST]);
+	long long t_read = 0;
+	if (tid == 0) {
+		ATC_COUNT(XC_PENDING, pending); /* waits for the read; the clock after it */
+		t_read = ATC_CLOCK();
+		ATC_COUNT(XC_MERGES, 1);
+		ATC_COUNT(XC_MERGE_WAIT_CYCLES, t_read - t_merge);
+		ATC_COUNT(XC_MERGES_OVER_64, pending > 64);
+		ATC_COUNT(XC_MERGES_OVER_512, pending > 512);
+	}
+	if (pending == 0) { /* the usual case once the K best are good */
+		if (tid == 0) {
+			p.counters[BLOCKS_DONE] = 0;
+			ATC_COUNT(XC_MERGE_CYCLES, ATC_CLOCK() - t_merge);
+		}
+		return;
+	}
+	rank_key *cur = reinterpret_cast<rank_key *>(area), *next = cur + k + chunk;
+	uint32_t taken = pending < chunk ? pending : chunk;
+	/* the first chunk unfiltered: each beat the floor the launch began with */
+	for (uint32_t i = tid; i < total + taken; i += threads)
+		cur[i] = key_of(load_extreme(i < total ? &p.best[i] : &p.pending[i - total]));
+	total += taken;
+	__syncthreads();
+	const long long t_gathered = ATC_CLOCK();
+	if (tid == 0)
+		ATC_COUNT(XC_MERGE_GATHER_CYCLES, t_gathered - t_read);
+	/* each round counts in the other slot: a thread may still read this
+	 * round's after thread 0 set the next one's */
+	for (int round = 0; taken < pending; round ^= 1) {
+		const uint32_t m = total < k ? total : k;
+		for (uint32_t i = tid; i < total; i += threads) {
+			uint32_t r = rank_of(cur, total, i);
+			if (r < m)
+				next[r] = cur[i];
+		}
+		if (tid == 0)
+			h->merge_n[round] = m;
+		__syncthreads(); /* next is whole; nobody reads cur */
+		rank_key *t = cur;
+		cur = next;
+		next = t;
+		const uint32_t c = pending - taken < chunk ? pending - taken : chunk;
+		for (uint32_t i = tid; i < c; i += threads) {
+			const rank_key e = key_of(load_extreme(&p.pending[taken + i]));
+			if (m < k || key_before(e, cur[m - 1]))
+				cur[atomicAdd(&h->merge_n[round], 1u)] = e;
+		}
+		taken += c;
+		__syncthreads();
+		total = h->merge_n[round];
+	}
+	const uint32_t n = total < k ? total : k;
+	for (uint32_t i = tid; i < total; i += threads) {
+		uint32_t r = rank_of(cur, total, i);
+		if (r < n)
+			p.best[r] = extreme_of(cur[i]);
+		if (r == k - 1)
+			*p.floor = extreme_of(cur[i]);
+	}
+	if (tid == 0) {
+		ATC_COUNT(XC_MERGE_RANK_CYCLES, ATC_CLOCK() - t_gathered);
+		p.counters[N_BEST] = n;
+		if (n == k)
+			p.counters[HAS_FLOOR] = 1;
+		p.counters[N_PENDING] = 0;
+		p.counters[BLOCKS_DONE] = 0;
+		ATC_COUNT(XC_MERGE_CYCLES, ATC_CLOCK() - t_merge);
+	}
+}
+
 template <int D, bool VEC, int H>
 __global__ void __launch_bounds__(MAX_WARPS * WARP, ATC_MIN_BLOCKS)
 fold_kernel(point_arrays p, launch_job job)
@@ -1426,10 +1581,11 @@ fold_kernel(point_arrays p, launch_job job)
 	ATC_MARK(0);
 	const long long t_start = ATC_CLOCK();
 
-	if (threadIdx.x == 0) {
-		h->has_global_floor = k > 0 && p.counters[HAS_FLOOR];
-		if (h->has_global_floor)
-			h->global_floor = *p.floor;
+	if (threadIdx.x == 0) { /* the floor read beside its flag: one wait, not two */
+		const uint32_t has_floor = k > 0 ? p.counters[HAS_FLOOR] : 0;
+		const dev_extreme floor = k > 0 ? *p.floor : dev_extreme{};
+		h->has_global_floor = has_floor;
+		h->global_floor = floor;
 	}
 	if (threadIdx.x < (unsigned)nwarps)
 		h->heap_n[threadIdx.x] = h->stage_n[threadIdx.x] = 0;
@@ -1553,35 +1709,14 @@ fold_kernel(point_arrays p, launch_job job)
 	}
 	__syncthreads();
 	ATC_MARK(3);
-	if (!h->is_last || threadIdx.x != 0)
+	if (!h->is_last)
 		return;
-	const long long t_merge = ATC_CLOCK();
-	/* The last block: the point's K best so far and the launch's, re-ranked;
-	 * nothing to do when no block found a better one (the usual case once
-	 * the heap is full: it is the launch's last step, so it is kept short). */
-	uint32_t pending = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_PENDING]));
-	ATC_COUNT(XC_MERGES, 1);
-	ATC_COUNT(XC_PENDING, pending);
-	if (pending == 0) {
-		p.counters[BLOCKS_DONE] = 0;
-		ATC_COUNT(XC_MERGE_CYCLES, ATC_CLOCK() - t_merge);
-		return;
-	}
-	uint32_t n = __ldcg(reinterpret_cast<const unsigned int *>(&p.counters[N_BEST]));
-	for (uint32_t i = 0; i < n; i++)
-		heaps[i] = p.best[i];
-	for (uint32_t i = 0; i < pending; i++)
-		heap_offer(heaps, &n, k, load_extreme(&p.pending[i]));
-	for (uint32_t i = 0; i < n; i++)
-		p.best[i] = heaps[i];
-	p.counters[N_BEST] = n;
-	if (n == (uint32_t)k) {
-		*p.floor = heaps[0];
-		p.counters[HAS_FLOOR] = 1;
-	}
-	p.counters[N_PENDING] = 0;
-	p.counters[BLOCKS_DONE] = 0;
-	ATC_COUNT(XC_MERGE_CYCLES, ATC_CLOCK() - t_merge);
+	/* the heaps are in the pending list: all after the histogram is free */
+	const size_t free_bytes =
+	    (size_t)nwarps * (WARP_STAGE_BYTES + (size_t)k * sizeof(dev_extreme) +
+	                      warp_work_bytes(VEC ? ring_bytes(esize) : 0));
+	merge_launch_best(p, h, reinterpret_cast<dev_extreme *>(warp_areas),
+	                  merge_chunk(free_bytes, k, (int)blockDim.x));
 }
 
 /* Sampled rows, in the tensor's own dtype, [n][channels] with channels

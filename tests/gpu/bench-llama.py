@@ -457,7 +457,9 @@ def kernel_times(lib, model, ids, forwards, before=None, trace=None):
 # the extremes' counters and cycles of a build with -DATC_EXTREME_COUNTS, in
 # stats.cu's order (XC_*)
 EXTREME_COUNTS = ("merges", "pending", "blocks_with_best", "stage_steps", "start_cycles",
-                  "items_cycles", "stage_cycles", "block_end_cycles", "merge_cycles")
+                  "items_cycles", "stage_cycles", "block_end_cycles", "merge_cycles",
+                  "merge_wait_cycles", "merge_gather_cycles", "merge_rank_cycles",
+                  "merges_over_64", "merges_over_512")
 
 
 def extreme_counts(lib):

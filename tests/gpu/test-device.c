@@ -96,9 +96,11 @@ static void device_free(void *dev)
 
 /* ---------------------------------------------------------------- data */
 
-enum data_kind { GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, REPEATED, SURGE, N_KINDS };
+enum data_kind {
+	GAUSS, NONFINITE, OFFSET, OUTLIERS, ZEROS, ZEROS_TINY, REPEATED, SURGE, LADDER, N_KINDS
+};
 static const char *const kind_names[] = {"gauss",      "nan-inf",  "offset-1e4", "outliers", "zeros",
-                                         "zeros-tiny", "repeated", "surge"};
+                                         "zeros-tiny", "repeated", "surge",      "ladder"};
 /* SURGE: gaussian, 64 times larger from this token on (the surge case's
  * fourth call: 3 calls of 40 rows before it) */
 #define SURGE_TOKEN 120
@@ -142,6 +144,9 @@ static float value_of(enum data_kind kind, int64_t token, int64_t c)
 	}
 	case SURGE:
 		return (float)(token >= SURGE_TOKEN ? 64.0 * g : g);
+	case LADDER: /* below the ladder's values (put_ladder), and no one step
+	              * holding most of a channel's variance */
+		return (float)(200.0 * rng_uniform() - 100.0);
 	default:
 		return (float)g;
 	}
@@ -201,6 +206,36 @@ struct tensor_data {
 	size_t bytes;
 };
 
+static void put_value(const struct test_case *tc, struct tensor_data *d, int64_t token, int64_t c,
+                      float x)
+{
+	int64_t T = tc->rows, C = tc->channels, b = token / T, t = token % T;
+	size_t logical = (size_t)(token * C + c);
+	size_t at = tc->bct ? (size_t)((b * C + c) * T + t) : logical;
+	if (tc->dtype == AT_F32)
+		((float *)d->raw)[at] = x;
+	else
+		((uint16_t *)d->raw)[at] = tc->dtype == AT_BF16 ? to_bf16(x) : to_f16(x);
+	d->values[logical] = x; /* exact in every dtype: integers below 256 */
+}
+
+/* LADDER: uniform in [-100, 100], and in batch 1 the K values +-130, 132, ... 128 + 2K, in
+ * batch 2 one value of 131, between the K-th best and the one before it: it
+ * belongs in the K best only when the floor that batch 2's launch starts from
+ * is exactly the K-th best (batch 0's call ends at a checkpoint, which clears
+ * the device's K best, so batch 1 sets the floor). */
+static void put_ladder(const struct test_case *tc, struct tensor_data *d)
+{
+	int64_t T = tc->rows, C = tc->channels;
+	if (tc->batches < 2 || tc->extremes > 64 || tc->extremes > T * C)
+		return;
+	for (int64_t j = 0; j < tc->extremes; j++)
+		put_value(tc, d, T + j % T, (j * 7 + j / T) % C,
+		          (float)((j % 2 ? -1 : 1) * (130 + 2 * j)));
+	if (tc->batches >= 3)
+		put_value(tc, d, 2 * T + 3, 5 % C, 131.0f);
+}
+
 static void make_data(const struct test_case *tc, struct tensor_data *d)
 {
 	int64_t B = tc->batches, T = tc->rows, C = tc->channels;
@@ -225,6 +260,8 @@ static void make_data(const struct test_case *tc, struct tensor_data *d)
 				}
 				d->values[logical] = x;
 			}
+	if (tc->kind == LADDER)
+		put_ladder(tc, d);
 }
 
 /* The view of batches [b0, b0+nb) of the data at `base`. */
@@ -1080,6 +1117,14 @@ static void add_cases(int quick, int big)
 	run_case(&surge, dir);
 	repeated.twice = 1;
 	run_case(&repeated, dir);
+	/* the floor a launch starts from is the K-th best, not the one before
+	 * it: many blocks (K = 64), and one block of one warp (K = 16) */
+	struct test_case ladder[] = {
+		{AT_BF16, 0, 3, 40, 1100, LADDER, 3, AT_SAMPLE_NONE, 1, 1 << 20, 64, 0, 0},
+		{AT_F32, 1, 3, 20, 50, LADDER, 3, AT_SAMPLE_NONE, 1, 1 << 20, 16, 0, 0},
+	};
+	for (size_t i = 0; i < sizeof ladder / sizeof ladder[0]; i++)
+		run_case(&ladder[i], dir);
 	/* the vector path (rows 16-byte aligned) with a partial last tile of 8
 	 * channels, on data with NaN/Inf and outliers */
 	struct test_case partial_tile[] = {
