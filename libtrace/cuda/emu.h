@@ -169,6 +169,18 @@ inline bool any_in_warp(bool predicate)
 	return any;
 }
 
+inline unsigned sum_in_warp(unsigned value)
+{
+	unsigned me = current, first = me & ~31u;
+	votes[me] = (int)value;
+	wait_at(AT_SYNCWARP);
+	unsigned sum = 0;
+	for (unsigned t = first; t < first + 32 && t < threads.size(); t++)
+		sum += (unsigned)votes[t];
+	wait_at(AT_SYNCWARP);
+	return sum;
+}
+
 /* ---- the runtime API, on host memory */
 inline std::map<const char *, size_t> allocations;
 inline std::mutex allocations_mu; /* the library's sample thread frees too */
@@ -194,6 +206,7 @@ inline bool is_device_pointer(const void *p)
 inline void __syncthreads() { emu::wait_at(emu::AT_SYNCTHREADS); }
 inline void __syncwarp(unsigned = 0xffffffffu) { emu::wait_at(emu::AT_SYNCWARP); }
 inline bool __any_sync(unsigned, bool predicate) { return emu::any_in_warp(predicate); }
+inline unsigned __reduce_add_sync(unsigned, unsigned value) { return emu::sum_in_warp(value); }
 inline void __threadfence() {}
 template <class T> inline T __ldcg(const T *p) { return *p; }
 template <class T> inline T atomicAdd(T *p, T v)

@@ -700,17 +700,32 @@ __device__ __forceinline__ bool key_before(const rank_key &a, const rank_key &b)
 	return a.hi > b.hi || (a.hi == b.hi && a.lo > b.lo);
 }
 
-/* Rank of c[i] among c[0..n) (0: the best): how many rank before it, identical
- * ones (the same element seen twice) by index, so that ranks are 0..n-1. */
-__device__ __forceinline__ uint32_t rank_of(const rank_key *c, uint32_t n, uint32_t i)
+__device__ __forceinline__ uint32_t warp_sum(uint32_t x)
+{
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ < 800 /* the PTX for older devices */
+	for (int d = WARP / 2; d > 0; d /= 2)
+		x += __shfl_xor_sync(0xffffffffu, x, d);
+	return x;
+#else
+	return __reduce_add_sync(0xffffffffu, x);
+#endif
+}
+
+/* Rank of c[i] among c[0..n) (0: the best), by a whole warp, each lane
+ * comparing a share: how many rank before it, identical ones (the same
+ * element seen twice) by index, so that ranks are 0..n-1.  A thread a
+ * candidate, each comparing all, was latency-bound (11,700 cycles a merge
+ * for some 70 candidates, ATC_EXTREME_COUNTS). */
+__device__ __forceinline__ uint32_t warp_rank_of(const rank_key *c, uint32_t n, uint32_t i,
+                                                 uint32_t lane)
 {
 	const rank_key e = c[i];
 	uint32_t r = 0;
-	for (uint32_t j = 0; j < n; j++) {
+	for (uint32_t j = lane; j < n; j += WARP) {
 		const rank_key o = c[j];
 		r += key_before(o, e) || (j < i && o.hi == e.hi && o.lo == e.lo);
 	}
-	return r;
+	return warp_sum(r);
 }
 
 /* |x| an element must reach to be looked at by this warp: the larger of the
@@ -1479,6 +1494,7 @@ __device__ void merge_launch_best(const point_arrays &p, block_header *h, dev_ex
 {
 	const long long t_merge = ATC_CLOCK();
 	const uint32_t k = (uint32_t)p.k, tid = threadIdx.x, threads = blockDim.x;
+	const uint32_t lane = tid % WARP, warp = tid / WARP, nwarps = threads / WARP;
 	const uint32_t pending = __ldcg(&p.counters[N_PENDING]);
 	uint32_t total = __ldcg(&p.counters[N_BEST]);
 	long long t_read = 0;
@@ -1511,9 +1527,9 @@ __device__ void merge_launch_best(const point_arrays &p, block_header *h, dev_ex
 	 * round's after thread 0 set the next one's */
 	for (int round = 0; taken < pending; round ^= 1) {
 		const uint32_t m = total < k ? total : k;
-		for (uint32_t i = tid; i < total; i += threads) {
-			uint32_t r = rank_of(cur, total, i);
-			if (r < m)
+		for (uint32_t i = warp; i < total; i += nwarps) {
+			uint32_t r = warp_rank_of(cur, total, i, lane);
+			if (r < m && lane == 0)
 				next[r] = cur[i];
 		}
 		if (tid == 0)
@@ -1533,11 +1549,11 @@ __device__ void merge_launch_best(const point_arrays &p, block_header *h, dev_ex
 		total = h->merge_n[round];
 	}
 	const uint32_t n = total < k ? total : k;
-	for (uint32_t i = tid; i < total; i += threads) {
-		uint32_t r = rank_of(cur, total, i);
-		if (r < n)
+	for (uint32_t i = warp; i < total; i += nwarps) {
+		uint32_t r = warp_rank_of(cur, total, i, lane);
+		if (r < n && lane == 0)
 			p.best[r] = extreme_of(cur[i]);
-		if (r == k - 1)
+		if (r == k - 1 && lane == 0)
 			*p.floor = extreme_of(cur[i]);
 	}
 	if (tid == 0) {

@@ -79,7 +79,8 @@ if step build; then
 	printf '#define PACKAGE_VERSION "0.1.0-gpu"\n#define HAVE_CUDA 1\n' >"$B/config.h"
 	CFLAGS="-O2 -g -fopenmp -fPIC -Wall -Wextra -I$B -Ilibtrace -Itools $HDF5_CFLAGS"
 	t0=$(date +%s)
-	if (
+	# not an if's condition: there, set -e is off and a failed step went on
+	(
 		set -ex
 		for f in h5util error accum codec zstd-filter writer reservoir reader merge merge-slices device; do
 			gcc $CFLAGS -c "libtrace/$f.c" -o "$B/obj/$f.o"
@@ -110,7 +111,8 @@ if step build; then
 			tools/trace-capture.in >"$B/trace-capture"
 		chmod +x "$B/trace-capture"
 		ln -sf libacttrace.so "$B/libacttrace.so.0"
-	) >"$OUT/build.log" 2>&1; then
+	) >"$OUT/build.log" 2>&1
+	if [ $? -eq 0 ]; then
 		note "build: ok in $(($(date +%s) - t0)) s"
 	else
 		note "build: FAILED"
