@@ -206,23 +206,29 @@ struct tensor_data {
 	size_t bytes;
 };
 
+/* x at (token, c) of the case's layout and dtype; values[] holds what the
+ * dtype keeps of it. */
 static void put_value(const struct test_case *tc, struct tensor_data *d, int64_t token, int64_t c,
                       float x)
 {
 	int64_t T = tc->rows, C = tc->channels, b = token / T, t = token % T;
 	size_t logical = (size_t)(token * C + c);
 	size_t at = tc->bct ? (size_t)((b * C + c) * T + t) : logical;
-	if (tc->dtype == AT_F32)
+	if (tc->dtype == AT_F32) {
 		((float *)d->raw)[at] = x;
-	else
-		((uint16_t *)d->raw)[at] = tc->dtype == AT_BF16 ? to_bf16(x) : to_f16(x);
-	d->values[logical] = x; /* exact in every dtype: integers below 256 */
+	} else {
+		uint16_t h = tc->dtype == AT_BF16 ? to_bf16(x) : to_f16(x);
+		((uint16_t *)d->raw)[at] = h;
+		x = tc->dtype == AT_BF16 ? at_bf16_to_float(h) : at_f16_to_float(h);
+	}
+	d->values[logical] = x;
 }
 
-/* LADDER: uniform in [-100, 100], and in batch 1 the K values +-130, 132, ... 128 + 2K, in
- * batch 2 one value of 131, between the K-th best and the one before it: it
- * belongs in the K best only when the floor that batch 2's launch starts from
- * is exactly the K-th best (batch 0's call ends at a checkpoint, which clears
+/* LADDER: uniform in [-100, 100]; in batch 1 the K values +-130, 132, ...
+ * 128 + 2K, and in batch 2 one value of 131, between the K-th best and the
+ * one before it (integers below 257: exact in every dtype).  131 belongs in
+ * the K best only when the floor that batch 2's launch starts from is
+ * exactly the K-th best (batch 0's call ends at a checkpoint, which clears
  * the device's K best, so batch 1 sets the floor). */
 static void put_ladder(const struct test_case *tc, struct tensor_data *d)
 {
@@ -247,19 +253,8 @@ static void make_data(const struct test_case *tc, struct tensor_data *d)
 		exit(99);
 	for (int64_t b = 0; b < B; b++)
 		for (int64_t t = 0; t < T; t++)
-			for (int64_t c = 0; c < C; c++) {
-				float x = value_of(tc->kind, b * T + t, c);
-				size_t logical = (size_t)((b * T + t) * C + c);
-				size_t at = tc->bct ? (size_t)((b * C + c) * T + t) : logical;
-				if (tc->dtype == AT_F32) {
-					((float *)d->raw)[at] = x;
-				} else {
-					uint16_t h = tc->dtype == AT_BF16 ? to_bf16(x) : to_f16(x);
-					((uint16_t *)d->raw)[at] = h;
-					x = tc->dtype == AT_BF16 ? at_bf16_to_float(h) : at_f16_to_float(h);
-				}
-				d->values[logical] = x;
-			}
+			for (int64_t c = 0; c < C; c++)
+				put_value(tc, d, b * T + t, c, value_of(tc->kind, b * T + t, c));
 	if (tc->kind == LADDER)
 		put_ladder(tc, d);
 }
