@@ -1483,12 +1483,12 @@ static_assert((STAGE + ATC_MAX_EXTREMES + TILE * sizeof(partial) / sizeof(dev_ex
 /* The last block of a launch: the point's K best so far and the blocks' K
  * best (the pending list), ranked by all its threads, each candidate against
  * every other, in shared memory.  After a point's first launches only a
- * handful are pending (6.5 a launch in the Llama benchmark), so this is two
- * reads from memory and one pass; one thread sifting them into a heap waited
- * for memory some 20 times in a row, 23,000 cycles a launch with every other
- * block done (ATC_EXTREME_COUNTS: 2.5 ms of a forward).  A point's first
- * launches pend thousands: they come a chunk at a time, the later chunks
- * filtered by the K-th best so far. */
+ * handful are pending (7 a launch in the Llama benchmark), so this is two
+ * reads from memory (some 2,500 cycles) and one pass.  One thread sifting
+ * them into a heap took 23,000 cycles a launch with every other block done,
+ * 2.5 ms of a forward, nearly all of it in before()'s comparisons
+ * (ATC_EXTREME_COUNTS).  A point's first launches pend thousands: they come
+ * a chunk at a time, the later chunks filtered by the K-th best so far. */
 __device__ void merge_launch_best(const point_arrays &p, block_header *h, dev_extreme *area,
                                   uint32_t chunk)
 {
