@@ -157,18 +157,7 @@ inline void launch(dim3 grid, dim3 block, size_t shared_bytes, std::function<voi
 	}
 }
 
-inline bool any_in_warp(bool predicate)
-{
-	unsigned me = current, first = me & ~31u;
-	votes[me] = predicate;
-	wait_at(AT_SYNCWARP);
-	bool any = false;
-	for (unsigned t = first; t < first + 32 && t < threads.size(); t++)
-		any |= votes[t] != 0;
-	wait_at(AT_SYNCWARP); /* nobody votes again before everyone has read */
-	return any;
-}
-
+/* A warp's sum of value, every live thread of it voting. */
 inline unsigned sum_in_warp(unsigned value)
 {
 	unsigned me = current, first = me & ~31u;
@@ -177,8 +166,13 @@ inline unsigned sum_in_warp(unsigned value)
 	unsigned sum = 0;
 	for (unsigned t = first; t < first + 32 && t < threads.size(); t++)
 		sum += (unsigned)votes[t];
-	wait_at(AT_SYNCWARP);
+	wait_at(AT_SYNCWARP); /* nobody votes again before everyone has read */
 	return sum;
+}
+
+inline bool any_in_warp(bool predicate)
+{
+	return sum_in_warp(predicate ? 1u : 0u) != 0;
 }
 
 /* ---- the runtime API, on host memory */

@@ -265,12 +265,19 @@ __host__ __device__ inline size_t warp_work_bytes(size_t ring)
 	return ring > parts ? ring : parts;
 }
 
+/* The warps' stages, heaps and work areas: the end of a block's shared
+ * memory, which the last block's merge of the extremes takes whole. */
+__host__ __device__ inline size_t warp_areas_bytes(int nwarps, int k, size_t ring)
+{
+	return (size_t)nwarps * (WARP_STAGE_BYTES + (size_t)k * sizeof(dev_extreme) +
+	                         warp_work_bytes(ring));
+}
+
 __host__ __device__ inline size_t shared_bytes(int nwarps, int k, bool hist_shared, size_t ring,
                                                bool prefetch)
 {
 	return sizeof(block_header) + (prefetch ? POINT_STATE_BYTES : 0) + area_bytes(hist_shared) +
-	       (size_t)nwarps * WARP_STAGE_BYTES + (size_t)nwarps * (size_t)k * sizeof(dev_extreme) +
-	       (size_t)nwarps * warp_work_bytes(ring);
+	       warp_areas_bytes(nwarps, k, ring);
 }
 
 /* ---------------------------------------------------------------- elements */
@@ -1728,9 +1735,7 @@ fold_kernel(point_arrays p, launch_job job)
 	if (!h->is_last)
 		return;
 	/* the heaps are in the pending list: all after the histogram is free */
-	const size_t free_bytes =
-	    (size_t)nwarps * (WARP_STAGE_BYTES + (size_t)k * sizeof(dev_extreme) +
-	                      warp_work_bytes(VEC ? ring_bytes(esize) : 0));
+	const size_t free_bytes = warp_areas_bytes(nwarps, k, VEC ? ring_bytes(esize) : 0);
 	merge_launch_best(p, h, reinterpret_cast<dev_extreme *>(warp_areas),
 	                  merge_chunk(free_bytes, k, (int)blockDim.x));
 }
